@@ -1,0 +1,451 @@
+//! `SocketConfig`: everything a socket needs to know, validated once, before anything connects.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_http::header::{HeaderName, HeaderValue};
+use actix_http::Uri;
+
+use crate::{Backoff, Error, Heartbeat, Outbox, Outgoing};
+
+/// Produces the identify messages afresh for every connect (so that a token can be fresh).
+pub type IdentifyFn = Arc<dyn Fn() -> Vec<Outgoing> + Send + Sync>;
+
+/// The validated configuration of one socket. Build it with [`SocketConfig::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use resocket::{Backoff, SocketConfig};
+///
+/// let config = SocketConfig::builder("ws://127.0.0.1:9000/feed")
+///     .heartbeat(Duration::from_secs(5), Duration::from_secs(10))
+///     .keepalive(r#"{"keepalive":"live"}"#)
+///     .identify(r#"{"op":"subscribe","channels":["ticks"]}"#)
+///     .backoff(Backoff::exponential(Duration::from_millis(500), Duration::from_secs(30)).max_attempts(20))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.url(), "ws://127.0.0.1:9000/feed");
+///
+/// let err = SocketConfig::builder("http://example.com").build().unwrap_err();
+/// assert!(err.to_string().contains("`url`"));
+/// ```
+#[derive(Clone)]
+pub struct SocketConfig {
+    pub(crate) url: String,
+    pub(crate) uri: Uri,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) protocols: Vec<String>,
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) keepalive: Option<Outgoing>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) min_uptime: Duration,
+    pub(crate) outbox: Outbox,
+    pub(crate) max_message: usize,
+    pub(crate) identify: Vec<Outgoing>,
+    pub(crate) identify_fn: Option<IdentifyFn>,
+    pub(crate) close_timeout: Duration,
+    pub(crate) retry_client_errors: bool,
+    pub(crate) fatal_close_codes: Vec<u16>,
+    pub(crate) jitter_seed: Option<u64>,
+}
+
+impl SocketConfig {
+    /// Default connect timeout (TCP connect and handshake): 10 s.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default uptime after which the attempt counter resets: 5 s.
+    pub const DEFAULT_MIN_UPTIME: Duration = Duration::from_secs(5);
+    /// Default largest inbound message: 16 MiB.
+    pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+    /// Default wait for the peer's Close (or FIN) after ours: 2 s.
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// Starts a builder for `url` (`ws://` or `wss://`) with every other setting at its default.
+    pub fn builder(url: impl Into<String>) -> SocketConfigBuilder {
+        SocketConfigBuilder {
+            url: url.into(),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            heartbeat: Heartbeat::default(),
+            keepalive: None,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            backoff: Backoff::default(),
+            min_uptime: Self::DEFAULT_MIN_UPTIME,
+            outbox: Outbox::default(),
+            max_message: Self::DEFAULT_MAX_MESSAGE,
+            identify: Vec::new(),
+            identify_fn: None,
+            close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
+            retry_client_errors: false,
+            fatal_close_codes: Vec::new(),
+            jitter_seed: None,
+        }
+    }
+
+    /// The URL the socket connects to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The heartbeat settings.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat
+    }
+
+    /// The reconnect policy.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The outbox limits.
+    pub fn outbox(&self) -> Outbox {
+        self.outbox
+    }
+
+    /// The identify messages for one connect: the fixed ones, then the generated ones.
+    pub(crate) fn identify_messages(&self) -> Vec<Outgoing> {
+        let mut messages = self.identify.clone();
+        if let Some(f) = &self.identify_fn {
+            messages.extend(f());
+        }
+        messages
+    }
+}
+
+impl fmt::Debug for SocketConfig {
+    // Header values and identify payloads may hold secrets: only their names and counts show.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketConfig")
+            .field("url", &self.url)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("protocols", &self.protocols)
+            .field("heartbeat", &self.heartbeat)
+            .field("keepalive", &self.keepalive.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("backoff", &self.backoff)
+            .field("min_uptime", &self.min_uptime)
+            .field("outbox", &self.outbox)
+            .field("max_message", &self.max_message)
+            .field(
+                "identify",
+                &(self.identify.len(), self.identify_fn.is_some()),
+            )
+            .field("close_timeout", &self.close_timeout)
+            .field("retry_client_errors", &self.retry_client_errors)
+            .field("fatal_close_codes", &self.fatal_close_codes)
+            .finish()
+    }
+}
+
+/// Builds a [`SocketConfig`]; [`build`](Self::build) validates every value.
+#[must_use]
+pub struct SocketConfigBuilder {
+    url: String,
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+    heartbeat: Heartbeat,
+    keepalive: Option<Outgoing>,
+    connect_timeout: Duration,
+    backoff: Backoff,
+    min_uptime: Duration,
+    outbox: Outbox,
+    max_message: usize,
+    identify: Vec<Outgoing>,
+    identify_fn: Option<IdentifyFn>,
+    close_timeout: Duration,
+    retry_client_errors: bool,
+    fatal_close_codes: Vec<u16>,
+    jitter_seed: Option<u64>,
+}
+
+impl fmt::Debug for SocketConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketConfigBuilder")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketConfigBuilder {
+    /// Adds a header to the upgrade request (repeatable), e.g. `Authorization`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (repeatable). If the server chooses one that was not offered, the
+    /// connect fails with [`Error::Subprotocol`].
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Ping every `interval`; presume the peer dead after `timeout` without any frame.
+    /// Defaults to 5 s and 10 s.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = Heartbeat { interval, timeout };
+        self
+    }
+
+    /// An application-level message sent with every heartbeat ping, such as
+    /// `{"keepalive":"live"}`, for servers that ignore WebSocket pings. Defaults to none.
+    pub fn keepalive(mut self, message: impl Into<Outgoing>) -> Self {
+        self.keepalive = Some(message.into());
+        self
+    }
+
+    /// Limit on TCP connect plus handshake. Defaults to 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The reconnect policy. Defaults to 500 ms doubling to 30 s with full jitter, forever.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// A connection must stay open this long before the attempt counter resets, so that a
+    /// server that accepts and drops at once still backs off. Defaults to 5 s.
+    pub fn min_uptime(mut self, uptime: Duration) -> Self {
+        self.min_uptime = uptime;
+        self
+    }
+
+    /// The outbox limits and overflow policy. Defaults to 10,000 messages / 16 MiB, Reject.
+    pub fn outbox(mut self, outbox: Outbox) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// The largest inbound message (a single frame or a reassembled fragmented message).
+    /// Larger ones are discarded with an [`Error::MessageTooLarge`] event. Defaults to 16 MiB.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// A message sent first on every connect, before the outbox (repeatable; sent in order).
+    pub fn identify(mut self, message: impl Into<Outgoing>) -> Self {
+        self.identify.push(message.into());
+        self
+    }
+
+    /// Messages produced afresh on every connect (after any fixed [`identify`](Self::identify)
+    /// messages), e.g. an auth message with a fresh token, then re-subscribe commands.
+    pub fn identify_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Vec<Outgoing> + Send + Sync + 'static,
+    {
+        self.identify_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// How long `close` waits for the peer's Close (or FIN) after sending its own.
+    /// Defaults to 2 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Retry handshakes refused with a 4xx status (401, 403, 404, …) instead of closing with a
+    /// fatal error. Defaults to false: such a refusal usually needs a person.
+    pub fn retry_client_errors(mut self, retry: bool) -> Self {
+        self.retry_client_errors = retry;
+        self
+    }
+
+    /// Close codes from the server after which the socket closes for good (Closed{PeerClosed})
+    /// instead of reconnecting (repeatable). Defaults to none: every server close reconnects.
+    pub fn fatal_close_code(mut self, code: u16) -> Self {
+        self.fatal_close_codes.push(code);
+        self
+    }
+
+    /// Seed the jitter generator, making reconnect delays reproducible. Defaults to a seed
+    /// from the clock.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Validates every value; an error names the field at fault.
+    pub fn build(self) -> Result<SocketConfig, Error> {
+        let uri = parse_url(&self.url)?;
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let n = HeaderName::try_from(name.as_str())
+                .map_err(|_| Error::config("header", format!("invalid header name {name:?}")))?;
+            let v = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                Error::config("header", format!("invalid value for header {name:?}"))
+            })?;
+            headers.push((n, v));
+        }
+        for p in &self.protocols {
+            let token = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                return Err(Error::config(
+                    "protocol",
+                    format!("{p:?} is not a valid token"),
+                ));
+            }
+        }
+        self.heartbeat.validate()?;
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.close_timeout.is_zero() {
+            return Err(Error::config("close_timeout", "must be greater than zero"));
+        }
+        self.backoff.validate()?;
+        self.outbox.validate()?;
+        if self.max_message == 0 {
+            return Err(Error::config("max_message", "must be greater than zero"));
+        }
+        Ok(SocketConfig {
+            url: self.url,
+            uri,
+            headers,
+            protocols: self.protocols,
+            heartbeat: self.heartbeat,
+            keepalive: self.keepalive,
+            connect_timeout: self.connect_timeout,
+            backoff: self.backoff,
+            min_uptime: self.min_uptime,
+            outbox: self.outbox,
+            max_message: self.max_message,
+            identify: self.identify,
+            identify_fn: self.identify_fn,
+            close_timeout: self.close_timeout,
+            retry_client_errors: self.retry_client_errors,
+            fatal_close_codes: self.fatal_close_codes,
+            jitter_seed: self.jitter_seed,
+        })
+    }
+}
+
+fn parse_url(url: &str) -> Result<Uri, Error> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Error::config("url", format!("{url:?} is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(Error::config(
+                "url",
+                format!("{url:?}: wss:// needs TLS support, which this build does not have"),
+            ))
+        }
+        Some(other) => {
+            return Err(Error::config(
+                "url",
+                format!("{url:?}: scheme {other:?} is not ws or wss"),
+            ))
+        }
+        None => {
+            return Err(Error::config(
+                "url",
+                format!("{url:?} has no scheme (ws://)"),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(Error::config("url", format!("{url:?} has no host")));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(result: Result<SocketConfig, Error>) -> &'static str {
+        match result {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = SocketConfig::builder("ws://127.0.0.1:1/x").build().unwrap();
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(5));
+        assert_eq!(c.heartbeat.timeout, Duration::from_secs(10));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.backoff.min(), Duration::from_millis(500));
+        assert_eq!(c.backoff.max(), Duration::from_secs(30));
+        assert_eq!(c.backoff.attempt_limit(), None);
+        assert_eq!(c.min_uptime, Duration::from_secs(5));
+        assert_eq!(c.outbox.message_limit(), 10_000);
+        assert_eq!(c.outbox.byte_limit(), 16 * 1024 * 1024);
+        assert_eq!(c.outbox.overflow(), crate::Overflow::Reject);
+        assert_eq!(c.max_message, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let b = || SocketConfig::builder("ws://127.0.0.1:1/");
+        assert_eq!(field_of(SocketConfig::builder("not a url").build()), "url");
+        assert_eq!(field_of(SocketConfig::builder("http://h/").build()), "url");
+        assert_eq!(field_of(SocketConfig::builder("/path/only").build()), "url");
+        assert_eq!(field_of(SocketConfig::builder("wss://h/").build()), "url");
+        let ms = Duration::from_millis;
+        assert_eq!(field_of(b().heartbeat(ms(0), ms(10)).build()), "heartbeat");
+        assert_eq!(
+            field_of(b().heartbeat(ms(100), ms(10)).build()),
+            "heartbeat"
+        );
+        assert_eq!(
+            field_of(b().connect_timeout(ms(0)).build()),
+            "connect_timeout"
+        );
+        assert_eq!(field_of(b().close_timeout(ms(0)).build()), "close_timeout");
+        assert_eq!(
+            field_of(b().backoff(Backoff::exponential(ms(10), ms(1))).build()),
+            "backoff"
+        );
+        assert_eq!(field_of(b().outbox(Outbox::bounded(0)).build()), "outbox");
+        assert_eq!(field_of(b().max_message(0).build()), "max_message");
+        assert_eq!(field_of(b().header("bad name", "v").build()), "header");
+        assert_eq!(field_of(b().header("x-ok", "bad\nvalue").build()), "header");
+        assert_eq!(field_of(b().protocol("a b").build()), "protocol");
+    }
+
+    #[test]
+    fn debug_hides_header_values() {
+        let c = SocketConfig::builder("ws://127.0.0.1:1/")
+            .header("Authorization", "Bearer secret-token")
+            .build()
+            .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("authorization"));
+        assert!(!shown.contains("secret-token"));
+    }
+
+    #[test]
+    fn identify_messages_fixed_then_generated() {
+        let c = SocketConfig::builder("ws://127.0.0.1:1/")
+            .identify("auth")
+            .identify_with(|| vec![Outgoing::from("sub")])
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.identify_messages(),
+            vec![Outgoing::from("auth"), Outgoing::from("sub")]
+        );
+    }
+}

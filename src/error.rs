@@ -1,0 +1,167 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong with a socket, each variant saying what the caller should do.
+///
+/// Errors are plain data (`Clone + Send + Sync`): they travel inside state changes and events to
+/// subscribers on other threads. Errors from awc are kept as their message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid; `field` names the builder method. Fix the configuration:
+    /// retrying cannot help.
+    InvalidConfig {
+        /// The builder method whose value is wrong, e.g. `"heartbeat"`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TCP connection (or DNS lookup) failed: refused, unreachable, reset, too many open
+    /// files. Retried with backoff.
+    Connect(String),
+    /// Connecting (TCP and handshake) took longer than the configured connect timeout. Retried.
+    ConnectTimeout(Duration),
+    /// The server answered the upgrade request with this HTTP status instead of 101.
+    /// 5xx, 408 and 429 are retried; other statuses are fatal unless
+    /// [`SocketConfigBuilder::retry_client_errors`](crate::SocketConfigBuilder::retry_client_errors)
+    /// is set.
+    HandshakeStatus(u16),
+    /// The server's handshake response is not a WebSocket upgrade (bad or missing headers).
+    /// Fatal: the URL does not point at a WebSocket endpoint.
+    Handshake(String),
+    /// The server chose a subprotocol that was not offered. Fatal.
+    Subprotocol {
+        /// What the client offered.
+        offered: Vec<String>,
+        /// What the server chose.
+        chosen: String,
+    },
+    /// The open connection failed (I/O or protocol error). The socket reconnects.
+    Connection(String),
+    /// No frame arrived from the peer for this long: the peer is dead or the path half-open.
+    /// The socket reconnects.
+    HeartbeatTimeout(Duration),
+    /// An inbound message was larger than the configured maximum. It was discarded; the
+    /// connection stays up.
+    MessageTooLarge {
+        /// The configured maximum in bytes.
+        limit: usize,
+    },
+    /// An inbound text message was not valid UTF-8. It was discarded; the connection stays up.
+    InvalidUtf8,
+    /// An inbound text message could not be decoded into any subscribed type. It was
+    /// discarded (raw text subscribers still got it); the connection stays up.
+    Decode {
+        /// The serde_json error (of the last subscriber type tried).
+        error: String,
+        /// The start of the offending message (at most 120 bytes).
+        text: String,
+    },
+    /// A message could not be serialized to JSON. Nothing was sent.
+    Encode(String),
+    /// The outbox is full (policy `Reject`): the message is handed back with this error. Wait for
+    /// the socket to drain (state Open) or raise the limits.
+    OutboxFull {
+        /// Messages the outbox holds at most.
+        max_messages: usize,
+        /// Bytes the outbox holds at most.
+        max_bytes: usize,
+    },
+    /// A single message is larger than the whole outbox byte limit; it can never be queued.
+    MessageTooLargeForOutbox {
+        /// The message size in bytes.
+        size: usize,
+        /// The outbox byte limit.
+        max_bytes: usize,
+    },
+    /// Messages were dropped from the outbox by the `DropOldest` or `DropNewest` policy. Reported
+    /// as an event; `count` messages are gone.
+    Dropped {
+        /// How many messages were dropped by this event.
+        count: usize,
+    },
+    /// The socket is closing or closed: it accepts no more messages. The message is handed back.
+    /// Not a fault as such; start a new socket to send again.
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether a connect attempt that failed with this error is worth retrying by default.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect(_)
+            | Error::ConnectTimeout(_)
+            | Error::Connection(_)
+            | Error::HeartbeatTimeout(_) => true,
+            Error::HandshakeStatus(status) => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig { field, reason } => {
+                write!(f, "invalid configuration `{field}`: {reason}")
+            }
+            Error::Connect(msg) => write!(f, "connect failed: {msg}"),
+            Error::ConnectTimeout(d) => write!(f, "connect timed out after {d:?}"),
+            Error::HandshakeStatus(status) => {
+                write!(
+                    f,
+                    "handshake refused: server answered HTTP {status} instead of 101"
+                )
+            }
+            Error::Handshake(msg) => write!(f, "handshake failed: {msg}"),
+            Error::Subprotocol { offered, chosen } => write!(
+                f,
+                "server chose subprotocol {chosen:?}, which was not offered (offered {offered:?})"
+            ),
+            Error::Connection(msg) => write!(f, "connection failed: {msg}"),
+            Error::HeartbeatTimeout(d) => {
+                write!(
+                    f,
+                    "no frame from the peer for {d:?}: connection presumed dead"
+                )
+            }
+            Error::MessageTooLarge { limit } => {
+                write!(f, "inbound message larger than {limit} bytes discarded")
+            }
+            Error::InvalidUtf8 => write!(f, "inbound text message is not valid UTF-8; discarded"),
+            Error::Decode { error, text } => {
+                write!(
+                    f,
+                    "inbound message could not be decoded ({error}): {text:?}"
+                )
+            }
+            Error::Encode(msg) => write!(f, "message could not be serialized: {msg}"),
+            Error::OutboxFull {
+                max_messages,
+                max_bytes,
+            } => write!(
+                f,
+                "outbox full ({max_messages} messages / {max_bytes} bytes): message refused"
+            ),
+            Error::MessageTooLargeForOutbox { size, max_bytes } => write!(
+                f,
+                "message of {size} bytes exceeds the outbox byte limit of {max_bytes}"
+            ),
+            Error::Dropped { count } => {
+                write!(f, "{count} message(s) dropped from the full outbox")
+            }
+            Error::Closed => write!(f, "socket is closing or closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

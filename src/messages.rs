@@ -1,0 +1,205 @@
+//! What an application tells a socket: send, subscribe, close, query.
+
+use std::fmt;
+use std::time::Duration;
+
+use actix::{Message, Recipient};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::subscribers::{Subscription, TypedRecipient};
+use crate::{
+    Error, ErrorOccurred, Inbound, InboundBinary, InboundText, Outgoing, SocketState, StateChanged,
+};
+
+/// Send one message. While the socket is Open it is written at once (behind the identify
+/// messages and anything queued earlier); otherwise it waits in the outbox, in order, for the
+/// next Open. A refusal hands the message back inside [`SendError`].
+///
+/// ```
+/// # fn demo(socket: actix::Addr<resocket::SocketActor>) -> Result<(), resocket::Error> {
+/// use resocket::Send;
+/// socket.do_send(Send::text("hello"));
+/// socket.do_send(Send::json(&serde_json::json!({"op": "ping"}))?);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Send(pub Outgoing);
+
+impl Send {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Send(Outgoing::from(text.into()))
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<bytes::Bytes>) -> Self {
+        Send(Outgoing::Binary(data.into()))
+    }
+
+    /// `value` serialized with serde_json, as a text message.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        Outgoing::json(value).map(Send)
+    }
+}
+
+impl Message for Send {
+    type Result = Result<(), SendError>;
+}
+
+/// A message the socket would not take, handed back with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// Why: [`Error::OutboxFull`], [`Error::MessageTooLargeForOutbox`] or [`Error::Closed`].
+    pub error: Error,
+    /// The message, untouched.
+    pub message: Outgoing,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "message of {} bytes not sent: {}",
+            self.message.len(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Subscribe an actor to what the socket receives or reports. Recipients that have stopped
+/// are pruned.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub(crate) Subscription);
+
+impl Subscribe {
+    /// Text messages decoded into `T` with serde_json. A message that no typed subscriber can
+    /// decode is reported to the error subscribers as [`Error::Decode`].
+    pub fn to<T>(recipient: Recipient<Inbound<T>>) -> Self
+    where
+        T: DeserializeOwned + std::marker::Send + 'static,
+    {
+        Subscribe(Subscription::Typed(Box::new(TypedRecipient::new(
+            recipient,
+        ))))
+    }
+
+    /// Raw text messages.
+    pub fn text(recipient: Recipient<InboundText>) -> Self {
+        Subscribe(Subscription::Text(recipient))
+    }
+
+    /// Raw binary messages.
+    pub fn binary(recipient: Recipient<InboundBinary>) -> Self {
+        Subscribe(Subscription::Binary(recipient))
+    }
+
+    /// State changes; the current state is sent at once.
+    pub fn states(recipient: Recipient<StateChanged>) -> Self {
+        Subscribe(Subscription::States(recipient))
+    }
+
+    /// Errors that do not change the state (decode failures, oversized or invalid messages,
+    /// dropped messages, failed connect attempts).
+    pub fn errors(recipient: Recipient<ErrorOccurred>) -> Self {
+        Subscribe(Subscription::Errors(recipient))
+    }
+}
+
+impl fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Subscribe").field(&self.0.kind()).finish()
+    }
+}
+
+/// Close the socket for good: state Closed{ByUser}, no reconnect.
+///
+/// While Open it sends a Close frame (code 1000) and waits, up to the timeout, for the peer's
+/// Close or FIN so that the frame really leaves (awc loses it otherwise). With
+/// [`Close::graceful`] the outbox is written first. Messages still in the outbox afterwards stay
+/// there: [`CloseReport::unsent`] counts them and [`TakeOutbox`] returns them.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CloseReport")]
+pub struct Close {
+    pub(crate) drain: bool,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Close {
+    /// Write the outbox, then the Close frame; give up on both after `timeout`.
+    pub fn graceful(timeout: Duration) -> Self {
+        Close {
+            drain: true,
+            timeout: Some(timeout),
+        }
+    }
+
+    /// Send the Close frame at once (waiting up to the configured close timeout for the peer);
+    /// the outbox is kept, not written.
+    pub fn now() -> Self {
+        Close {
+            drain: false,
+            timeout: None,
+        }
+    }
+}
+
+/// How a [`Close`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Whether the peer answered our Close (or closed the TCP connection) before the deadline.
+    /// False when the socket was not Open.
+    pub clean: bool,
+    /// Messages left in the outbox.
+    pub unsent: usize,
+}
+
+/// Ask for the socket's [`Status`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+/// A snapshot of a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The current state.
+    pub state: SocketState,
+    /// Messages waiting in the outbox.
+    pub outbox_len: usize,
+    /// Payload bytes waiting in the outbox.
+    pub outbox_bytes: usize,
+    /// Lifetime counters.
+    pub counters: Counters,
+}
+
+/// A socket's lifetime counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections opened.
+    pub connects: u64,
+    /// Connections opened after the first one.
+    pub reconnects: u64,
+    /// Connect attempts that failed.
+    pub connect_failures: u64,
+    /// Whole inbound data messages received.
+    pub messages_in: u64,
+    /// Data messages written to a connection (identify and keepalive messages included).
+    pub messages_out: u64,
+    /// Messages dropped by the outbox overflow policy.
+    pub dropped: u64,
+    /// Inbound messages discarded (too large, invalid UTF-8, undecodable).
+    pub discarded: u64,
+}
+
+/// Take every message left in the outbox (oldest first), e.g. after Closed, to send them
+/// elsewhere.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<Outgoing>")]
+pub struct TakeOutbox;

@@ -1,0 +1,328 @@
+//! The bounded queue of messages waiting to be written, and its overflow policy. Pure logic.
+
+use std::collections::VecDeque;
+
+use crate::{Error, Outgoing};
+
+/// What happens when a message arrives at a full outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Refuse the new message and hand it back to the sender inside the error (the default).
+    #[default]
+    Reject,
+    /// Drop the oldest queued messages to make room; an [`Error::Dropped`] event reports it.
+    DropOldest,
+    /// Drop the new message; the sender gets it back with [`Error::OutboxFull`] and an
+    /// [`Error::Dropped`] event reports it (for senders that use `do_send`).
+    DropNewest,
+}
+
+/// The outbox limits: messages waiting to be written while the socket is not Open, or while
+/// the peer reads more slowly than the application sends.
+///
+/// ```
+/// use resocket::{Outbox, Overflow};
+/// let outbox = Outbox::bounded(1_000).max_bytes(1 << 20).on_overflow(Overflow::DropOldest);
+/// assert_eq!(outbox.message_limit(), 1_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outbox {
+    max_messages: usize,
+    max_bytes: usize,
+    overflow: Overflow,
+}
+
+impl Outbox {
+    /// Default message limit: 10,000.
+    pub const DEFAULT_MAX_MESSAGES: usize = 10_000;
+    /// Default byte limit: 16 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+    /// At most `max_messages` messages (and the default 16 MiB), policy Reject.
+    pub fn bounded(max_messages: usize) -> Self {
+        Outbox {
+            max_messages,
+            ..Outbox::default()
+        }
+    }
+
+    /// At most this many payload bytes in all.
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The overflow policy. Defaults to [`Overflow::Reject`].
+    pub fn on_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// The message limit.
+    pub fn message_limit(&self) -> usize {
+        self.max_messages
+    }
+
+    /// The byte limit.
+    pub fn byte_limit(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The overflow policy.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.max_messages == 0 || self.max_bytes == 0 {
+            return Err(Error::config("outbox", "limits must be greater than zero"));
+        }
+        Ok(())
+    }
+
+    fn full_error(&self) -> Error {
+        Error::OutboxFull {
+            max_messages: self.max_messages,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            max_messages: Self::DEFAULT_MAX_MESSAGES,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            overflow: Overflow::Reject,
+        }
+    }
+}
+
+/// The outcome of [`OutboxQueue::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued, nothing lost.
+    Queued,
+    /// Queued after dropping this many of the oldest messages.
+    QueuedDroppingOldest(usize),
+    /// Not queued: the message is handed back with the reason. `dropped` says whether the policy
+    /// counts it as a drop (DropNewest) rather than a refusal.
+    Refused {
+        message: Outgoing,
+        error: Error,
+        dropped: bool,
+    },
+}
+
+/// The queue itself: order kept, never above its limits.
+#[derive(Debug)]
+pub(crate) struct OutboxQueue {
+    limits: Outbox,
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+impl OutboxQueue {
+    pub(crate) fn new(limits: Outbox) -> Self {
+        OutboxQueue {
+            limits,
+            items: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Queues `message` at the back, applying the overflow policy if it does not fit.
+    pub(crate) fn push(&mut self, message: Outgoing) -> Pushed {
+        let size = message.len();
+        if size > self.limits.max_bytes {
+            return Pushed::Refused {
+                message,
+                error: Error::MessageTooLargeForOutbox {
+                    size,
+                    max_bytes: self.limits.max_bytes,
+                },
+                dropped: false,
+            };
+        }
+        if self.fits(size) {
+            self.push_unchecked(message);
+            return Pushed::Queued;
+        }
+        match self.limits.overflow {
+            Overflow::Reject | Overflow::DropNewest => Pushed::Refused {
+                message,
+                error: self.limits.full_error(),
+                dropped: self.limits.overflow == Overflow::DropNewest,
+            },
+            Overflow::DropOldest => {
+                let mut dropped = 0;
+                while !self.fits(size) {
+                    if self.pop_front().is_none() {
+                        break;
+                    }
+                    dropped += 1;
+                }
+                self.push_unchecked(message);
+                Pushed::QueuedDroppingOldest(dropped)
+            }
+        }
+    }
+
+    fn fits(&self, size: usize) -> bool {
+        self.items.len() < self.limits.max_messages && self.bytes + size <= self.limits.max_bytes
+    }
+
+    fn push_unchecked(&mut self, message: Outgoing) {
+        self.bytes += message.len();
+        self.items.push_back(message);
+    }
+
+    /// Takes the oldest message.
+    pub(crate) fn pop_front(&mut self) -> Option<Outgoing> {
+        let message = self.items.pop_front()?;
+        self.bytes -= message.len();
+        Some(message)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Empties the queue, oldest first.
+    pub(crate) fn drain(&mut self) -> Vec<Outgoing> {
+        self.bytes = 0;
+        self.items.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::{RandomSource, SplitMix64};
+
+    fn msg(i: usize, size: usize) -> Outgoing {
+        let mut s = format!("{i}:");
+        while s.len() < size {
+            s.push('x');
+        }
+        Outgoing::from(s)
+    }
+
+    #[test]
+    fn reject_hands_the_message_back() {
+        let mut q = OutboxQueue::new(Outbox::bounded(2));
+        assert_eq!(q.push(msg(1, 4)), Pushed::Queued);
+        assert_eq!(q.push(msg(2, 4)), Pushed::Queued);
+        match q.push(msg(3, 4)) {
+            Pushed::Refused {
+                message,
+                error,
+                dropped,
+            } => {
+                assert_eq!(message, msg(3, 4));
+                assert!(matches!(
+                    error,
+                    Error::OutboxFull {
+                        max_messages: 2,
+                        ..
+                    }
+                ));
+                assert!(!dropped);
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+        assert_eq!(q.drain(), vec![msg(1, 4), msg(2, 4)]);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_in_order() {
+        let mut q = OutboxQueue::new(Outbox::bounded(3).on_overflow(Overflow::DropOldest));
+        for i in 0..3 {
+            assert_eq!(q.push(msg(i, 4)), Pushed::Queued);
+        }
+        assert_eq!(q.push(msg(3, 4)), Pushed::QueuedDroppingOldest(1));
+        assert_eq!(q.drain(), vec![msg(1, 4), msg(2, 4), msg(3, 4)]);
+    }
+
+    #[test]
+    fn drop_newest_counts_as_a_drop() {
+        let mut q = OutboxQueue::new(Outbox::bounded(1).on_overflow(Overflow::DropNewest));
+        q.push(msg(0, 4));
+        assert!(matches!(
+            q.push(msg(1, 4)),
+            Pushed::Refused { dropped: true, .. }
+        ));
+    }
+
+    #[test]
+    fn byte_limit_applies_and_oversized_is_refused() {
+        let mut q = OutboxQueue::new(Outbox::bounded(100).max_bytes(10));
+        assert_eq!(q.push(msg(0, 6)), Pushed::Queued);
+        assert!(matches!(q.push(msg(1, 6)), Pushed::Refused { .. }));
+        let mut q = OutboxQueue::new(
+            Outbox::bounded(100)
+                .max_bytes(10)
+                .on_overflow(Overflow::DropOldest),
+        );
+        assert!(matches!(
+            q.push(msg(0, 11)),
+            Pushed::Refused {
+                error: Error::MessageTooLargeForOutbox {
+                    size: 11,
+                    max_bytes: 10
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn never_exceeds_its_bounds_and_never_reorders() {
+        // Property test over generated operation sequences.
+        let mut rng = SplitMix64::new(3);
+        for case in 0..200 {
+            let max_messages = 1 + (rng.next_u64() % 20) as usize;
+            let max_bytes = 16 + (rng.next_u64() % 200) as usize;
+            let overflow = [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest]
+                [(rng.next_u64() % 3) as usize];
+            let mut q = OutboxQueue::new(
+                Outbox::bounded(max_messages)
+                    .max_bytes(max_bytes)
+                    .on_overflow(overflow),
+            );
+            let mut next = 0usize;
+            let mut last_popped: Option<usize> = None;
+            for _ in 0..300 {
+                if rng.next_u64() % 3 == 0 {
+                    if let Some(m) = q.pop_front() {
+                        let n: usize = m
+                            .as_text()
+                            .unwrap()
+                            .split(':')
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        assert!(last_popped.is_none_or(|l| n > l), "case {case}: reordered");
+                        last_popped = Some(n);
+                    }
+                } else {
+                    q.push(msg(next, 3 + (rng.next_u64() % 20) as usize));
+                    next += 1;
+                }
+                assert!(q.len() <= max_messages, "case {case}: too many messages");
+                assert!(q.bytes() <= max_bytes, "case {case}: too many bytes");
+                let counted: usize = q.items.iter().map(Outgoing::len).sum();
+                assert_eq!(counted, q.bytes());
+            }
+        }
+    }
+}

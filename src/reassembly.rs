@@ -1,0 +1,219 @@
+//! Turns inbound frames into whole messages: fragments joined under a size cap, text validated
+//! as UTF-8. Pure logic.
+
+use actix_http::ws::{CloseReason, Frame, Item};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::Error;
+
+/// A whole inbound message or control frame.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Inbound {
+    Text(ByteString),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+#[derive(Debug)]
+enum Partial {
+    None,
+    Collecting {
+        text: bool,
+        buf: BytesMut,
+    },
+    /// An over-long message is being skipped until its last fragment.
+    Discarding,
+}
+
+/// Joins fragments; one per connection.
+#[derive(Debug)]
+pub(crate) struct Reassembler {
+    max: usize,
+    partial: Partial,
+}
+
+impl Reassembler {
+    pub(crate) fn new(max: usize) -> Self {
+        Reassembler {
+            max,
+            partial: Partial::None,
+        }
+    }
+
+    /// Feeds one frame. `Ok(None)` means a fragment was taken and the message is not complete.
+    /// An error means one message was discarded; the connection can go on.
+    pub(crate) fn frame(&mut self, frame: Frame) -> Result<Option<Inbound>, Error> {
+        match frame {
+            Frame::Text(bytes) => self.whole(true, bytes).map(Some),
+            Frame::Binary(bytes) => self.whole(false, bytes).map(Some),
+            Frame::Ping(bytes) => Ok(Some(Inbound::Ping(bytes))),
+            Frame::Pong(_) => Ok(Some(Inbound::Pong)),
+            Frame::Close(reason) => Ok(Some(Inbound::Close(reason))),
+            Frame::Continuation(item) => self.fragment(item),
+        }
+    }
+
+    /// The codec refused a frame as too large: forget any message in progress.
+    pub(crate) fn oversized_frame(&mut self) -> Error {
+        if !matches!(self.partial, Partial::None) {
+            self.partial = Partial::Discarding;
+        }
+        Error::MessageTooLarge { limit: self.max }
+    }
+
+    fn whole(&self, text: bool, bytes: Bytes) -> Result<Inbound, Error> {
+        if bytes.len() > self.max {
+            return Err(Error::MessageTooLarge { limit: self.max });
+        }
+        if text {
+            ByteString::try_from(bytes)
+                .map(Inbound::Text)
+                .map_err(|_| Error::InvalidUtf8)
+        } else {
+            Ok(Inbound::Binary(bytes))
+        }
+    }
+
+    fn fragment(&mut self, item: Item) -> Result<Option<Inbound>, Error> {
+        match item {
+            Item::FirstText(bytes) => self.start(true, bytes),
+            Item::FirstBinary(bytes) => self.start(false, bytes),
+            Item::Continue(bytes) => {
+                self.append(bytes)?;
+                Ok(None)
+            }
+            Item::Last(bytes) => {
+                let discarding = matches!(self.partial, Partial::Discarding);
+                self.append(bytes)?;
+                match std::mem::replace(&mut self.partial, Partial::None) {
+                    Partial::Collecting { text, buf } => self.whole(text, buf.freeze()).map(Some),
+                    Partial::Discarding if discarding => Ok(None),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, text: bool, bytes: Bytes) -> Result<Option<Inbound>, Error> {
+        // The codec rejects a new first fragment while one is open, so any leftover here was
+        // abandoned (by an oversized frame): start afresh.
+        self.partial = Partial::Collecting {
+            text,
+            buf: BytesMut::new(),
+        };
+        self.append(bytes)?;
+        Ok(None)
+    }
+
+    fn append(&mut self, bytes: Bytes) -> Result<(), Error> {
+        match &mut self.partial {
+            Partial::Collecting { buf, .. } => {
+                if buf.len() + bytes.len() > self.max {
+                    self.partial = Partial::Discarding;
+                    return Err(Error::MessageTooLarge { limit: self.max });
+                }
+                buf.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Partial::Discarding | Partial::None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(s)
+    }
+
+    #[test]
+    fn whole_text_is_validated() {
+        let mut r = Reassembler::new(100);
+        assert_eq!(
+            r.frame(Frame::Text(b(b"hi"))).unwrap(),
+            Some(Inbound::Text("hi".into()))
+        );
+        assert_eq!(
+            r.frame(Frame::Text(b(&[0xff, 0xfe]))).unwrap_err(),
+            Error::InvalidUtf8
+        );
+        assert_eq!(
+            r.frame(Frame::Binary(b(&[0xff]))).unwrap(),
+            Some(Inbound::Binary(b(&[0xff])))
+        );
+    }
+
+    #[test]
+    fn fragments_are_joined() {
+        let mut r = Reassembler::new(100);
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::FirstText(b(b"he"))))
+                .unwrap(),
+            None
+        );
+        // A control frame may arrive between fragments.
+        assert_eq!(
+            r.frame(Frame::Ping(b(b"p"))).unwrap(),
+            Some(Inbound::Ping(b(b"p")))
+        );
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Continue(b(b"ll"))))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Last(b(b"o")))).unwrap(),
+            Some(Inbound::Text("hello".into()))
+        );
+    }
+
+    #[test]
+    fn fragmented_invalid_utf8_is_refused() {
+        let mut r = Reassembler::new(100);
+        r.frame(Frame::Continuation(Item::FirstText(b(&[0xe2, 0x82]))))
+            .unwrap();
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Last(b(&[0xff]))))
+                .unwrap_err(),
+            Error::InvalidUtf8
+        );
+        // A UTF-8 character split across fragments is fine.
+        r.frame(Frame::Continuation(Item::FirstText(b(&[0xe2, 0x82]))))
+            .unwrap();
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Last(b(&[0xac]))))
+                .unwrap(),
+            Some(Inbound::Text("€".into()))
+        );
+    }
+
+    #[test]
+    fn oversized_fragmented_message_is_discarded_and_the_next_one_arrives() {
+        let mut r = Reassembler::new(4);
+        r.frame(Frame::Continuation(Item::FirstBinary(b(b"abc"))))
+            .unwrap();
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Continue(b(b"de"))))
+                .unwrap_err(),
+            Error::MessageTooLarge { limit: 4 }
+        );
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Continue(b(b"fg"))))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            r.frame(Frame::Continuation(Item::Last(b(b"h")))).unwrap(),
+            None
+        );
+        assert_eq!(
+            r.frame(Frame::Text(b(b"ok"))).unwrap(),
+            Some(Inbound::Text("ok".into()))
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! The server side (feature `server`): a WebSocket session for actix-web apps that speaks to
+//! [`SocketActor`](crate::SocketActor) clients: it answers pings, pings its clients, drops those
+//! that go silent, and hands whole messages to a [`SessionHandler`].
+//!
+//! Every use of `actix-web-actors` in this crate is in this file, so that it can be replaced by
+//! `actix-ws` in one place.
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpRequest, HttpServer};
+//! use resocket::server::{accept, ServerConfig, Session, SessionHandler};
+//!
+//! struct Echo;
+//! impl SessionHandler for Echo {
+//!     fn text(&mut self, session: &Session, text: &str) {
+//!         session.text(text);
+//!     }
+//! }
+//!
+//! async fn ws(req: HttpRequest, payload: web::Payload) -> actix_web::Result<actix_web::HttpResponse> {
+//!     accept(&req, payload, Echo, ServerConfig::default())
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     HttpServer::new(|| App::new().route("/ws", web::get().to(ws)))
+//!         .bind(("127.0.0.1", 9000))?
+//!         .run()
+//!         .await
+//! }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, AsyncContext, Handler, Message, Recipient, StreamHandler};
+use actix_http::ws::Item;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+
+/// Server session settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Time between pings to the client. Defaults to 5 s.
+    pub heartbeat_interval: Duration,
+    /// Silence after which the client is dropped. Defaults to 10 s.
+    pub heartbeat_timeout: Duration,
+    /// The largest inbound frame or reassembled message. Defaults to 16 MiB.
+    pub max_message: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(10),
+            max_message: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The application's side of one server session. Every method runs on the session's actor.
+pub trait SessionHandler: Unpin + 'static {
+    /// The client connected; `session` can be kept (it is `Clone + Send`) to push messages.
+    fn opened(&mut self, session: &Session) {
+        let _ = session;
+    }
+
+    /// A whole text message arrived.
+    fn text(&mut self, session: &Session, text: &str);
+
+    /// A whole binary message arrived.
+    fn binary(&mut self, session: &Session, data: Bytes) {
+        let _ = (session, data);
+    }
+
+    /// The session ended; `code` is the client's close code, if it sent one.
+    fn closed(&mut self, code: Option<u16>) {
+        let _ = code;
+    }
+}
+
+/// Something to do to one session, sent through its [`Session`] handle.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum Command {
+    /// Send a text message.
+    Text(ByteString),
+    /// Send a binary message.
+    Binary(Bytes),
+    /// Send a Close frame with this code (and description), then end the session.
+    Close(u16, Option<String>),
+    /// End the TCP connection at once, without a Close frame (as a crashing server would).
+    Abort,
+    /// Send one message as several fragments (`text` says which kind); the parts are sent as
+    /// given, without any UTF-8 check (for fault tests).
+    Fragments {
+        /// Whether the message is text.
+        text: bool,
+        /// The fragments' payloads.
+        parts: Vec<Bytes>,
+    },
+    /// Stop (or resume) answering and sending anything, pings included, as a half-open peer
+    /// would look (for fault tests).
+    Silence(bool),
+}
+
+/// A handle to one session: `Clone + Send`, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct Session {
+    id: u64,
+    commands: Recipient<Command>,
+}
+
+impl Session {
+    /// This session's number (unique in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends a text message.
+    pub fn text(&self, text: impl Into<ByteString>) {
+        self.commands.do_send(Command::Text(text.into()));
+    }
+
+    /// Sends a binary message.
+    pub fn binary(&self, data: impl Into<Bytes>) {
+        self.commands.do_send(Command::Binary(data.into()));
+    }
+
+    /// Sends any [`Command`].
+    pub fn command(&self, command: Command) {
+        self.commands.do_send(command);
+    }
+
+    /// Whether the session is still running.
+    pub fn connected(&self) -> bool {
+        self.commands.connected()
+    }
+}
+
+/// Upgrades `req` to a WebSocket session run by `handler`.
+pub fn accept<H: SessionHandler>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    handler: H,
+    config: ServerConfig,
+) -> actix_web::Result<HttpResponse> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let actor = SessionActor {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        handler,
+        config,
+        last_seen: Instant::now(),
+        silent: false,
+        partial: None,
+        session: None,
+    };
+    ws::WsResponseBuilder::new(actor, req, payload)
+        .frame_size(config.max_message)
+        .start()
+}
+
+struct SessionActor<H: SessionHandler> {
+    id: u64,
+    handler: H,
+    config: ServerConfig,
+    last_seen: Instant,
+    silent: bool,
+    /// A fragmented message being joined: (is text, bytes so far).
+    partial: Option<(bool, BytesMut)>,
+    session: Option<Session>,
+}
+
+impl<H: SessionHandler> SessionActor<H> {
+    fn session(&self) -> Option<Session> {
+        self.session.clone()
+    }
+
+    fn whole(&mut self, text: bool, data: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(session) = self.session() else {
+            return;
+        };
+        if text {
+            match std::str::from_utf8(&data) {
+                Ok(t) => self.handler.text(&session, t),
+                Err(_) => {
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Invalid,
+                        description: Some("text message is not UTF-8".into()),
+                    }));
+                    ctx.stop();
+                }
+            }
+        } else {
+            self.handler.binary(&session, data);
+        }
+    }
+}
+
+impl<H: SessionHandler> Actor for SessionActor<H> {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let session = Session {
+            id: self.id,
+            commands: ctx.address().recipient(),
+        };
+        self.session = Some(session.clone());
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+            if act.last_seen.elapsed() > act.config.heartbeat_timeout {
+                ctx.stop();
+            } else if !act.silent {
+                ctx.ping(b"");
+            }
+        });
+        self.handler.opened(&session);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.handler.closed(None);
+    }
+}
+
+impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor<H> {
+    fn handle(
+        &mut self,
+        msg: Result<ws::Message, ws::ProtocolError>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if self.silent {
+            return;
+        }
+        self.last_seen = Instant::now();
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                log::debug!("resocket server session {}: {e}", self.id);
+                ctx.stop();
+                return;
+            }
+        };
+        match msg {
+            ws::Message::Ping(p) => ctx.pong(&p),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Text(t) => {
+                if let Some(session) = self.session() {
+                    self.handler.text(&session, &t);
+                }
+            }
+            ws::Message::Binary(b) => self.whole(false, b, ctx),
+            ws::Message::Continuation(item) => {
+                let (first, data, last) = match item {
+                    Item::FirstText(d) => (Some(true), d, false),
+                    Item::FirstBinary(d) => (Some(false), d, false),
+                    Item::Continue(d) => (None, d, false),
+                    Item::Last(d) => (None, d, true),
+                };
+                if let Some(text) = first {
+                    self.partial = Some((text, BytesMut::new()));
+                }
+                let Some((_, buf)) = self.partial.as_mut() else {
+                    return;
+                };
+                if buf.len() + data.len() > self.config.max_message {
+                    ctx.close(Some(ws::CloseCode::Size.into()));
+                    ctx.stop();
+                    return;
+                }
+                buf.extend_from_slice(&data);
+                if last {
+                    if let Some((text, buf)) = self.partial.take() {
+                        self.whole(text, buf.freeze(), ctx);
+                    }
+                }
+            }
+            ws::Message::Close(reason) => {
+                let code = reason.as_ref().map(|r| u16::from(r.code));
+                self.handler.closed(code);
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl<H: SessionHandler> Handler<Command> for SessionActor<H> {
+    type Result = ();
+
+    fn handle(&mut self, command: Command, ctx: &mut Self::Context) {
+        match command {
+            Command::Text(t) if !self.silent => ctx.text(t),
+            Command::Binary(b) if !self.silent => ctx.binary(b),
+            Command::Close(code, description) => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::from(code),
+                    description,
+                }));
+                ctx.stop();
+            }
+            Command::Abort => ctx.stop(),
+            Command::Fragments { text, parts } => {
+                let n = parts.len();
+                for (i, part) in parts.into_iter().enumerate() {
+                    let item = match (i, i + 1 == n) {
+                        (0, _) if text => Item::FirstText(part),
+                        (0, _) => Item::FirstBinary(part),
+                        (_, true) => Item::Last(part),
+                        _ => Item::Continue(part),
+                    };
+                    ctx.write_raw(ws::Message::Continuation(item));
+                }
+            }
+            Command::Silence(silent) => self.silent = silent,
+            Command::Text(_) | Command::Binary(_) => {}
+        }
+    }
+}

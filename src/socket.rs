@@ -1,0 +1,473 @@
+//! `SocketActor`: one WebSocket client connection that keeps itself connected.
+//!
+//! The actor is thin glue: the decisions live in pure parts ([`Backoff`](crate::Backoff), the
+//! outbox queue, the heartbeat's liveness check, the reassembler); the actor feeds them events
+//! and carries out what they return. Each state owns its timers and futures (`SpawnHandle`s);
+//! [`SocketActor::set_phase`] is the one place a state is left, and it cancels them.
+
+mod connect;
+mod connection;
+mod handlers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::fut::wrap_future;
+use actix::{Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, SpawnHandle};
+use actix_http::ws::{Frame, ProtocolError};
+use log::{debug, warn};
+
+use self::connect::WsFramed;
+use self::connection::{Driver, OpenConnection};
+use crate::backoff::SplitMix64;
+use crate::heartbeat::Tick;
+use crate::outbox::OutboxQueue;
+use crate::reassembly::Inbound;
+use crate::subscribers::Subscribers;
+use crate::{
+    CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
+};
+
+/// One WebSocket client connection that keeps itself connected: heartbeat, reconnect with
+/// backoff, identify messages on every connect, a bounded outbox, typed subscribers.
+///
+/// Talk to it with messages: [`Send`](crate::Send), [`Subscribe`](crate::Subscribe),
+/// [`Close`](crate::Close), [`GetStatus`](crate::GetStatus), [`TakeOutbox`](crate::TakeOutbox).
+/// The socket runs until it is Closed (by [`Close`](crate::Close), a fatal error or the attempt
+/// limit); a Closed socket stops once the last address to it is dropped.
+///
+/// ```no_run
+/// use resocket::{Send, SocketActor, SocketConfig};
+///
+/// #[actix::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = SocketConfig::builder("ws://127.0.0.1:9000/ws").build()?;
+///     let socket = SocketActor::start(config);
+///     socket.send(Send::text("hello")).await??;
+///     Ok(())
+/// }
+/// ```
+pub struct SocketActor {
+    config: Arc<SocketConfig>,
+    phase: Phase,
+    outbox: OutboxQueue,
+    subscribers: Subscribers,
+    counters: Counters,
+    rng: SplitMix64,
+    next_connection_id: u64,
+    /// A streak of connect failures is logged at `warn` once, then at `debug`.
+    failure_logged: bool,
+}
+
+/// The internal state: each variant carries exactly the data and timers valid in it.
+enum Phase {
+    /// Not started yet (only before `started()`).
+    Idle,
+    Connecting {
+        attempt: u32,
+        task: SpawnHandle,
+    },
+    Open(Box<OpenConnection>),
+    Backoff {
+        attempt: u32,
+        until: Instant,
+        cause: Disconnect,
+        timer: SpawnHandle,
+    },
+    Closed {
+        reason: CloseReason,
+    },
+}
+
+impl SocketActor {
+    /// A socket for `config`, not yet started.
+    pub fn new(config: SocketConfig) -> Self {
+        let rng = match config.jitter_seed {
+            Some(seed) => SplitMix64::new(seed),
+            None => SplitMix64::from_entropy(),
+        };
+        SocketActor {
+            outbox: OutboxQueue::new(config.outbox),
+            config: Arc::new(config),
+            phase: Phase::Idle,
+            subscribers: Subscribers::default(),
+            counters: Counters::default(),
+            rng,
+            next_connection_id: 0,
+            failure_logged: false,
+        }
+    }
+
+    /// Starts a socket for `config` on the current arbiter; it connects at once.
+    pub fn start(config: SocketConfig) -> Addr<SocketActor> {
+        Actor::start(SocketActor::new(config))
+    }
+
+    /// Starts a socket on another arbiter; it connects there (awc's client is per thread).
+    pub fn start_in_arbiter(arbiter: &ArbiterHandle, config: SocketConfig) -> Addr<SocketActor> {
+        SocketActor::start_in_arbiter_with(arbiter, move |_| SocketActor::new(config))
+    }
+
+    fn start_in_arbiter_with<F>(arbiter: &ArbiterHandle, f: F) -> Addr<SocketActor>
+    where
+        F: FnOnce(&mut Context<SocketActor>) -> SocketActor + std::marker::Send + 'static,
+    {
+        <SocketActor as Actor>::start_in_arbiter(arbiter, f)
+    }
+
+    /// The state as subscribers see it.
+    fn state(&self) -> SocketState {
+        match &self.phase {
+            Phase::Idle => SocketState::Connecting { attempt: 1 },
+            Phase::Connecting { attempt, .. } => SocketState::Connecting { attempt: *attempt },
+            Phase::Open(c) => SocketState::Open { since: c.since },
+            Phase::Backoff {
+                attempt,
+                until,
+                cause,
+                ..
+            } => SocketState::Backoff {
+                attempt: *attempt,
+                until: *until,
+                cause: cause.clone(),
+            },
+            Phase::Closed { reason } => SocketState::Closed {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
+    /// state subscribers.
+    fn set_phase(&mut self, next: Phase, ctx: &mut Context<Self>) {
+        match std::mem::replace(&mut self.phase, next) {
+            Phase::Idle | Phase::Closed { .. } => {}
+            Phase::Connecting { task, .. } => {
+                ctx.cancel_future(task);
+            }
+            Phase::Backoff { timer, .. } => {
+                ctx.cancel_future(timer);
+            }
+            Phase::Open(conn) => {
+                conn.cancel_timers(ctx);
+                // Dropping the framed socket closes the TCP connection.
+            }
+        }
+        let state = self.state();
+        debug!("resocket {}: {state}", self.config.url);
+        self.subscribers.state(&StateChanged { state });
+    }
+
+    fn enter_connecting(&mut self, attempt: u32, ctx: &mut Context<Self>) {
+        let config = Arc::clone(&self.config);
+        let connecting = wrap_future::<_, Self>(async move { connect::connect(&config).await });
+        let task = ctx.spawn(
+            connecting.map(move |result, act, ctx| act.connect_finished(attempt, result, ctx)),
+        );
+        self.set_phase(Phase::Connecting { attempt, task }, ctx);
+    }
+
+    fn connect_finished(
+        &mut self,
+        attempt: u32,
+        result: Result<WsFramed, Error>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !matches!(self.phase, Phase::Connecting { attempt: a, .. } if a == attempt) {
+            return;
+        }
+        match result {
+            Ok(framed) => self.enter_open(attempt, framed, ctx),
+            Err(error) => {
+                self.counters.connect_failures += 1;
+                if self.failure_logged {
+                    debug!(
+                        "resocket {}: attempt {attempt} failed: {error}",
+                        self.config.url
+                    );
+                } else {
+                    warn!("resocket {}: connect failed: {error}", self.config.url);
+                    self.failure_logged = true;
+                }
+                self.subscribers.error(&error);
+                if connect::is_retryable(&error, &self.config) {
+                    self.failed(attempt, Disconnect::ConnectFailed(error), ctx);
+                } else {
+                    warn!("resocket {}: not retrying: {error}", self.config.url);
+                    self.enter_closed(CloseReason::Fatal(error), ctx);
+                }
+            }
+        }
+    }
+
+    fn enter_open(&mut self, attempt: u32, framed: WsFramed, ctx: &mut Context<Self>) {
+        self.next_connection_id += 1;
+        let id = self.next_connection_id;
+        self.counters.connects += 1;
+        if self.counters.connects > 1 {
+            self.counters.reconnects += 1;
+        }
+        if self.failure_logged {
+            log::info!(
+                "resocket {}: connected after {attempt} attempts",
+                self.config.url
+            );
+            self.failure_logged = false;
+        }
+        let mut conn = OpenConnection::new(id, attempt, framed, self.config.max_message);
+        conn.priority.extend(
+            self.config
+                .identify_messages()
+                .into_iter()
+                .map(crate::Outgoing::into_frame),
+        );
+        conn.heartbeat = ctx.run_interval(self.config.heartbeat.interval, |act, ctx| {
+            act.heartbeat_tick(ctx)
+        });
+        conn.driver = ctx.spawn(Driver { id });
+        self.set_phase(Phase::Open(Box::new(conn)), ctx);
+    }
+
+    /// `failures` consecutive attempts have failed, the last for `cause`: back off or give up.
+    fn failed(&mut self, failures: u32, cause: Disconnect, ctx: &mut Context<Self>) {
+        if self.config.backoff.gives_up_after(failures) {
+            warn!(
+                "resocket {}: giving up after {failures} attempts",
+                self.config.url
+            );
+            self.enter_closed(
+                CloseReason::GaveUp {
+                    attempts: failures,
+                    last: cause,
+                },
+                ctx,
+            );
+            return;
+        }
+        let delay = self.config.backoff.delay(failures, &mut self.rng);
+        let timer = ctx.run_later(delay, move |act, ctx| {
+            act.enter_connecting(failures + 1, ctx)
+        });
+        self.set_phase(
+            Phase::Backoff {
+                attempt: failures,
+                until: Instant::now() + delay,
+                cause,
+                timer,
+            },
+            ctx,
+        );
+    }
+
+    fn enter_closed(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        self.set_phase(Phase::Closed { reason }, ctx);
+    }
+
+    /// The Open connection ended for `cause`.
+    fn connection_ended(&mut self, cause: Disconnect, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        if let Some(user) = conn.closing.as_mut().and_then(|c| c.user.take()) {
+            let clean = conn.closing.as_ref().is_some_and(|c| c.close_queued)
+                && matches!(
+                    cause,
+                    Disconnect::PeerClosed { .. } | Disconnect::ConnectionLost(None)
+                );
+            let report = CloseReport {
+                clean,
+                unsent: self.outbox.len(),
+            };
+            for r in user.responders {
+                let _ = r.send(report.clone());
+            }
+            self.enter_closed(CloseReason::ByUser, ctx);
+            return;
+        }
+        if let Disconnect::PeerClosed {
+            code: Some(code),
+            description,
+        } = &cause
+        {
+            if self.config.fatal_close_codes.contains(code) {
+                let reason = CloseReason::PeerClosed {
+                    code: *code,
+                    description: description.clone(),
+                };
+                self.enter_closed(reason, ctx);
+                return;
+            }
+        }
+        let stable = conn.since.elapsed() >= self.config.min_uptime;
+        let failures = if stable { 1 } else { conn.attempt };
+        self.failed(failures, cause, ctx);
+    }
+
+    fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        match conn
+            .liveness
+            .tick(Instant::now(), self.config.heartbeat.timeout)
+        {
+            Tick::Dead(silent) => {
+                debug!("resocket {}: peer silent for {silent:?}", self.config.url);
+                self.subscribers.error(&Error::HeartbeatTimeout(silent));
+                self.connection_ended(Disconnect::HeartbeatTimeout(silent), ctx);
+            }
+            Tick::Ping => {
+                conn.queue_once(awc::ws::Message::Ping(bytes::Bytes::new()));
+                if let Some(keepalive) = &self.config.keepalive {
+                    conn.queue_once(keepalive.clone().into_frame());
+                }
+                conn.wake();
+            }
+        }
+    }
+
+    /// One frame (or codec error) from the driver.
+    fn frame_received(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let inbound = match item {
+            Ok(frame) => {
+                conn.liveness.saw_frame(Instant::now());
+                conn.reassembler.frame(frame)
+            }
+            Err(ProtocolError::Overflow) => {
+                conn.liveness.saw_frame(Instant::now());
+                Err(conn.reassembler.oversized_frame())
+            }
+            Err(e) => {
+                let error = Error::Connection(e.to_string());
+                self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
+                return;
+            }
+        };
+        match inbound {
+            Ok(None) | Ok(Some(Inbound::Pong)) => {}
+            Ok(Some(Inbound::Ping(payload))) => conn.pending_pong = Some(payload),
+            Ok(Some(Inbound::Text(text))) => {
+                self.counters.messages_in += 1;
+                if let Err(error) = self.subscribers.text(text) {
+                    self.discarded(error);
+                }
+            }
+            Ok(Some(Inbound::Binary(data))) => {
+                self.counters.messages_in += 1;
+                self.subscribers.binary(data);
+            }
+            Ok(Some(Inbound::Close(reason))) => self.peer_closed(reason, ctx),
+            Err(error) => self.discarded(error),
+        }
+    }
+
+    /// An inbound message was discarded; the connection goes on.
+    fn discarded(&mut self, error: Error) {
+        self.counters.discarded += 1;
+        debug!("resocket {}: {error}", self.config.url);
+        self.subscribers.error(&error);
+    }
+
+    /// The peer sent a Close frame: answer it, then wait (bounded) for the peer's FIN.
+    fn peer_closed(
+        &mut self,
+        reason: Option<actix_http::ws::CloseReason>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let cause = Disconnect::PeerClosed {
+            code: reason.as_ref().map(|r| u16::from(r.code)),
+            description: reason.as_ref().and_then(|r| r.description.clone()),
+        };
+        match &mut conn.closing {
+            Some(closing) if closing.close_queued => {
+                // Our Close was answered: done.
+                self.connection_ended(cause, ctx);
+            }
+            Some(closing) => {
+                closing.peer = Some(cause);
+                closing.frame = reason;
+            }
+            None => {
+                let id = conn.id;
+                let deadline = ctx.run_later(self.config.close_timeout, move |act, ctx| {
+                    act.close_deadline(id, ctx)
+                });
+                conn.closing = Some(connection::Closing {
+                    user: None,
+                    peer: Some(cause),
+                    close_queued: false,
+                    deadline,
+                    frame: reason,
+                });
+            }
+        }
+    }
+
+    /// The close deadline passed: finish without waiting any longer.
+    fn close_deadline(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        if conn.id != id {
+            return;
+        }
+        let cause = conn.closing.as_mut().and_then(|c| c.peer.take()).unwrap_or(
+            Disconnect::ConnectionLost(Some(Error::Connection("close timed out".into()))),
+        );
+        if let Some(closing) = conn.closing.as_mut() {
+            // Not clean: the peer did not answer in time.
+            closing.close_queued = false;
+        }
+        self.connection_ended(cause, ctx);
+    }
+
+    /// The peer closed the TCP connection (FIN).
+    fn stream_ended(&mut self, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let cause = conn
+            .closing
+            .as_mut()
+            .and_then(|c| c.peer.take())
+            .unwrap_or(Disconnect::ConnectionLost(None));
+        self.connection_ended(cause, ctx);
+    }
+
+    fn write_failed(&mut self, error: String, ctx: &mut Context<Self>) {
+        let error = Error::Connection(error);
+        self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
+    }
+}
+
+impl Actor for SocketActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        debug!("resocket {}: starting", self.config.url);
+        self.enter_connecting(1, ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        debug!("resocket {}: stopped", self.config.url);
+    }
+}
+
+impl std::fmt::Debug for SocketActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketActor")
+            .field("url", &self.config.url)
+            .field("state", &self.state())
+            .field("outbox", &self.outbox.len())
+            .finish_non_exhaustive()
+    }
+}

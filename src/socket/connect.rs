@@ -1,0 +1,109 @@
+//! Opening one connection with awc, and sorting its failures into retryable and fatal.
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use awc::error::WsClientError;
+use awc::ws::Codec;
+use awc::BoxedSocket;
+
+use crate::{Error, SocketConfig};
+
+/// An open WebSocket connection as awc gives it.
+pub(crate) type WsFramed = Framed<BoxedSocket, Codec>;
+
+/// awc's own TCP connect limit; our `connect_timeout` (usually shorter) governs.
+const TCP_CONNECT_LIMIT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    // One client per thread (awc's advice; nothing in it is Send). `limit(0)`: a client
+    // otherwise holds at most 100 WebSockets, and the 101st connect times out.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(0).timeout(TCP_CONNECT_LIMIT))
+        .disable_timeout()
+        .finish();
+}
+
+/// Connects (on the current thread's client) within the configured timeout.
+pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
+    let mut request = CLIENT.with(|client| client.ws(config.uri.clone()));
+    for (name, value) in &config.headers {
+        request = request.header(name.clone(), value.clone());
+    }
+    if !config.protocols.is_empty() {
+        request = request.protocols(&config.protocols);
+    }
+    request = request.max_frame_size(config.max_message);
+    let (response, framed) = actix_rt::time::timeout(config.connect_timeout, request.connect())
+        .await
+        .map_err(|_| Error::ConnectTimeout(config.connect_timeout))?
+        .map_err(classify)?;
+    if let Some(chosen) = response.headers().get("sec-websocket-protocol") {
+        let chosen = String::from_utf8_lossy(chosen.as_bytes()).into_owned();
+        if !config.protocols.contains(&chosen) {
+            return Err(Error::Subprotocol {
+                offered: config.protocols.clone(),
+                chosen,
+            });
+        }
+    }
+    Ok(framed)
+}
+
+/// Whether a connect failure is worth another attempt under this configuration.
+pub(crate) fn is_retryable(error: &Error, config: &SocketConfig) -> bool {
+    match error {
+        Error::HandshakeStatus(status) if config.retry_client_errors => *status >= 400,
+        other => other.is_retryable(),
+    }
+}
+
+fn classify(error: WsClientError) -> Error {
+    match error {
+        WsClientError::InvalidResponseStatus(status) => Error::HandshakeStatus(status.as_u16()),
+        WsClientError::InvalidUpgradeHeader
+        | WsClientError::InvalidConnectionHeader(_)
+        | WsClientError::MissingConnectionHeader
+        | WsClientError::MissingWebSocketAcceptHeader
+        | WsClientError::InvalidChallengeResponse(..) => Error::Handshake(format!(
+            "{error}: the server did not accept a WebSocket upgrade"
+        )),
+        WsClientError::Protocol(e) => Error::Connection(e.to_string()),
+        WsClientError::SendRequest(e) => Error::Connect(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classification() {
+        let config = SocketConfig::builder("ws://127.0.0.1:1/").build().unwrap();
+        for (status, retry) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (408, true),
+            (401, false),
+            (403, false),
+            (404, false),
+        ] {
+            assert_eq!(
+                is_retryable(&Error::HandshakeStatus(status), &config),
+                retry,
+                "{status}"
+            );
+        }
+        let lenient = SocketConfig::builder("ws://127.0.0.1:1/")
+            .retry_client_errors(true)
+            .build()
+            .unwrap();
+        assert!(is_retryable(&Error::HandshakeStatus(401), &lenient));
+        assert!(is_retryable(&Error::Connect("refused".into()), &config));
+        assert!(!is_retryable(
+            &Error::Handshake("no upgrade".into()),
+            &config
+        ));
+    }
+}

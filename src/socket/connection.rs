@@ -1,0 +1,240 @@
+//! The Open state's connection: the awc framed socket, what waits to be written with priority,
+//! and the driver that reads frames and writes messages on the actor's own context.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use actix::{ActorFuture, Context, SpawnHandle};
+use actix_http::ws::{CloseCode, CloseReason, Message};
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::{Sink, Stream};
+
+use super::connect::WsFramed;
+use super::{Phase, SocketActor};
+use crate::heartbeat::Liveness;
+use crate::reassembly::Reassembler;
+use crate::{CloseReport, Disconnect, Outgoing};
+
+/// Frames read in one go before yielding to the rest of the actor (fairness).
+const READ_BUDGET: usize = 64;
+
+/// The connection of the Open state and the timers that belong to it.
+pub(crate) struct OpenConnection {
+    pub(crate) id: u64,
+    pub(crate) since: Instant,
+    /// The attempt that connected (for the backoff count if the connection proves unstable).
+    pub(crate) attempt: u32,
+    pub(crate) framed: WsFramed,
+    pub(crate) liveness: Liveness,
+    pub(crate) reassembler: Reassembler,
+    /// Written before the outbox: identify messages, pings, keepalives, Close.
+    pub(crate) priority: VecDeque<Message>,
+    /// Only the latest Ping is answered (RFC 6455 5.5.3), so a ping flood costs nothing.
+    pub(crate) pending_pong: Option<Bytes>,
+    pub(crate) closing: Option<Closing>,
+    pub(crate) heartbeat: SpawnHandle,
+    pub(crate) driver: SpawnHandle,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// Open, but on the way out.
+pub(crate) struct Closing {
+    /// Set when the application asked to close.
+    pub(crate) user: Option<UserClose>,
+    /// Set when the peer sent its Close first.
+    pub(crate) peer: Option<Disconnect>,
+    /// Whether our Close frame has been queued.
+    pub(crate) close_queued: bool,
+    /// The deadline for the whole close.
+    pub(crate) deadline: SpawnHandle,
+    /// The Close frame to send.
+    pub(crate) frame: Option<CloseReason>,
+}
+
+/// An application's close request.
+pub(crate) struct UserClose {
+    pub(crate) drain: bool,
+    pub(crate) responders: Vec<oneshot::Sender<CloseReport>>,
+}
+
+impl OpenConnection {
+    pub(crate) fn new(id: u64, attempt: u32, framed: WsFramed, max_message: usize) -> Self {
+        let now = Instant::now();
+        OpenConnection {
+            id,
+            since: now,
+            attempt,
+            framed,
+            liveness: Liveness::new(now),
+            reassembler: Reassembler::new(max_message),
+            priority: VecDeque::new(),
+            pending_pong: None,
+            closing: None,
+            heartbeat: SpawnHandle::default(),
+            driver: SpawnHandle::default(),
+            waker: None,
+        }
+    }
+
+    /// Cancels every timer and future of this state.
+    pub(crate) fn cancel_timers(&self, ctx: &mut Context<SocketActor>) {
+        use actix::AsyncContext;
+        ctx.cancel_future(self.heartbeat);
+        ctx.cancel_future(self.driver);
+        if let Some(closing) = &self.closing {
+            ctx.cancel_future(closing.deadline);
+        }
+    }
+
+    /// Makes sure the driver runs soon (after a timer queued something).
+    pub(crate) fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Queues `message` with priority unless an equal one is still waiting (pings and
+    /// keepalives must not pile up behind a peer that does not read).
+    pub(crate) fn queue_once(&mut self, message: Message) {
+        if !self.priority.iter().any(|m| *m == message) {
+            self.priority.push_back(message);
+        }
+    }
+
+    /// Whether outbox data may still be written.
+    fn data_allowed(&self) -> bool {
+        match &self.closing {
+            None => true,
+            Some(c) => {
+                c.peer.is_none() && !c.close_queued && c.user.as_ref().is_some_and(|u| u.drain)
+            }
+        }
+    }
+}
+
+/// Reads and writes one connection; finishes when the connection leaves the Open state.
+pub(crate) struct Driver {
+    pub(crate) id: u64,
+}
+
+impl ActorFuture<SocketActor> for Driver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut SocketActor,
+        ctx: &mut Context<SocketActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        let id = self.id;
+        let mut budget = READ_BUDGET;
+        loop {
+            let polled = match &mut act.phase {
+                Phase::Open(c) if c.id == id => Pin::new(&mut c.framed).poll_next(task),
+                _ => return Poll::Ready(()),
+            };
+            match polled {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    act.stream_ended(ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(item)) => act.frame_received(item, ctx),
+            }
+            budget -= 1;
+            if budget == 0 {
+                task.waker().wake_by_ref();
+                break;
+            }
+        }
+        match act.pump(id, task) {
+            Ok(true) => Poll::Pending,
+            Ok(false) => Poll::Ready(()),
+            Err(e) => {
+                act.write_failed(e, ctx);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl SocketActor {
+    /// Writes what may be written, in order: the latest pong, the priority queue, the outbox,
+    /// then our Close frame when closing. Messages leave the outbox only when awc's framed sink
+    /// takes them (it holds at most about 8 KiB before it must flush), so a peer that does not
+    /// read fills the bounded outbox, not memory. Ok(false): the connection is gone.
+    fn pump(&mut self, id: u64, task: &mut std::task::Context<'_>) -> Result<bool, String> {
+        let Phase::Open(conn) = &mut self.phase else {
+            return Ok(false);
+        };
+        if conn.id != id {
+            return Ok(false);
+        }
+        if !conn
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(task.waker()))
+        {
+            conn.waker = Some(task.waker().clone());
+        }
+        loop {
+            let source = if conn.pending_pong.is_some() {
+                Source::Pong
+            } else if !conn.priority.is_empty() {
+                Source::Priority
+            } else if conn.data_allowed() && !self.outbox.is_empty() {
+                Source::Outbox
+            } else if close_due(conn, self.outbox.is_empty()) {
+                Source::Close
+            } else {
+                break;
+            };
+            match Pin::new(&mut conn.framed).poll_ready(task) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(e.to_string()),
+                Poll::Pending => break,
+            }
+            let message = match source {
+                Source::Pong => conn.pending_pong.take().map(Message::Pong),
+                Source::Priority => conn.priority.pop_front(),
+                Source::Outbox => self.outbox.pop_front().map(Outgoing::into_frame),
+                Source::Close => conn.closing.as_mut().map(|c| {
+                    c.close_queued = true;
+                    Message::Close(c.frame.take().or(Some(CloseCode::Normal.into())))
+                }),
+            };
+            let Some(message) = message else { break };
+            if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                self.counters.messages_out += 1;
+            }
+            Pin::new(&mut conn.framed)
+                .start_send(message)
+                .map_err(|e| e.to_string())?;
+        }
+        match Pin::new(&mut conn.framed).poll_flush(task) {
+            Poll::Ready(Err(e)) => Err(e.to_string()),
+            _ => Ok(true),
+        }
+    }
+}
+
+/// Where the next message to write comes from.
+enum Source {
+    Pong,
+    Priority,
+    Outbox,
+    Close,
+}
+
+/// Whether it is time to write our Close frame: closing, not yet written, and (when draining)
+/// the outbox is empty.
+fn close_due(conn: &OpenConnection, outbox_empty: bool) -> bool {
+    let Some(closing) = &conn.closing else {
+        return false;
+    };
+    let draining = closing.peer.is_none() && closing.user.as_ref().is_some_and(|u| u.drain);
+    !closing.close_queued && (outbox_empty || !draining)
+}

@@ -1,0 +1,139 @@
+//! The messages an application sends to a socket.
+
+use actix::{AsyncContext, Context, Handler, ResponseFuture};
+use futures_channel::oneshot;
+
+use super::connection::{Closing, UserClose};
+use super::{Phase, SocketActor};
+use crate::outbox::Pushed;
+use crate::{
+    Close, CloseReason, CloseReport, Error, GetStatus, Outgoing, Send, SendError, StateChanged,
+    Status, Subscribe, TakeOutbox,
+};
+
+impl Handler<Send> for SocketActor {
+    type Result = Result<(), SendError>;
+
+    fn handle(&mut self, Send(message): Send, _ctx: &mut Context<Self>) -> Self::Result {
+        let closing_by_user = match &self.phase {
+            Phase::Closed { .. } => true,
+            Phase::Open(conn) => conn.closing.as_ref().is_some_and(|c| c.user.is_some()),
+            _ => false,
+        };
+        if closing_by_user {
+            return Err(SendError {
+                error: Error::Closed,
+                message,
+            });
+        }
+        match self.outbox.push(message) {
+            Pushed::Queued => Ok(()),
+            Pushed::QueuedDroppingOldest(count) => {
+                self.counters.dropped += count as u64;
+                self.subscribers.error(&Error::Dropped { count });
+                Ok(())
+            }
+            Pushed::Refused {
+                message,
+                error,
+                dropped,
+            } => {
+                if dropped {
+                    self.counters.dropped += 1;
+                    self.subscribers.error(&Error::Dropped { count: 1 });
+                } else {
+                    self.subscribers.error(&error);
+                }
+                Err(SendError { error, message })
+            }
+        }
+    }
+}
+
+impl Handler<Subscribe> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe(subscription): Subscribe, _ctx: &mut Context<Self>) {
+        let greet = matches!(subscription, crate::subscribers::Subscription::States(_));
+        self.subscribers.add(subscription);
+        if greet {
+            self.subscribers.greet(StateChanged {
+                state: self.state(),
+            });
+        }
+    }
+}
+
+impl Handler<Close> for SocketActor {
+    type Result = ResponseFuture<CloseReport>;
+
+    fn handle(&mut self, close: Close, ctx: &mut Context<Self>) -> Self::Result {
+        let unsent = self.outbox.len();
+        let done = move |clean| -> ResponseFuture<CloseReport> {
+            Box::pin(async move { CloseReport { clean, unsent } })
+        };
+        let conn = match &mut self.phase {
+            Phase::Closed { .. } => return done(false),
+            Phase::Idle | Phase::Connecting { .. } | Phase::Backoff { .. } => {
+                self.enter_closed(CloseReason::ByUser, ctx);
+                return done(false);
+            }
+            Phase::Open(conn) => conn,
+        };
+        let (tx, rx) = oneshot::channel();
+        match &mut conn.closing {
+            Some(closing) => match &mut closing.user {
+                Some(user) => user.responders.push(tx),
+                None => {
+                    closing.user = Some(UserClose {
+                        drain: false,
+                        responders: vec![tx],
+                    })
+                }
+            },
+            None => {
+                let id = conn.id;
+                let timeout = close.timeout.unwrap_or(self.config.close_timeout);
+                let deadline = ctx.run_later(timeout, move |act, ctx| act.close_deadline(id, ctx));
+                conn.closing = Some(Closing {
+                    user: Some(UserClose {
+                        drain: close.drain,
+                        responders: vec![tx],
+                    }),
+                    peer: None,
+                    close_queued: false,
+                    deadline,
+                    frame: None,
+                });
+                conn.wake();
+            }
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or(CloseReport {
+                clean: false,
+                unsent,
+            })
+        })
+    }
+}
+
+impl Handler<GetStatus> for SocketActor {
+    type Result = actix::MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(Status {
+            state: self.state(),
+            outbox_len: self.outbox.len(),
+            outbox_bytes: self.outbox.bytes(),
+            counters: self.counters,
+        })
+    }
+}
+
+impl Handler<TakeOutbox> for SocketActor {
+    type Result = actix::MessageResult<TakeOutbox>;
+
+    fn handle(&mut self, _: TakeOutbox, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.outbox.drain().into_iter().collect::<Vec<Outgoing>>())
+    }
+}
