@@ -175,6 +175,8 @@ pub struct Status {
     pub outbox_len: usize,
     /// Payload bytes waiting in the outbox.
     pub outbox_bytes: usize,
+    /// Subscriptions held (those of stopped actors are pruned at every delivery and heartbeat).
+    pub subscribers: usize,
     /// Lifetime counters.
     pub counters: Counters,
 }

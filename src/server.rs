@@ -74,7 +74,7 @@ pub trait SessionHandler: Unpin + 'static {
         let _ = (session, data);
     }
 
-    /// The session ended; `code` is the client's close code, if it sent one.
+    /// The session ended (called once); `code` is the client's close code, if it sent one.
     fn closed(&mut self, code: Option<u16>) {
         let _ = code;
     }
@@ -156,6 +156,7 @@ pub fn accept<H: SessionHandler>(
         silent: false,
         partial: None,
         session: None,
+        close_code: None,
     };
     ws::WsResponseBuilder::new(actor, req, payload)
         .frame_size(config.max_message)
@@ -171,6 +172,8 @@ struct SessionActor<H: SessionHandler> {
     /// A fragmented message being joined: (is text, bytes so far).
     partial: Option<(bool, BytesMut)>,
     session: Option<Session>,
+    /// The client's close code, reported once the session stops.
+    close_code: Option<u16>,
 }
 
 impl<H: SessionHandler> SessionActor<H> {
@@ -219,7 +222,7 @@ impl<H: SessionHandler> Actor for SessionActor<H> {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.handler.closed(None);
+        self.handler.closed(self.close_code);
     }
 }
 
@@ -276,8 +279,7 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
                 }
             }
             ws::Message::Close(reason) => {
-                let code = reason.as_ref().map(|r| u16::from(r.code));
-                self.handler.closed(code);
+                self.close_code = reason.as_ref().map(|r| u16::from(r.code));
                 ctx.close(reason);
                 ctx.stop();
             }

@@ -304,6 +304,7 @@ impl SocketActor {
     }
 
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
+        self.subscribers.prune();
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };

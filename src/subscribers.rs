@@ -162,6 +162,24 @@ impl Subscribers {
         }
     }
 
+    /// Forgets every recipient whose actor has stopped.
+    pub(crate) fn prune(&mut self) {
+        self.typed.retain(|t| t.connected());
+        self.text.retain(Recipient::connected);
+        self.binary.retain(Recipient::connected);
+        self.states.retain(Recipient::connected);
+        self.errors.retain(Recipient::connected);
+    }
+
+    /// The number of subscriptions held.
+    pub(crate) fn len(&self) -> usize {
+        self.typed.len()
+            + self.text.len()
+            + self.binary.len()
+            + self.states.len()
+            + self.errors.len()
+    }
+
     pub(crate) fn error(&mut self, error: &Error) {
         broadcast(&mut self.errors, || ErrorOccurred(error.clone()));
     }

@@ -125,6 +125,7 @@ impl Handler<GetStatus> for SocketActor {
             state: self.state(),
             outbox_len: self.outbox.len(),
             outbox_bytes: self.outbox.bytes(),
+            subscribers: self.subscribers.len(),
             counters: self.counters,
         })
     }

@@ -1,0 +1,179 @@
+//! Closing: the Close frame really reaches the peer; graceful close drains the outbox; closing
+//! while not Open; sending after close hands the message back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{fast, wait_for, TestServer, Watch, DEADLINE};
+use resocket::{
+    Close, CloseReason, CloseReport, Error, GetStatus, Outgoing, Send, SendError, SocketActor,
+    SocketState, TakeOutbox,
+};
+
+#[actix_rt::test]
+async fn close_delivers_the_close_frame_and_ends_in_closed_by_user() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    let report = socket.send(Close::now()).await.unwrap();
+    assert_eq!(
+        report,
+        CloseReport {
+            clean: true,
+            unsent: 0
+        }
+    );
+    // The server saw our Close frame with code 1000 (awc alone would send a bare FIN).
+    wait_for("server saw the close", DEADLINE, || {
+        !server.close_codes().is_empty()
+    })
+    .await;
+    assert_eq!(server.close_codes(), [Some(1000)]);
+    let state = watch.wait_state("closed", SocketState::is_closed).await;
+    assert_eq!(
+        state,
+        SocketState::Closed {
+            reason: CloseReason::ByUser
+        }
+    );
+    // No reconnect afterwards, and sends are refused with the message handed back.
+    let refused = socket.send(Send::text("late")).await.unwrap();
+    assert_eq!(
+        refused,
+        Err(SendError {
+            error: Error::Closed,
+            message: Outgoing::from("late")
+        })
+    );
+    assert_eq!(server.opened(), 1);
+}
+
+#[actix_rt::test]
+async fn graceful_close_writes_the_outbox_first() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    for i in 0..2000 {
+        socket.do_send(Send::text(format!("m{i}")));
+    }
+    let report = socket
+        .send(Close::graceful(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        CloseReport {
+            clean: true,
+            unsent: 0
+        }
+    );
+    wait_for("server saw the close", DEADLINE, || {
+        !server.close_codes().is_empty()
+    })
+    .await;
+    let expected: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    assert_eq!(server.received(), expected);
+    assert_eq!(server.close_codes(), [Some(1000)]);
+}
+
+#[actix_rt::test]
+async fn close_times_out_against_a_peer_that_never_answers_and_keeps_the_outbox() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&proxy.url())
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    proxy.stall(true);
+    // Enough to fill the socket buffers of a stalled path, so some stay in the outbox.
+    let big = "x".repeat(64 * 1024);
+    for _ in 0..200 {
+        socket.do_send(Send::text(big.clone()));
+    }
+    let report = socket
+        .send(Close::graceful(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(!report.clean);
+    assert!(report.unsent > 0, "{report:?}");
+    let state = watch.wait_state("closed", SocketState::is_closed).await;
+    assert_eq!(
+        state,
+        SocketState::Closed {
+            reason: CloseReason::ByUser
+        }
+    );
+    let left = socket.send(TakeOutbox).await.unwrap();
+    assert_eq!(left.len(), report.unsent);
+}
+
+#[actix_rt::test]
+async fn close_while_backing_off_closes_at_once_and_keeps_the_outbox() {
+    let mut server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    socket.send(Send::text("pending")).await.unwrap().unwrap();
+    let report = socket.send(Close::now()).await.unwrap();
+    assert_eq!(
+        report,
+        CloseReport {
+            clean: false,
+            unsent: 1
+        }
+    );
+    let state = watch.wait_state("closed", SocketState::is_closed).await;
+    assert_eq!(
+        state,
+        SocketState::Closed {
+            reason: CloseReason::ByUser
+        }
+    );
+    // Closing again is a no-op.
+    assert_eq!(socket.send(Close::now()).await.unwrap().unsent, 1);
+    assert_eq!(
+        socket.send(TakeOutbox).await.unwrap(),
+        vec![Outgoing::from("pending")]
+    );
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!(status.outbox_len, 0);
+    // And no timer is left to reconnect: the server comes back, the socket stays closed.
+    server.restart().await;
+    let before = server.opened();
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.opened(), before);
+}
+
+#[actix_rt::test]
+async fn close_while_connecting_closes_at_once() {
+    // A listener that never answers the handshake keeps the socket in Connecting.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let socket = SocketActor::start(
+        fast(&url)
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    );
+    let watch = Watch::attach(&socket);
+    watch
+        .wait_state("connecting", |s| s.name() == "connecting")
+        .await;
+    let report = socket.send(Close::now()).await.unwrap();
+    assert!(!report.clean);
+    assert_eq!(
+        watch.wait_state("closed", SocketState::is_closed).await,
+        SocketState::Closed {
+            reason: CloseReason::ByUser
+        }
+    );
+}

@@ -1,0 +1,376 @@
+//! Test support: a scriptable server (actix-web + the crate's server session on 127.0.0.1:0),
+//! an actor that records what a socket reports, and waiting with a deadline.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use resocket::server::{accept, Command, ServerConfig, Session, SessionHandler};
+use resocket::{
+    Error, ErrorOccurred, Inbound, InboundBinary, InboundText, SocketState, StateChanged,
+};
+
+/// How long any wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `check` every few milliseconds until it holds, failing the test after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What the server saw, shared with its sessions.
+#[derive(Default)]
+pub struct Shared {
+    received: Mutex<Vec<String>>,
+    binary: Mutex<Vec<Vec<u8>>>,
+    sessions: Mutex<Vec<Session>>,
+    close_codes: Mutex<Vec<Option<u16>>>,
+    opened: AtomicUsize,
+    live: AtomicUsize,
+    max_live: AtomicUsize,
+    pub echo: AtomicBool,
+    pub abort_on_open: AtomicBool,
+}
+
+struct Recording {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandler for Recording {
+    fn opened(&mut self, session: &Session) {
+        let s = &self.shared;
+        s.opened.fetch_add(1, Ordering::SeqCst);
+        let live = s.live.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_live.fetch_max(live, Ordering::SeqCst);
+        s.sessions.lock().unwrap().push(session.clone());
+        if s.abort_on_open.load(Ordering::SeqCst) {
+            session.command(Command::Abort);
+        }
+    }
+
+    fn text(&mut self, session: &Session, text: &str) {
+        self.shared.received.lock().unwrap().push(text.to_string());
+        if self.shared.echo.load(Ordering::SeqCst) {
+            session.text(text.to_string());
+        }
+    }
+
+    fn binary(&mut self, _session: &Session, data: bytes::Bytes) {
+        self.shared.binary.lock().unwrap().push(data.to_vec());
+    }
+
+    fn closed(&mut self, code: Option<u16>) {
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        self.shared.close_codes.lock().unwrap().push(code);
+    }
+}
+
+/// A real WebSocket server on an ephemeral port of 127.0.0.1, scriptable from the test.
+///
+/// Routes: `/ws` (the recording, echoing session), `/status/{code}` (refuses the handshake with
+/// that HTTP status).
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    config: ServerConfig,
+    handle: Option<ServerHandle>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> Self {
+        let shared = Arc::new(Shared::default());
+        shared.echo.store(true, Ordering::SeqCst);
+        let mut server = TestServer {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            shared,
+            config,
+            handle: None,
+        };
+        server.listen().await;
+        server
+    }
+
+    async fn listen(&mut self) {
+        // Rebinding the same port right after a stop can race the old listener's close.
+        let mut listener = None;
+        for _ in 0..200 {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => actix_rt::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let listener = listener.unwrap_or_else(|| panic!("could not bind {}", self.addr));
+        self.addr = listener.local_addr().unwrap();
+        let shared = Arc::clone(&self.shared);
+        let config = self.config;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::from(Arc::clone(&shared)))
+                .app_data(web::Data::new(config))
+                .route("/ws", web::get().to(ws_route))
+                .route("/status/{code}", web::get().to(status_route))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen(listener)
+        .unwrap()
+        .run();
+        self.handle = Some(server.handle());
+        actix_rt::spawn(server);
+    }
+
+    /// The WebSocket URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A URL whose handshake is refused with `status`.
+    pub fn status_url(&self, status: u16) -> String {
+        format!("ws://{}/status/{status}", self.addr)
+    }
+
+    /// Every text message received, in order, over all connections.
+    pub fn received(&self) -> Vec<String> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    pub fn received_binary(&self) -> Vec<Vec<u8>> {
+        self.shared.binary.lock().unwrap().clone()
+    }
+
+    pub fn close_codes(&self) -> Vec<Option<u16>> {
+        self.shared.close_codes.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn opened(&self) -> usize {
+        self.shared.opened.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+
+    /// The most connections ever open at once.
+    pub fn max_live(&self) -> usize {
+        self.shared.max_live.load(Ordering::SeqCst)
+    }
+
+    /// Sends `command` to every live session.
+    pub fn command_all(&self, command: Command) {
+        let mut sessions = self.shared.sessions.lock().unwrap();
+        sessions.retain(Session::connected);
+        for s in sessions.iter() {
+            s.command(command.clone());
+        }
+    }
+
+    /// Stops listening and drops every connection.
+    pub async fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop(false).await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.listen().await;
+    }
+}
+
+async fn ws_route(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    config: web::Data<ServerConfig>,
+) -> actix_web::Result<HttpResponse> {
+    let handler = Recording {
+        shared: shared.into_inner(),
+    };
+    accept(&req, payload, handler, **config)
+}
+
+async fn status_route(path: web::Path<u16>) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(path.into_inner())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).body("refused by the test server")
+}
+
+/// Everything a socket reported to a [`Probe`], in order.
+#[derive(Default)]
+pub struct Log {
+    pub states: Vec<SocketState>,
+    pub texts: Vec<String>,
+    pub binary: Vec<Vec<u8>>,
+    pub ticks: Vec<Tick>,
+    pub errors: Vec<Error>,
+}
+
+/// A typed payload used by the tests.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Tick {
+    pub symbol: String,
+    pub price: f64,
+}
+
+/// An actor that records everything a socket sends it.
+pub struct Probe {
+    pub log: Arc<Mutex<Log>>,
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+}
+
+/// Stops a probe (as a crashed or finished subscriber would).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopProbe;
+
+impl Handler<StopProbe> for Probe {
+    type Result = ();
+    fn handle(&mut self, _: StopProbe, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StateChanged> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: StateChanged, _: &mut Context<Self>) {
+        self.log.lock().unwrap().states.push(msg.state);
+    }
+}
+
+impl Handler<InboundText> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: InboundText, _: &mut Context<Self>) {
+        self.log.lock().unwrap().texts.push(msg.0.to_string());
+    }
+}
+
+impl Handler<InboundBinary> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: InboundBinary, _: &mut Context<Self>) {
+        self.log.lock().unwrap().binary.push(msg.0.to_vec());
+    }
+}
+
+impl Handler<Inbound<Tick>> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: Inbound<Tick>, _: &mut Context<Self>) {
+        self.log.lock().unwrap().ticks.push(msg.0);
+    }
+}
+
+impl Handler<ErrorOccurred> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: ErrorOccurred, _: &mut Context<Self>) {
+        self.log.lock().unwrap().errors.push(msg.0);
+    }
+}
+
+/// A probe subscribed to everything `socket` reports.
+pub struct Watch {
+    pub log: Arc<Mutex<Log>>,
+    pub addr: Addr<Probe>,
+}
+
+impl Watch {
+    pub fn attach(socket: &Addr<resocket::SocketActor>) -> Self {
+        use resocket::Subscribe;
+        let log = Arc::new(Mutex::new(Log::default()));
+        let addr = Probe {
+            log: Arc::clone(&log),
+        }
+        .start();
+        socket.do_send(Subscribe::states(addr.clone().recipient()));
+        socket.do_send(Subscribe::text(addr.clone().recipient()));
+        socket.do_send(Subscribe::binary(addr.clone().recipient()));
+        socket.do_send(Subscribe::to::<Tick>(addr.clone().recipient()));
+        socket.do_send(Subscribe::errors(addr.clone().recipient()));
+        Watch { log, addr }
+    }
+
+    pub fn states(&self) -> Vec<SocketState> {
+        self.log.lock().unwrap().states.clone()
+    }
+
+    pub fn last_state(&self) -> Option<SocketState> {
+        self.log.lock().unwrap().states.last().cloned()
+    }
+
+    pub fn texts(&self) -> Vec<String> {
+        self.log.lock().unwrap().texts.clone()
+    }
+
+    pub fn ticks(&self) -> Vec<Tick> {
+        self.log.lock().unwrap().ticks.clone()
+    }
+
+    pub fn errors(&self) -> Vec<Error> {
+        self.log.lock().unwrap().errors.clone()
+    }
+
+    /// How many times the socket has entered Open.
+    pub fn opens(&self) -> usize {
+        self.states().iter().filter(|s| s.is_open()).count()
+    }
+
+    /// Waits until the socket has entered Open `n` times in all.
+    pub async fn wait_opens(&self, n: usize) {
+        wait_for(&format!("{n} opens"), DEADLINE, || self.opens() >= n).await;
+    }
+
+    /// Waits until the last state matches `pred`.
+    pub async fn wait_state(&self, what: &str, pred: impl Fn(&SocketState) -> bool) -> SocketState {
+        wait_for(what, DEADLINE, || {
+            self.last_state().is_some_and(|s| pred(&s))
+        })
+        .await;
+        self.last_state().unwrap()
+    }
+
+    /// Waits until an error matching `pred` was reported.
+    pub async fn wait_error(&self, what: &str, pred: impl Fn(&Error) -> bool) {
+        wait_for(what, DEADLINE, || self.errors().iter().any(&pred)).await;
+    }
+}
+
+/// Settings for fast tests: short heartbeat and backoff.
+pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
+    use resocket::{Backoff, SocketConfig};
+    SocketConfig::builder(url)
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(200))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        ))
+        .connect_timeout(Duration::from_secs(2))
+        .close_timeout(Duration::from_millis(500))
+        .min_uptime(Duration::from_millis(300))
+}
+pub mod proxy;
