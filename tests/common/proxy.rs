@@ -119,7 +119,7 @@ impl Proxy {
     }
 }
 
-async fn pipe(client: TcpStream, server: TcpStream, mut ctl: watch::Receiver<Control>) {
+async fn pipe(mut client: TcpStream, mut server: TcpStream, ctl: watch::Receiver<Control>) {
     let born = ctl.borrow().cut_generation;
     let deadline = ctl
         .borrow()
@@ -127,45 +127,82 @@ async fn pipe(client: TcpStream, server: TcpStream, mut ctl: watch::Receiver<Con
         .map(|l| tokio::time::Instant::now() + l);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let mut up = vec![0u8; 64 * 1024];
-    let mut down = vec![0u8; 64 * 1024];
-    loop {
-        let Control { stalled, delay, .. } = *ctl.borrow();
+    let cut = {
+        let (cr, cw) = client.split();
+        let (sr, sw) = server.split();
+        // The two directions run independently, so neither can block the other.
+        let both = async {
+            tokio::join!(forward(cr, sw, ctl.clone()), forward(sr, cw, ctl.clone()));
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => return,
+            _ = both => None,
+            cut = until_cut(ctl.clone(), born, deadline) => cut,
+        }
+    };
+    if cut == Some(Cut::Rst) {
+        let _ = client.set_zero_linger();
+        let _ = server.set_zero_linger();
+    }
+    // Dropping the streams closes both connections (FIN, or RST after zero linger).
+}
+
+/// Copies one direction until EOF or error, pausing while the proxy is stalled.
+async fn forward<R, W>(mut from: R, mut to: W, mut ctl: watch::Receiver<Control>)
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while ctl.borrow().stalled {
+            if ctl.changed().await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => {
+                    let delay = ctl.borrow().delay;
+                    if !delay.is_zero() {
+                        actix_rt::time::sleep(delay).await;
+                    }
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
             changed = ctl.changed() => {
                 if changed.is_err() {
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Resolves when this connection must be cut: by a cut issued after it was born, or when its
+/// lifetime is over. None: the proxy is gone.
+async fn until_cut(
+    mut ctl: watch::Receiver<Control>,
+    born: u64,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<Cut> {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                return Some(Cut::Fin);
+            }
+            changed = ctl.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
                 let c = *ctl.borrow();
                 if c.cut_generation > born {
-                    if c.cut == Some(Cut::Rst) {
-                        if let (Ok(client), Ok(server)) = (cr.reunite(cw), sr.reunite(sw)) {
-                            let _ = client.set_zero_linger();
-                            let _ = server.set_zero_linger();
-                        }
-                    }
-                    return;
-                }
-            }
-            n = cr.read(&mut up), if !stalled => {
-                match n {
-                    Ok(0) | Err(_) => { let _ = sw.shutdown().await; return; }
-                    Ok(n) => {
-                        if !delay.is_zero() { actix_rt::time::sleep(delay).await; }
-                        if sw.write_all(&up[..n]).await.is_err() { return; }
-                    }
-                }
-            }
-            n = sr.read(&mut down), if !stalled => {
-                match n {
-                    Ok(0) | Err(_) => { let _ = cw.shutdown().await; return; }
-                    Ok(n) => {
-                        if !delay.is_zero() { actix_rt::time::sleep(delay).await; }
-                        if cw.write_all(&down[..n]).await.is_err() { return; }
-                    }
+                    return c.cut;
                 }
             }
         }
