@@ -82,6 +82,10 @@ pub enum Error {
         /// How many messages were dropped by this event.
         count: usize,
     },
+    /// A supervisor already has a socket with this key. Choose another key.
+    DuplicateKey(String),
+    /// A supervisor has no socket with this key.
+    UnknownKey(String),
     /// The socket is closing or closed: it accepts no more messages. The message is handed back.
     /// Not a fault as such; start a new socket to send again.
     Closed,
@@ -159,6 +163,8 @@ impl fmt::Display for Error {
             Error::Dropped { count } => {
                 write!(f, "{count} message(s) dropped from the full outbox")
             }
+            Error::DuplicateKey(key) => write!(f, "a socket with key {key:?} already exists"),
+            Error::UnknownKey(key) => write!(f, "no socket with key {key:?}"),
             Error::Closed => write!(f, "socket is closing or closed"),
         }
     }

@@ -53,6 +53,9 @@
 //! | `socket/connect.rs` | one awc connect, failure classification |
 //! | `socket/connection.rs` | the Open state's connection and the driver that reads and writes it |
 //! | `socket/handlers.rs` | the message handlers |
+//! | `restart.rs` | [`RestartPolicy`], [`RestartIntensity`] and the restart window (pure) |
+//! | `supervisor.rs` | [`SupervisorActor`]: many sockets by key, restarted by policy, spread over arbiters |
+//! | `supervisor/messages.rs` | what an application sends a supervisor, and its [`SupervisionEvent`]s |
 //! | `server.rs` | (feature `server`) the matching server session for actix-web apps |
 //! | `error.rs` | [`Error`] |
 
@@ -69,11 +72,16 @@ mod messages;
 mod outbox;
 mod payload;
 mod reassembly;
+mod restart;
 #[cfg(feature = "server")]
 pub mod server;
 mod socket;
 mod state;
 mod subscribers;
+mod supervisor;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{IdentifyFn, SocketConfig, SocketConfigBuilder};
@@ -85,8 +93,13 @@ pub use messages::{
 };
 pub use outbox::{Outbox, Overflow};
 pub use payload::Outgoing;
+pub use restart::{ChildEnd, RestartIntensity, RestartPolicy};
 pub use socket::SocketActor;
 pub use state::{CloseReason, Disconnect, SocketState};
+pub use supervisor::{
+    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
+    SubscribeSupervision, SupervisionEvent, SupervisorActor, SupervisorConfig, SupervisorStats,
+};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

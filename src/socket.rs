@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::fut::wrap_future;
-use actix::{Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, SpawnHandle};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, SpawnHandle,
+};
 use actix_http::ws::{Frame, ProtocolError};
 use log::{debug, warn};
 
@@ -23,6 +25,7 @@ use crate::backoff::SplitMix64;
 use crate::heartbeat::Tick;
 use crate::outbox::OutboxQueue;
 use crate::reassembly::Inbound;
+use crate::restart::ChildEnd;
 use crate::subscribers::Subscribers;
 use crate::{
     CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
@@ -57,6 +60,15 @@ pub struct SocketActor {
     next_connection_id: u64,
     /// A streak of connect failures is logged at `warn` once, then at `debug`.
     failure_logged: bool,
+    /// Set when a supervisor owns this socket: it stops on Closed and reports its end.
+    supervision: Option<Supervision>,
+}
+
+/// The link from a supervised socket to its supervisor.
+pub(crate) struct Supervision {
+    pub(crate) key: String,
+    pub(crate) generation: u64,
+    pub(crate) notify: actix::Recipient<crate::supervisor::SocketEnded>,
 }
 
 /// The internal state: each variant carries exactly the data and timers valid in it.
@@ -95,7 +107,27 @@ impl SocketActor {
             rng,
             next_connection_id: 0,
             failure_logged: false,
+            supervision: None,
         }
+    }
+
+    /// A socket owned by a supervisor, taking over the outbox and subscribers of the one it
+    /// replaces.
+    pub(crate) fn supervised(
+        config: SocketConfig,
+        supervision: Supervision,
+        outbox: Vec<crate::Outgoing>,
+        subscribers: Subscribers,
+    ) -> Self {
+        let mut socket = SocketActor::new(config);
+        for message in outbox {
+            if let crate::outbox::Pushed::Refused { .. } = socket.outbox.push(message) {
+                socket.counters.dropped += 1;
+            }
+        }
+        socket.subscribers = subscribers;
+        socket.supervision = Some(supervision);
+        socket
     }
 
     /// Starts a socket for `config` on the current arbiter; it connects at once.
@@ -108,7 +140,7 @@ impl SocketActor {
         SocketActor::start_in_arbiter_with(arbiter, move |_| SocketActor::new(config))
     }
 
-    fn start_in_arbiter_with<F>(arbiter: &ArbiterHandle, f: F) -> Addr<SocketActor>
+    pub(crate) fn start_in_arbiter_with<F>(arbiter: &ArbiterHandle, f: F) -> Addr<SocketActor>
     where
         F: FnOnce(&mut Context<SocketActor>) -> SocketActor + std::marker::Send + 'static,
     {
@@ -261,6 +293,10 @@ impl SocketActor {
 
     fn enter_closed(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
         self.set_phase(Phase::Closed { reason }, ctx);
+        if self.supervision.is_some() {
+            // The supervisor decides what happens next; it learns of the end in `stopped()`.
+            ctx.stop();
+        }
     }
 
     /// The Open connection ended for `cause`.
@@ -458,8 +494,39 @@ impl Actor for SocketActor {
         self.enter_connecting(1, ctx);
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         debug!("resocket {}: stopped", self.config.url);
+        // Runs after a panic in a handler too (the context is dropped while unwinding).
+        let end = if std::thread::panicking() {
+            ChildEnd::Panicked
+        } else {
+            match &self.phase {
+                Phase::Closed { reason } => ChildEnd::Closed(reason.clone()),
+                _ => ChildEnd::Stopped,
+            }
+        };
+        if !matches!(self.phase, Phase::Closed { .. } | Phase::Idle) {
+            // Cancel what the state owns (a panic may have left it mid-transition).
+            match std::mem::replace(&mut self.phase, Phase::Idle) {
+                Phase::Open(conn) => conn.cancel_timers(ctx),
+                Phase::Connecting { task, .. } => {
+                    ctx.cancel_future(task);
+                }
+                Phase::Backoff { timer, .. } => {
+                    ctx.cancel_future(timer);
+                }
+                Phase::Idle | Phase::Closed { .. } => {}
+            }
+        }
+        if let Some(supervision) = self.supervision.take() {
+            supervision.notify.do_send(crate::supervisor::SocketEnded {
+                key: supervision.key,
+                generation: supervision.generation,
+                end,
+                outbox: self.outbox.drain(),
+                subscribers: std::mem::take(&mut self.subscribers),
+            });
+        }
     }
 }
 

@@ -315,6 +315,28 @@ impl Watch {
         Watch { log, addr }
     }
 
+    /// A probe not yet attached: its subscriptions go into a supervisor's `StartSocket`.
+    pub fn detached() -> Self {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let addr = Probe {
+            log: Arc::clone(&log),
+        }
+        .start();
+        Watch { log, addr }
+    }
+
+    /// Adds every subscription of this probe to `start`.
+    pub fn subscribe_all(&self, start: resocket::StartSocket) -> resocket::StartSocket {
+        use resocket::Subscribe;
+        let a = &self.addr;
+        start
+            .subscribe(Subscribe::states(a.clone().recipient()))
+            .subscribe(Subscribe::text(a.clone().recipient()))
+            .subscribe(Subscribe::binary(a.clone().recipient()))
+            .subscribe(Subscribe::to::<Tick>(a.clone().recipient()))
+            .subscribe(Subscribe::errors(a.clone().recipient()))
+    }
+
     pub fn states(&self) -> Vec<SocketState> {
         self.log.lock().unwrap().states.clone()
     }

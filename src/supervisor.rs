@@ -1,0 +1,408 @@
+//! `SupervisorActor`: many sockets by key, restarted by policy within a restart intensity,
+//! spread over arbiters.
+//!
+//! What survives a restart: the outbox (messages not yet written) and every subscription.
+//! What does not: the connection, and messages already handed to it (as with any reconnect).
+//! The restarted socket has a new address; look it up with [`GetSocket`] or send through
+//! [`SendTo`].
+
+mod messages;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use log::{debug, warn};
+
+pub(crate) use self::messages::SocketEnded;
+pub use self::messages::{
+    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
+    SubscribeSupervision, SupervisionEvent, SupervisorStats,
+};
+use crate::restart::RestartWindow;
+use crate::socket::Supervision;
+use crate::subscribers::Subscribers;
+use crate::{
+    Close, CloseReport, Error, GetStatus, Outgoing, RestartIntensity, RestartPolicy, Send,
+    SendError, SocketActor, SocketConfig, SocketState, Subscribe,
+};
+
+/// Supervisor settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    /// Arbiters (threads) to spread sockets over; 0 runs them on the supervisor's own arbiter.
+    /// Defaults to one per core.
+    pub arbiters: usize,
+    /// Restart intensity. Defaults to 3 restarts in 5 s.
+    pub intensity: RestartIntensity,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            intensity: RestartIntensity::default(),
+        }
+    }
+}
+
+struct Child {
+    addr: Addr<SocketActor>,
+    config: SocketConfig,
+    policy: RestartPolicy,
+    arbiter: usize,
+    generation: u64,
+    restarts: u32,
+    /// Messages that met the socket between its end and its restart.
+    pending: Vec<Outgoing>,
+}
+
+/// Owns sockets by key and restarts those that end (Closed, fatal error, gave up, or a panic
+/// in a handler) according to their [`RestartPolicy`], within the [`RestartIntensity`]. Past
+/// the intensity it stops every socket and itself, and says why
+/// ([`SupervisionEvent::IntensityExceeded`]), as an OTP supervisor does.
+///
+/// actix's own `Supervisor` does not restart on panic; this one learns of every end from the
+/// socket's `stopped()`, which runs even after a panic.
+pub struct SupervisorActor {
+    config: SupervisorConfig,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: usize,
+    next_generation: u64,
+    children: HashMap<String, Child>,
+    window: RestartWindow,
+    restarts: u64,
+    subscribers: Vec<Recipient<SupervisionEvent>>,
+}
+
+impl SupervisorActor {
+    /// A supervisor with `config`; its arbiters are created when it starts.
+    pub fn new(config: SupervisorConfig) -> Self {
+        SupervisorActor {
+            config,
+            arbiters: Vec::new(),
+            next_arbiter: 0,
+            next_generation: 0,
+            children: HashMap::new(),
+            window: RestartWindow::new(config.intensity),
+            restarts: 0,
+            subscribers: Vec::new(),
+        }
+    }
+
+    fn publish(&mut self, event: SupervisionEvent) {
+        debug!("resocket supervisor: {event:?}");
+        self.subscribers.retain(Recipient::connected);
+        for s in &self.subscribers {
+            s.do_send(event.clone());
+        }
+    }
+
+    fn arbiter(&self, index: usize) -> ArbiterHandle {
+        match self.arbiters.get(index) {
+            Some(a) => a.handle(),
+            None => Arbiter::current(),
+        }
+    }
+
+    /// Starts one socket instance on arbiter `arbiter`.
+    fn spawn(
+        &mut self,
+        key: &str,
+        config: &SocketConfig,
+        arbiter: usize,
+        outbox: Vec<Outgoing>,
+        subscribers: Subscribers,
+        ctx: &mut Context<Self>,
+    ) -> (Addr<SocketActor>, u64) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let supervision = Supervision {
+            key: key.to_string(),
+            generation,
+            notify: ctx.address().recipient(),
+        };
+        let config = config.clone();
+        let addr = SocketActor::start_in_arbiter_with(&self.arbiter(arbiter), move |_| {
+            SocketActor::supervised(config, supervision, outbox, subscribers)
+        });
+        (addr, generation)
+    }
+
+    fn stop_all(&mut self) {
+        for (_, child) in self.children.drain() {
+            child.addr.do_send(Close::now());
+        }
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Sockets are many small actors; the supervisor's mailbox should not be the bottleneck.
+        ctx.set_mailbox_capacity(1024);
+        self.arbiters = (0..self.config.arbiters).map(|_| Arbiter::new()).collect();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.stop_all();
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for SupervisorActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorActor")
+            .field("sockets", &self.children.len())
+            .field("arbiters", &self.arbiters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler<StartSocket> for SupervisorActor {
+    type Result = Result<Addr<SocketActor>, Error>;
+
+    fn handle(&mut self, start: StartSocket, ctx: &mut Context<Self>) -> Self::Result {
+        if self.children.contains_key(&start.key) {
+            return Err(Error::DuplicateKey(start.key));
+        }
+        let mut subscribers = Subscribers::default();
+        for Subscribe(subscription) in start.subscriptions {
+            subscribers.add(subscription);
+        }
+        let arbiter = if self.arbiters.is_empty() {
+            0
+        } else {
+            self.next_arbiter = (self.next_arbiter + 1) % self.arbiters.len();
+            self.next_arbiter
+        };
+        let (addr, generation) = self.spawn(
+            &start.key,
+            &start.config,
+            arbiter,
+            Vec::new(),
+            subscribers,
+            ctx,
+        );
+        self.children.insert(
+            start.key.clone(),
+            Child {
+                addr: addr.clone(),
+                config: start.config,
+                policy: start.policy,
+                arbiter,
+                generation,
+                restarts: 0,
+                pending: Vec::new(),
+            },
+        );
+        self.publish(SupervisionEvent::ChildStarted { key: start.key });
+        Ok(addr)
+    }
+}
+
+impl Handler<SocketEnded> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, ended: SocketEnded, ctx: &mut Context<Self>) {
+        let SocketEnded {
+            key,
+            generation,
+            end,
+            mut outbox,
+            subscribers,
+        } = ended;
+        let Some(child) = self.children.get_mut(&key) else {
+            return; // stopped on purpose, or the supervisor is shutting down
+        };
+        if child.generation != generation {
+            return; // a late report from an instance already replaced
+        }
+        outbox.append(&mut child.pending);
+        let restarting = child.policy.restarts_after(&end);
+        let unsent = outbox.len();
+        if restarting {
+            warn!("resocket supervisor: socket {key:?} ended ({end}); restarting");
+        } else {
+            debug!("resocket supervisor: socket {key:?} ended ({end})");
+        }
+        self.publish(SupervisionEvent::ChildEnded {
+            key: key.clone(),
+            end,
+            restarting,
+            unsent,
+        });
+        if !restarting {
+            self.children.remove(&key);
+            return;
+        }
+        if !self.window.allow(Instant::now()) {
+            let RestartIntensity {
+                max_restarts,
+                within,
+            } = self.config.intensity;
+            warn!(
+                "resocket supervisor: more than {max_restarts} restarts in {within:?}; \
+                 stopping every socket and the supervisor"
+            );
+            self.publish(SupervisionEvent::IntensityExceeded {
+                max_restarts,
+                within,
+                key,
+            });
+            self.stop_all();
+            ctx.stop();
+            return;
+        }
+        let Some(child) = self.children.get(&key) else {
+            return;
+        };
+        let (config, arbiter) = (child.config.clone(), child.arbiter);
+        let (addr, generation) = self.spawn(&key, &config, arbiter, outbox, subscribers, ctx);
+        self.restarts += 1;
+        if let Some(child) = self.children.get_mut(&key) {
+            child.addr = addr;
+            child.generation = generation;
+            child.restarts += 1;
+            let restarts = child.restarts;
+            self.publish(SupervisionEvent::ChildRestarted { key, restarts });
+        }
+    }
+}
+
+impl Handler<StopSocket> for SupervisorActor {
+    type Result = ResponseFuture<Option<CloseReport>>;
+
+    fn handle(&mut self, StopSocket(key): StopSocket, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(child) = self.children.remove(&key) else {
+            return Box::pin(async { None });
+        };
+        self.publish(SupervisionEvent::ChildStopped { key });
+        Box::pin(async move { child.addr.send(Close::now()).await.ok() })
+    }
+}
+
+impl Handler<GetSocket> for SupervisorActor {
+    type Result = Option<Addr<SocketActor>>;
+
+    fn handle(&mut self, GetSocket(key): GetSocket, _ctx: &mut Context<Self>) -> Self::Result {
+        self.children.get(&key).map(|c| c.addr.clone())
+    }
+}
+
+impl Handler<ListSockets> for SupervisorActor {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: ListSockets, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut keys: Vec<String> = self.children.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl Handler<SendTo> for SupervisorActor {
+    type Result = ResponseActFuture<Self, Result<(), SendError>>;
+
+    fn handle(&mut self, send: SendTo, _ctx: &mut Context<Self>) -> Self::Result {
+        let SendTo { key, message } = send;
+        let Some(child) = self.children.get_mut(&key) else {
+            let error = SendError {
+                error: Error::UnknownKey(key),
+                message,
+            };
+            return Box::pin(actix::fut::ready(Err(error)));
+        };
+        if !child.addr.connected() {
+            // Between its end and its restart: keep it for the restarted socket.
+            child.pending.push(message);
+            return Box::pin(actix::fut::ready(Ok(())));
+        }
+        let request = child.addr.send(Send(message.clone()));
+        Box::pin(
+            request
+                .into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        if let Some(child) = act.children.get_mut(&key) {
+                            child.pending.push(message);
+                            Ok(())
+                        } else {
+                            Err(SendError {
+                                error: Error::UnknownKey(key),
+                                message,
+                            })
+                        }
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<GetStats> for SupervisorActor {
+    type Result = ResponseFuture<SupervisorStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        let queries: Vec<_> = self
+            .children
+            .values()
+            .map(|c| c.addr.send(GetStatus))
+            .collect();
+        let restarts = self.restarts;
+        let pending: usize = self.children.values().map(|c| c.pending.len()).sum();
+        Box::pin(async move {
+            let mut stats = SupervisorStats {
+                sockets: queries.len(),
+                restarts,
+                outbox: pending,
+                ..SupervisorStats::default()
+            };
+            for status in join_all(queries).await {
+                let Ok(status) = status else {
+                    stats.closed += 1;
+                    continue;
+                };
+                match status.state {
+                    SocketState::Connecting { .. } => stats.connecting += 1,
+                    SocketState::Open { .. } => stats.open += 1,
+                    SocketState::Backoff { .. } => stats.backoff += 1,
+                    SocketState::Closed { .. } => stats.closed += 1,
+                }
+                let c = status.counters;
+                stats.connects += c.connects;
+                stats.reconnects += c.reconnects;
+                stats.messages_in += c.messages_in;
+                stats.messages_out += c.messages_out;
+                stats.dropped += c.dropped;
+                stats.outbox += status.outbox_len;
+            }
+            stats
+        })
+    }
+}
+
+impl Handler<SubscribeSupervision> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeSupervision, _ctx: &mut Context<Self>) {
+        self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<Shutdown> for SupervisorActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, shutdown: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        let closes: Vec<_> = self
+            .children
+            .drain()
+            .map(|(_, c)| c.addr.send(Close::now()))
+            .collect();
+        let wait = actix_rt::time::timeout(shutdown.timeout, join_all(closes));
+        Box::pin(wait.into_actor(self).map(|_, _act, ctx| ctx.stop()))
+    }
+}

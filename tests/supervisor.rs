@@ -1,0 +1,325 @@
+//! Supervision: restart after a panic keeps the outbox and subscribers; Permanent, Transient
+//! and Temporary; the restart intensity; many sockets over several arbiters.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::{fast, wait_for, TestServer, Watch, DEADLINE};
+use resocket::testing::Panic;
+use resocket::{
+    Backoff, ChildEnd, CloseReason, GetSocket, GetStats, ListSockets, Outgoing, RestartIntensity,
+    RestartPolicy, SendTo, StartSocket, StopSocket, SubscribeSupervision, SupervisionEvent,
+    SupervisorActor, SupervisorConfig,
+};
+
+/// Records supervision events.
+struct EventLog(Arc<Mutex<Vec<SupervisionEvent>>>);
+
+impl Actor for EventLog {
+    type Context = Context<Self>;
+}
+
+impl Handler<SupervisionEvent> for EventLog {
+    type Result = ();
+    fn handle(&mut self, event: SupervisionEvent, _: &mut Context<Self>) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+struct Tree {
+    supervisor: Addr<SupervisorActor>,
+    events: Arc<Mutex<Vec<SupervisionEvent>>>,
+}
+
+impl Tree {
+    fn start(config: SupervisorConfig) -> Self {
+        let supervisor = SupervisorActor::new(config).start();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = EventLog(events.clone()).start();
+        supervisor.do_send(SubscribeSupervision(log.recipient()));
+        Tree { supervisor, events }
+    }
+
+    fn events(&self) -> Vec<SupervisionEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    async fn wait_event(&self, what: &str, pred: impl Fn(&SupervisionEvent) -> bool) {
+        wait_for(what, DEADLINE, || self.events().iter().any(&pred)).await;
+    }
+
+    async fn socket(&self, key: &str) -> Addr<resocket::SocketActor> {
+        self.supervisor
+            .send(GetSocket(key.into()))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn one_arbiter() -> SupervisorConfig {
+    SupervisorConfig {
+        arbiters: 1,
+        intensity: RestartIntensity {
+            max_restarts: 10,
+            within: Duration::from_secs(10),
+        },
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_socket_is_restarted_with_its_outbox_and_subscribers() {
+    let mut server = TestServer::start().await;
+    let tree = Tree::start(one_arbiter());
+    let watch = Watch::detached();
+    let start = watch.subscribe_all(StartSocket::new(
+        "feed",
+        fast(&server.url()).identify("id").build().unwrap(),
+    ));
+    tree.supervisor.send(start).await.unwrap().unwrap();
+    watch.wait_opens(1).await;
+
+    // Disconnected, messages wait in the outbox; then a handler panics.
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    for i in 0..5 {
+        let send = SendTo {
+            key: "feed".into(),
+            message: Outgoing::from(format!("m{i}")),
+        };
+        tree.supervisor.send(send).await.unwrap().unwrap();
+    }
+    let before = tree.socket("feed").await;
+    before.do_send(Panic);
+    tree.wait_event("restarted", |e| {
+        matches!(e, SupervisionEvent::ChildRestarted { restarts: 1, .. })
+    })
+    .await;
+    assert!(tree.events().contains(&SupervisionEvent::ChildEnded {
+        key: "feed".into(),
+        end: ChildEnd::Panicked,
+        restarting: true,
+        unsent: 5,
+    }));
+    let after = tree.socket("feed").await;
+    assert_ne!(before, after, "the restarted socket is a new actor");
+    assert!(!before.connected());
+
+    // The server returns: the restarted socket identifies, then writes the inherited outbox.
+    server.restart().await;
+    watch.wait_opens(2).await; // the original subscribers followed the restart
+    wait_for("queued messages", DEADLINE, || server.received().len() >= 7).await;
+    assert_eq!(
+        server.received(),
+        ["id", "id", "m0", "m1", "m2", "m3", "m4"]
+    );
+}
+
+#[actix_rt::test]
+async fn transient_restarts_after_giving_up_but_not_after_a_user_close() {
+    let server = TestServer::start().await;
+    let tree = Tree::start(one_arbiter());
+    // A socket that gives up at once against a refused port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("ws://{}/ws", dead.local_addr().unwrap());
+    drop(dead);
+    let gives_up = fast(&dead_url)
+        .backoff(
+            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(10))
+                .max_attempts(1),
+        )
+        .build()
+        .unwrap();
+    tree.supervisor
+        .send(StartSocket::new("flaky", gives_up).policy(RestartPolicy::Transient))
+        .await
+        .unwrap()
+        .unwrap();
+    tree.wait_event(
+        "restart after giving up",
+        |e| matches!(e, SupervisionEvent::ChildRestarted { key, .. } if key == "flaky"),
+    )
+    .await;
+    assert!(tree.events().iter().any(|e| matches!(
+        e,
+        SupervisionEvent::ChildEnded {
+            end: ChildEnd::Closed(CloseReason::GaveUp { .. }),
+            restarting: true,
+            ..
+        }
+    )));
+    // (It goes on giving up and restarting until the intensity stops that tree.)
+
+    let tree = Tree::start(one_arbiter());
+    let watch = Watch::detached();
+    let start = watch.subscribe_all(
+        StartSocket::new("calm", fast(&server.url()).build().unwrap())
+            .policy(RestartPolicy::Transient),
+    );
+    tree.supervisor.send(start).await.unwrap().unwrap();
+    watch.wait_opens(1).await;
+    tree.socket("calm")
+        .await
+        .send(resocket::Close::now())
+        .await
+        .unwrap();
+    tree.wait_event("calm ended", |e| {
+        matches!(e, SupervisionEvent::ChildEnded { key, restarting: false, .. } if key == "calm")
+    })
+    .await;
+    assert!(tree.supervisor.send(ListSockets).await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn permanent_restarts_even_after_a_user_close_and_temporary_never_restarts() {
+    let server = TestServer::start().await;
+    let tree = Tree::start(one_arbiter());
+    tree.supervisor
+        .send(StartSocket::new(
+            "perm",
+            fast(&server.url()).build().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    tree.supervisor
+        .send(
+            StartSocket::new("temp", fast(&server.url()).build().unwrap())
+                .policy(RestartPolicy::Temporary),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    tree.socket("perm")
+        .await
+        .send(resocket::Close::now())
+        .await
+        .unwrap();
+    tree.socket("temp").await.do_send(Panic);
+    tree.wait_event(
+        "perm restarted",
+        |e| matches!(e, SupervisionEvent::ChildRestarted { key, .. } if key == "perm"),
+    )
+    .await;
+    tree.wait_event("temp ended", |e| {
+        matches!(e, SupervisionEvent::ChildEnded { key, end: ChildEnd::Panicked, restarting: false, .. } if key == "temp")
+    })
+    .await;
+    assert_eq!(tree.supervisor.send(ListSockets).await.unwrap(), ["perm"]);
+    // StopSocket removes a socket for good.
+    let report = tree
+        .supervisor
+        .send(StopSocket("perm".into()))
+        .await
+        .unwrap();
+    assert!(report.is_some());
+    assert!(tree.supervisor.send(ListSockets).await.unwrap().is_empty());
+    assert!(tree
+        .events()
+        .contains(&SupervisionEvent::ChildStopped { key: "perm".into() }));
+}
+
+#[actix_rt::test]
+async fn exceeding_the_restart_intensity_stops_the_tree_and_says_why() {
+    let server = TestServer::start().await;
+    let tree = Tree::start(SupervisorConfig {
+        arbiters: 1,
+        intensity: RestartIntensity {
+            max_restarts: 2,
+            within: Duration::from_secs(30),
+        },
+    });
+    tree.supervisor
+        .send(StartSocket::new(
+            "crashy",
+            fast(&server.url()).build().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    tree.supervisor
+        .send(StartSocket::new(
+            "bystander",
+            fast(&server.url()).build().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let bystander = tree.socket("bystander").await;
+    for n in 1..=2u32 {
+        tree.socket("crashy").await.do_send(Panic);
+        tree.wait_event(
+            "restart",
+            |e| matches!(e, SupervisionEvent::ChildRestarted { restarts, .. } if *restarts == n),
+        )
+        .await;
+    }
+    tree.socket("crashy").await.do_send(Panic);
+    tree.wait_event("intensity exceeded", |e| {
+        matches!(e, SupervisionEvent::IntensityExceeded { max_restarts: 2, key, .. } if key == "crashy")
+    })
+    .await;
+    wait_for("supervisor stopped", DEADLINE, || {
+        !tree.supervisor.connected()
+    })
+    .await;
+    wait_for("children stopped", DEADLINE, || !bystander.connected()).await;
+}
+
+#[actix_rt::test]
+async fn a_thousand_sockets_over_two_arbiters_all_open_and_all_come_back_after_a_server_restart() {
+    let mut server = TestServer::start().await;
+    let tree = Tree::start(SupervisorConfig {
+        arbiters: 2,
+        ..SupervisorConfig::default()
+    });
+    let config = fast(&server.url())
+        .heartbeat(Duration::from_secs(5), Duration::from_secs(10))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        ))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..1000 {
+        tree.supervisor
+            .send(StartSocket::new(format!("s{i}"), config.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let stats = wait_stats(&tree, "1,000 open", |s| s.open == 1000).await;
+    assert_eq!(stats.sockets, 1000);
+    assert_eq!(server.live(), 1000);
+
+    server.restart().await;
+    let stats = wait_stats(&tree, "1,000 open again", |s| {
+        s.open == 1000 && s.reconnects == 1000
+    })
+    .await;
+    assert_eq!(stats.backoff, 0);
+    assert_eq!(stats.restarts, 0, "reconnects, not restarts");
+}
+
+async fn wait_stats(
+    tree: &Tree,
+    what: &str,
+    pred: impl Fn(&resocket::SupervisorStats) -> bool,
+) -> resocket::SupervisorStats {
+    let start = std::time::Instant::now();
+    loop {
+        let stats = tree.supervisor.send(GetStats).await.unwrap();
+        if pred(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}: {stats:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
