@@ -323,3 +323,43 @@ async fn wait_stats(
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[actix_rt::test]
+async fn keys_are_unique_and_unknown_keys_hand_the_message_back() {
+    let server = TestServer::start().await;
+    let tree = Tree::start(one_arbiter());
+    let config = fast(&server.url()).build().unwrap();
+    tree.supervisor
+        .send(StartSocket::new("a", config.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let duplicate = tree
+        .supervisor
+        .send(StartSocket::new("a", config))
+        .await
+        .unwrap();
+    assert_eq!(
+        duplicate.unwrap_err(),
+        resocket::Error::DuplicateKey("a".into())
+    );
+    let send = SendTo {
+        key: "nope".into(),
+        message: Outgoing::from("hi"),
+    };
+    let refused = tree.supervisor.send(send).await.unwrap().unwrap_err();
+    assert_eq!(refused.error, resocket::Error::UnknownKey("nope".into()));
+    assert_eq!(refused.message, Outgoing::from("hi"));
+    // SendTo reaches the socket.
+    let send = SendTo {
+        key: "a".into(),
+        message: Outgoing::from("hello"),
+    };
+    tree.supervisor.send(send).await.unwrap().unwrap();
+    wait_for("message at the server", DEADLINE, || {
+        server.received() == ["hello"]
+    })
+    .await;
+    let stats = wait_stats(&tree, "open", |s| s.open == 1).await;
+    assert_eq!((stats.sockets, stats.messages_out), (1, 1));
+}
