@@ -49,6 +49,14 @@ pub struct SocketConfig {
     pub(crate) retry_client_errors: bool,
     pub(crate) fatal_close_codes: Vec<u16>,
     pub(crate) jitter_seed: Option<u64>,
+    pub(crate) acked: Option<AckedMode>,
+}
+
+/// Acked delivery settings (see [`SocketConfigBuilder::acked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AckedMode {
+    pub(crate) client_id: String,
+    pub(crate) window: usize,
 }
 
 impl SocketConfig {
@@ -80,6 +88,8 @@ impl SocketConfig {
             retry_client_errors: false,
             fatal_close_codes: Vec::new(),
             jitter_seed: None,
+            acked: None,
+            ack_window: crate::acked::DEFAULT_ACK_WINDOW,
         }
     }
 
@@ -141,6 +151,7 @@ impl fmt::Debug for SocketConfig {
             .field("close_timeout", &self.close_timeout)
             .field("retry_client_errors", &self.retry_client_errors)
             .field("fatal_close_codes", &self.fatal_close_codes)
+            .field("acked", &self.acked)
             .finish()
     }
 }
@@ -164,6 +175,8 @@ pub struct SocketConfigBuilder {
     retry_client_errors: bool,
     fatal_close_codes: Vec<u16>,
     jitter_seed: Option<u64>,
+    acked: Option<String>,
+    ack_window: usize,
 }
 
 impl fmt::Debug for SocketConfigBuilder {
@@ -278,6 +291,23 @@ impl SocketConfigBuilder {
         self
     }
 
+    /// Acked delivery with this client id (stable across reconnects and restarts): every
+    /// message carries a sequence number and stays in flight until the server acknowledges it;
+    /// after a reconnect, what is unacknowledged is written again, in order; inbound duplicates
+    /// are dropped. The server must speak the README's acked protocol (the `server` feature's
+    /// [`Hub`](crate::server::Hub) does). Defaults to off.
+    pub fn acked(mut self, client_id: impl Into<String>) -> Self {
+        self.acked = Some(client_id.into());
+        self
+    }
+
+    /// In acked mode, how many messages may be in flight (written, not yet acknowledged);
+    /// past it, messages wait in the outbox. Defaults to 1,000.
+    pub fn ack_window(mut self, messages: usize) -> Self {
+        self.ack_window = messages;
+        self
+    }
+
     /// Validates every value; an error names the field at fault.
     pub fn build(self) -> Result<SocketConfig, Error> {
         let uri = parse_url(&self.url)?;
@@ -316,6 +346,16 @@ impl SocketConfigBuilder {
         if self.max_message == 0 {
             return Err(Error::config("max_message", "must be greater than zero"));
         }
+        if self.acked.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::config("acked", "the client id must not be empty"));
+        }
+        if self.ack_window == 0 {
+            return Err(Error::config("ack_window", "must be greater than zero"));
+        }
+        let acked = self.acked.map(|client_id| AckedMode {
+            client_id,
+            window: self.ack_window,
+        });
         Ok(SocketConfig {
             url: self.url,
             uri,
@@ -334,6 +374,7 @@ impl SocketConfigBuilder {
             retry_client_errors: self.retry_client_errors,
             fatal_close_codes: self.fatal_close_codes,
             jitter_seed: self.jitter_seed,
+            acked,
         })
     }
 }
@@ -423,6 +464,8 @@ mod tests {
         assert_eq!(field_of(b().header("bad name", "v").build()), "header");
         assert_eq!(field_of(b().header("x-ok", "bad\nvalue").build()), "header");
         assert_eq!(field_of(b().protocol("a b").build()), "protocol");
+        assert_eq!(field_of(b().acked("").build()), "acked");
+        assert_eq!(field_of(b().acked("c").ack_window(0).build()), "ack_window");
     }
 
     #[test]

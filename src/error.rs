@@ -82,6 +82,14 @@ pub enum Error {
         /// How many messages were dropped by this event.
         count: usize,
     },
+    /// In acked mode, the server's history no longer reached back far enough: its messages
+    /// `from..=to` are lost. Reported as an event; the connection goes on.
+    ResumeGap {
+        /// The first lost server sequence number.
+        from: u64,
+        /// The last lost server sequence number.
+        to: u64,
+    },
     /// A supervisor already has a socket with this key. Choose another key.
     DuplicateKey(String),
     /// A supervisor has no socket with this key.
@@ -163,6 +171,10 @@ impl fmt::Display for Error {
             Error::Dropped { count } => {
                 write!(f, "{count} message(s) dropped from the full outbox")
             }
+            Error::ResumeGap { from, to } => write!(
+                f,
+                "server messages {from}..={to} are lost: its history no longer reaches back"
+            ),
             Error::DuplicateKey(key) => write!(f, "a socket with key {key:?} already exists"),
             Error::UnknownKey(key) => write!(f, "no socket with key {key:?}"),
             Error::Closed => write!(f, "socket is closing or closed"),

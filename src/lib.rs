@@ -44,6 +44,7 @@
 //! | `heartbeat.rs` | [`Heartbeat`] settings and the dead-peer check (pure) |
 //! | `outbox.rs` | [`Outbox`] limits, [`Overflow`] policy and the bounded queue (pure) |
 //! | `reassembly.rs` | fragments to whole messages, size cap, UTF-8 check (pure) |
+//! | `acked.rs`, `acked/wire.rs` | acked delivery: sequence numbers, window, acks, resume, dedup; the wire format (pure) |
 //! | `payload.rs` | [`Outgoing`]: one outbound message |
 //! | `state.rs` | [`SocketState`], [`Disconnect`], [`CloseReason`] |
 //! | `messages.rs` | what an application sends a socket: [`Send`], [`Subscribe`], [`Close`], [`GetStatus`], [`TakeOutbox`] |
@@ -63,6 +64,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+mod acked;
 mod backoff;
 mod config;
 mod error;
@@ -83,6 +85,7 @@ mod supervisor;
 #[doc(hidden)]
 pub mod testing;
 
+pub use acked::{Gap, DEFAULT_ACK_WINDOW};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{IdentifyFn, SocketConfig, SocketConfigBuilder};
 pub use error::Error;

@@ -157,7 +157,7 @@ pub struct CloseReport {
     /// Whether the peer answered our Close (or closed the TCP connection) before the deadline.
     /// False when the socket was not Open.
     pub clean: bool,
-    /// Messages left in the outbox.
+    /// Messages left in the outbox (in acked mode, with those not yet acknowledged).
     pub unsent: usize,
 }
 
@@ -175,6 +175,8 @@ pub struct Status {
     pub outbox_len: usize,
     /// Payload bytes waiting in the outbox.
     pub outbox_bytes: usize,
+    /// In acked mode, messages written and not yet acknowledged (0 otherwise).
+    pub unacked: usize,
     /// Subscriptions held (those of stopped actors are pruned at every delivery and heartbeat).
     pub subscribers: usize,
     /// Lifetime counters.
@@ -198,6 +200,8 @@ pub struct Counters {
     pub dropped: u64,
     /// Inbound messages discarded (too large, invalid UTF-8, undecodable).
     pub discarded: u64,
+    /// In acked mode, inbound duplicates dropped (resent by the server after a reconnect).
+    pub duplicates: u64,
 }
 
 /// Take every message left in the outbox (oldest first), e.g. after Closed, to send them

@@ -29,6 +29,8 @@
 //! }
 //! ```
 
+mod hub;
+
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Handler, Message, Recipient, StreamHandler};
@@ -37,6 +39,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+
+pub use self::hub::{
+    ClientEvent, FromClient, GetHubStats, Hub, HubConfig, HubStats, SubscribeHub, ToClient,
+};
 
 /// Server session settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +167,23 @@ pub fn accept<H: SessionHandler>(
     ws::WsResponseBuilder::new(actor, req, payload)
         .frame_size(config.max_message)
         .start()
+}
+
+/// Upgrades `req` to a session that speaks the acked protocol (see the README) for `hub`:
+/// client messages reach the application once, in order; server messages are resumed after a
+/// reconnect.
+pub fn accept_acked(
+    req: &HttpRequest,
+    payload: web::Payload,
+    hub: actix::Addr<Hub>,
+    config: ServerConfig,
+) -> actix_web::Result<HttpResponse> {
+    let handler = hub::HubSession {
+        hub,
+        client: None,
+        session: None,
+    };
+    accept(req, payload, handler, config)
 }
 
 struct SessionActor<H: SessionHandler> {

@@ -21,6 +21,7 @@ use log::{debug, warn};
 
 use self::connect::WsFramed;
 use self::connection::{Driver, OpenConnection};
+use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
 use crate::heartbeat::Tick;
 use crate::outbox::OutboxQueue;
@@ -62,6 +63,18 @@ pub struct SocketActor {
     failure_logged: bool,
     /// Set when a supervisor owns this socket: it stops on Closed and reports its end.
     supervision: Option<Supervision>,
+    /// Acked mode's state (sequence numbers, messages in flight); it outlives connections.
+    acked: Option<AckedLink>,
+}
+
+/// What a restarted socket takes over from the one that ended.
+#[derive(Default)]
+pub(crate) struct Inheritance {
+    /// Messages not yet written, oldest first.
+    pub(crate) outbox: Vec<crate::Outgoing>,
+    pub(crate) subscribers: Subscribers,
+    /// Acked mode's sequence numbers and messages in flight.
+    pub(crate) acked: Option<AckedLink>,
 }
 
 /// The link from a supervised socket to its supervisor.
@@ -98,7 +111,12 @@ impl SocketActor {
             Some(seed) => SplitMix64::new(seed),
             None => SplitMix64::from_entropy(),
         };
+        let acked = config
+            .acked
+            .as_ref()
+            .map(|a| AckedLink::new(a.client_id.clone(), a.window));
         SocketActor {
+            acked,
             outbox: OutboxQueue::new(config.outbox),
             config: Arc::new(config),
             phase: Phase::Idle,
@@ -116,10 +134,18 @@ impl SocketActor {
     pub(crate) fn supervised(
         config: SocketConfig,
         supervision: Supervision,
-        outbox: Vec<crate::Outgoing>,
-        subscribers: Subscribers,
+        inheritance: Inheritance,
     ) -> Self {
+        let Inheritance {
+            outbox,
+            subscribers,
+            acked,
+        } = inheritance;
         let mut socket = SocketActor::new(config);
+        if acked.is_some() && socket.acked.is_some() {
+            // Keep the sequence numbers and messages in flight: resent, they stay deduplicated.
+            socket.acked = acked;
+        }
         for message in outbox {
             if let crate::outbox::Pushed::Refused { .. } = socket.outbox.push(message) {
                 socket.counters.dropped += 1;
@@ -247,12 +273,23 @@ impl SocketActor {
             self.failure_logged = false;
         }
         let mut conn = OpenConnection::new(id, attempt, framed, self.config.max_message);
-        conn.priority.extend(
-            self.config
-                .identify_messages()
-                .into_iter()
-                .map(crate::Outgoing::into_frame),
-        );
+        match &mut self.acked {
+            None => conn.priority.extend(
+                self.config
+                    .identify_messages()
+                    .into_iter()
+                    .map(crate::Outgoing::into_frame),
+            ),
+            Some(link) => {
+                // Hello first; identify and data only after the server's welcome.
+                conn.priority
+                    .push_back(awc::ws::Message::Text(link.connected().into()));
+                conn.welcome_deadline =
+                    Some(ctx.run_later(self.config.connect_timeout, move |act, ctx| {
+                        act.welcome_overdue(id, ctx)
+                    }));
+            }
+        }
         conn.heartbeat = ctx.run_interval(self.config.heartbeat.interval, |act, ctx| {
             act.heartbeat_tick(ctx)
         });
@@ -291,6 +328,11 @@ impl SocketActor {
         );
     }
 
+    /// Messages not yet delivered: the outbox, and in acked mode those not yet acknowledged.
+    pub(crate) fn unsent(&self) -> usize {
+        self.outbox.len() + self.acked.as_ref().map_or(0, AckedLink::unacked)
+    }
+
     fn enter_closed(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
         self.set_phase(Phase::Closed { reason }, ctx);
         if self.supervision.is_some() {
@@ -312,7 +354,7 @@ impl SocketActor {
                 );
             let report = CloseReport {
                 clean,
-                unsent: self.outbox.len(),
+                unsent: self.unsent(),
             };
             for r in user.responders {
                 let _ = r.send(report.clone());
@@ -389,12 +431,8 @@ impl SocketActor {
         match inbound {
             Ok(None) | Ok(Some(Inbound::Pong)) => {}
             Ok(Some(Inbound::Ping(payload))) => conn.pending_pong = Some(payload),
-            Ok(Some(Inbound::Text(text))) => {
-                self.counters.messages_in += 1;
-                if let Err(error) = self.subscribers.text(text) {
-                    self.discarded(error);
-                }
-            }
+            Ok(Some(Inbound::Text(text))) if self.acked.is_some() => self.acked_text(text, ctx),
+            Ok(Some(Inbound::Text(text))) => self.deliver_text(text),
             Ok(Some(Inbound::Binary(data))) => {
                 self.counters.messages_in += 1;
                 self.subscribers.binary(data);
@@ -402,6 +440,78 @@ impl SocketActor {
             Ok(Some(Inbound::Close(reason))) => self.peer_closed(reason, ctx),
             Err(error) => self.discarded(error),
         }
+    }
+
+    /// Hands a whole text message to the subscribers.
+    fn deliver_text(&mut self, text: bytestring::ByteString) {
+        self.counters.messages_in += 1;
+        if let Err(error) = self.subscribers.text(text) {
+            self.discarded(error);
+        }
+    }
+
+    /// A text frame in acked mode: protocol frames are handled here; data is deduplicated and
+    /// delivered without its envelope; anything else is delivered as it is.
+    fn acked_text(&mut self, text: bytestring::ByteString, ctx: &mut Context<Self>) {
+        let (Some(link), Phase::Open(conn)) = (self.acked.as_mut(), &mut self.phase) else {
+            return;
+        };
+        let deliver = match wire::decode(&text) {
+            Some(wire::Frame::Welcome { acked, gap }) => {
+                link.welcome(acked);
+                if let Some(deadline) = conn.welcome_deadline.take() {
+                    ctx.cancel_future(deadline);
+                }
+                conn.priority.extend(
+                    self.config
+                        .identify_messages()
+                        .iter()
+                        .map(|m| AckedLink::identify_frame(m).into_frame()),
+                );
+                conn.wake();
+                if let Some(wire::Gap { from, to }) = gap {
+                    let error = Error::ResumeGap { from, to };
+                    warn!("resocket {}: {error}", self.config.url);
+                    self.subscribers.error(&error);
+                }
+                None
+            }
+            Some(wire::Frame::Ack { seq }) => {
+                link.ack(seq);
+                None
+            }
+            Some(wire::Frame::Msg { seq, body }) => {
+                let fresh = match seq {
+                    Some(seq) => link.inbound(seq) == crate::acked::Inbound::Deliver,
+                    None => true,
+                };
+                if !fresh {
+                    self.counters.duplicates += 1;
+                }
+                fresh.then(|| bytestring::ByteString::from(body.as_str()))
+            }
+            Some(wire::Frame::Hello { .. }) => None,
+            None => Some(text.clone()),
+        };
+        if let Some(data) = deliver {
+            self.deliver_text(data);
+        }
+    }
+
+    /// Acked mode: the server did not welcome us in time; it does not speak the protocol.
+    fn welcome_overdue(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &self.phase else {
+            return;
+        };
+        if conn.id != id {
+            return;
+        }
+        let error = Error::Handshake(format!(
+            "no welcome from the server within {:?}: does it speak the acked protocol?",
+            self.config.connect_timeout
+        ));
+        self.subscribers.error(&error);
+        self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
     }
 
     /// An inbound message was discarded; the connection goes on.
@@ -523,8 +633,11 @@ impl Actor for SocketActor {
                 key: supervision.key,
                 generation: supervision.generation,
                 end,
-                outbox: self.outbox.drain(),
-                subscribers: std::mem::take(&mut self.subscribers),
+                inheritance: Inheritance {
+                    outbox: self.outbox.drain(),
+                    subscribers: std::mem::take(&mut self.subscribers),
+                    acked: self.acked.take(),
+                },
             });
         }
     }

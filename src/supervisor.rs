@@ -21,7 +21,7 @@ pub use self::messages::{
     SubscribeSupervision, SupervisionEvent, SupervisorStats,
 };
 use crate::restart::RestartWindow;
-use crate::socket::Supervision;
+use crate::socket::{Inheritance, Supervision};
 use crate::subscribers::Subscribers;
 use crate::{
     Close, CloseReport, Error, GetStatus, Outgoing, RestartIntensity, RestartPolicy, Send,
@@ -112,8 +112,7 @@ impl SupervisorActor {
         key: &str,
         config: &SocketConfig,
         arbiter: usize,
-        outbox: Vec<Outgoing>,
-        subscribers: Subscribers,
+        inheritance: Inheritance,
         ctx: &mut Context<Self>,
     ) -> (Addr<SocketActor>, u64) {
         self.next_generation += 1;
@@ -125,7 +124,7 @@ impl SupervisorActor {
         };
         let config = config.clone();
         let addr = SocketActor::start_in_arbiter_with(&self.arbiter(arbiter), move |_| {
-            SocketActor::supervised(config, supervision, outbox, subscribers)
+            SocketActor::supervised(config, supervision, inheritance)
         });
         (addr, generation)
     }
@@ -184,8 +183,10 @@ impl Handler<StartSocket> for SupervisorActor {
             &start.key,
             &start.config,
             arbiter,
-            Vec::new(),
-            subscribers,
+            Inheritance {
+                subscribers,
+                ..Inheritance::default()
+            },
             ctx,
         );
         self.children.insert(
@@ -213,8 +214,7 @@ impl Handler<SocketEnded> for SupervisorActor {
             key,
             generation,
             end,
-            mut outbox,
-            subscribers,
+            mut inheritance,
         } = ended;
         let Some(child) = self.children.get_mut(&key) else {
             return; // stopped on purpose, or the supervisor is shutting down
@@ -222,9 +222,10 @@ impl Handler<SocketEnded> for SupervisorActor {
         if child.generation != generation {
             return; // a late report from an instance already replaced
         }
-        outbox.append(&mut child.pending);
+        inheritance.outbox.append(&mut child.pending);
         let restarting = child.policy.restarts_after(&end);
-        let unsent = outbox.len();
+        let unsent = inheritance.outbox.len()
+            + inheritance.acked.as_ref().map_or(0, |l| l.unacked());
         if restarting {
             warn!("resocket supervisor: socket {key:?} ended ({end}); restarting");
         } else {
@@ -262,7 +263,7 @@ impl Handler<SocketEnded> for SupervisorActor {
             return;
         };
         let (config, arbiter) = (child.config.clone(), child.arbiter);
-        let (addr, generation) = self.spawn(&key, &config, arbiter, outbox, subscribers, ctx);
+        let (addr, generation) = self.spawn(&key, &config, arbiter, inheritance, ctx);
         self.restarts += 1;
         if let Some(child) = self.children.get_mut(&key) {
             child.addr = addr;

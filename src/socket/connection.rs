@@ -14,6 +14,7 @@ use futures_util::{Sink, Stream};
 
 use super::connect::WsFramed;
 use super::{Phase, SocketActor};
+use crate::acked::AckedLink;
 use crate::heartbeat::Liveness;
 use crate::reassembly::Reassembler;
 use crate::{CloseReport, Disconnect, Outgoing};
@@ -37,6 +38,8 @@ pub(crate) struct OpenConnection {
     pub(crate) closing: Option<Closing>,
     pub(crate) heartbeat: SpawnHandle,
     pub(crate) driver: SpawnHandle,
+    /// Acked mode: the limit on waiting for the server's welcome.
+    pub(crate) welcome_deadline: Option<SpawnHandle>,
     pub(crate) waker: Option<Waker>,
 }
 
@@ -75,6 +78,7 @@ impl OpenConnection {
             closing: None,
             heartbeat: SpawnHandle::default(),
             driver: SpawnHandle::default(),
+            welcome_deadline: None,
             waker: None,
         }
     }
@@ -86,6 +90,9 @@ impl OpenConnection {
         ctx.cancel_future(self.driver);
         if let Some(closing) = &self.closing {
             ctx.cancel_future(closing.deadline);
+        }
+        if let Some(deadline) = self.welcome_deadline {
+            ctx.cancel_future(deadline);
         }
     }
 
@@ -181,13 +188,25 @@ impl SocketActor {
             conn.waker = Some(task.waker().clone());
         }
         loop {
+            let nothing_left =
+                self.outbox.is_empty() && self.acked.as_ref().is_none_or(|l| l.unacked() == 0);
             let source = if conn.pending_pong.is_some() {
                 Source::Pong
             } else if !conn.priority.is_empty() {
                 Source::Priority
+            } else if self.acked.as_ref().is_some_and(AckedLink::ack_due) {
+                Source::Ack
+            } else if let Some(link) = &self.acked {
+                if conn.data_allowed() && link.has_next(&self.outbox) {
+                    Source::Acked
+                } else if close_due(conn, nothing_left) {
+                    Source::Close
+                } else {
+                    break;
+                }
             } else if conn.data_allowed() && !self.outbox.is_empty() {
                 Source::Outbox
-            } else if close_due(conn, self.outbox.is_empty()) {
+            } else if close_due(conn, nothing_left) {
                 Source::Close
             } else {
                 break;
@@ -201,13 +220,25 @@ impl SocketActor {
                 Source::Pong => conn.pending_pong.take().map(Message::Pong),
                 Source::Priority => conn.priority.pop_front(),
                 Source::Outbox => self.outbox.pop_front().map(Outgoing::into_frame),
+                Source::Ack => self
+                    .acked
+                    .as_mut()
+                    .and_then(AckedLink::take_ack)
+                    .map(|a| Message::Text(a.into())),
+                Source::Acked => self
+                    .acked
+                    .as_mut()
+                    .and_then(|l| l.next_frame(&mut self.outbox))
+                    .map(Message::Text),
                 Source::Close => conn.closing.as_mut().map(|c| {
                     c.close_queued = true;
                     Message::Close(c.frame.take().or(Some(CloseCode::Normal.into())))
                 }),
             };
             let Some(message) = message else { break };
-            if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            if matches!(source, Source::Outbox | Source::Acked | Source::Priority)
+                && matches!(message, Message::Text(_) | Message::Binary(_))
+            {
                 self.counters.messages_out += 1;
             }
             Pin::new(&mut conn.framed)
@@ -226,11 +257,15 @@ enum Source {
     Pong,
     Priority,
     Outbox,
+    /// Acked mode: the cumulative ack of what the server sent.
+    Ack,
+    /// Acked mode: an unacked message again, or the next one from the outbox.
+    Acked,
     Close,
 }
 
 /// Whether it is time to write our Close frame: closing, not yet written, and (when draining)
-/// the outbox is empty.
+/// nothing is left to deliver.
 fn close_due(conn: &OpenConnection, outbox_empty: bool) -> bool {
     let Some(closing) = &conn.closing else {
         return false;

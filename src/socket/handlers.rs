@@ -26,6 +26,11 @@ impl Handler<Send> for SocketActor {
                 message,
             });
         }
+        if self.acked.is_some() {
+            if let Err(error) = crate::acked::AckedLink::accepts(&message) {
+                return Err(SendError { error, message });
+            }
+        }
         match self.outbox.push(message) {
             Pushed::Queued => Ok(()),
             Pushed::QueuedDroppingOldest(count) => {
@@ -68,7 +73,7 @@ impl Handler<Close> for SocketActor {
     type Result = ResponseFuture<CloseReport>;
 
     fn handle(&mut self, close: Close, ctx: &mut Context<Self>) -> Self::Result {
-        let unsent = self.outbox.len();
+        let unsent = self.unsent();
         let done = move |clean| -> ResponseFuture<CloseReport> {
             Box::pin(async move { CloseReport { clean, unsent } })
         };
@@ -125,6 +130,7 @@ impl Handler<GetStatus> for SocketActor {
             state: self.state(),
             outbox_len: self.outbox.len(),
             outbox_bytes: self.outbox.bytes(),
+            unacked: self.acked.as_ref().map_or(0, |l| l.unacked()),
             subscribers: self.subscribers.len(),
             counters: self.counters,
         })
@@ -135,6 +141,11 @@ impl Handler<TakeOutbox> for SocketActor {
     type Result = actix::MessageResult<TakeOutbox>;
 
     fn handle(&mut self, _: TakeOutbox, _ctx: &mut Context<Self>) -> Self::Result {
-        actix::MessageResult(self.outbox.drain().into_iter().collect::<Vec<Outgoing>>())
+        let mut messages: Vec<Outgoing> = match &mut self.acked {
+            Some(link) => link.take_unacked(),
+            None => Vec::new(),
+        };
+        messages.extend(self.outbox.drain());
+        actix::MessageResult(messages)
     }
 }

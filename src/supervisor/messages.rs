@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use actix::{Addr, Message, Recipient};
 
-use crate::subscribers::Subscribers;
 use crate::{
     ChildEnd, CloseReport, Error, Outgoing, RestartPolicy, SendError, SocketActor, SocketConfig,
     Subscribe,
@@ -187,6 +186,5 @@ pub(crate) struct SocketEnded {
     pub(crate) key: String,
     pub(crate) generation: u64,
     pub(crate) end: ChildEnd,
-    pub(crate) outbox: Vec<Outgoing>,
-    pub(crate) subscribers: Subscribers,
+    pub(crate) inheritance: crate::socket::Inheritance,
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use resocket::server::{accept, Command, ServerConfig, Session, SessionHandler};
+use resocket::server::{
+    accept, Command, FromClient, Hub, ServerConfig, Session, SessionHandler, SubscribeHub,
+};
 use resocket::{
     Error, ErrorOccurred, Inbound, InboundBinary, InboundText, SocketState, StateChanged,
 };
@@ -88,6 +90,8 @@ pub struct TestServer {
     pub shared: Arc<Shared>,
     config: ServerConfig,
     handle: Option<ServerHandle>,
+    /// The acked-protocol hub behind `/acked`; it outlives restarts, as an application's would.
+    pub hub: Addr<Hub>,
 }
 
 impl TestServer {
@@ -96,6 +100,11 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ServerConfig) -> Self {
+        Self::start_full(config, Hub::default().start()).await
+    }
+
+    /// A server whose `/acked` route serves `hub`.
+    pub async fn start_full(config: ServerConfig, hub: Addr<Hub>) -> Self {
         let shared = Arc::new(Shared::default());
         shared.echo.store(true, Ordering::SeqCst);
         let mut server = TestServer {
@@ -103,6 +112,7 @@ impl TestServer {
             shared,
             config,
             handle: None,
+            hub,
         };
         server.listen().await;
         server
@@ -124,11 +134,14 @@ impl TestServer {
         self.addr = listener.local_addr().unwrap();
         let shared = Arc::clone(&self.shared);
         let config = self.config;
+        let hub = self.hub.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(Arc::clone(&shared)))
                 .app_data(web::Data::new(config))
+                .app_data(web::Data::new(hub.clone()))
                 .route("/ws", web::get().to(ws_route))
+                .route("/acked", web::get().to(acked_route))
                 .route("/status/{code}", web::get().to(status_route))
         })
         .workers(1)
@@ -144,6 +157,11 @@ impl TestServer {
     /// The WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// The acked-protocol URL.
+    pub fn acked_url(&self) -> String {
+        format!("ws://{}/acked", self.addr)
     }
 
     /// A URL whose handshake is refused with `status`.
@@ -212,6 +230,15 @@ async fn ws_route(
         shared: shared.into_inner(),
     };
     accept(&req, payload, handler, **config)
+}
+
+async fn acked_route(
+    req: HttpRequest,
+    payload: web::Payload,
+    hub: web::Data<Addr<Hub>>,
+    config: web::Data<ServerConfig>,
+) -> actix_web::Result<HttpResponse> {
+    resocket::server::accept_acked(&req, payload, hub.get_ref().clone(), **config)
 }
 
 async fn status_route(path: web::Path<u16>) -> HttpResponse {
@@ -396,3 +423,33 @@ pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
         .min_uptime(Duration::from_millis(300))
 }
 pub mod proxy;
+
+/// The application behind a hub: records every client message.
+pub struct AppLog {
+    pub messages: Arc<Mutex<Vec<FromClient>>>,
+}
+
+impl Actor for AppLog {
+    type Context = Context<Self>;
+}
+
+impl Handler<FromClient> for AppLog {
+    type Result = ();
+    fn handle(&mut self, msg: FromClient, _: &mut Context<Self>) {
+        self.messages.lock().unwrap().push(msg);
+    }
+}
+
+/// Subscribes a recording application to `hub`.
+pub fn record_app(hub: &Addr<Hub>) -> Arc<Mutex<Vec<FromClient>>> {
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let app = AppLog {
+        messages: messages.clone(),
+    }
+    .start();
+    hub.do_send(SubscribeHub {
+        messages: app.recipient(),
+        events: None,
+    });
+    messages
+}

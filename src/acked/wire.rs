@@ -1,0 +1,180 @@
+//! The acked protocol's frames (JSON text), as documented in the README. Pure encode/decode.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Messages lost because the server's history no longer reached back: `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The first lost sequence number.
+    pub from: u64,
+    /// The last lost sequence number.
+    pub to: u64,
+}
+
+/// One decoded frame of the protocol. Borrowed from the frame's text where possible.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Frame<'a> {
+    /// client → server, first on every connection.
+    Hello { client: Cow<'a, str>, last_seq: u64 },
+    /// server → client, the answer to hello.
+    Welcome { acked: u64, gap: Option<Gap> },
+    /// Either way: application data. `seq` None: not sequenced (identify messages).
+    Msg { seq: Option<u64>, body: Body<'a> },
+    /// Either way: everything up to `seq` arrived.
+    Ack { seq: u64 },
+}
+
+/// The application payload of a `msg` frame.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Body<'a> {
+    /// Any JSON value, as its text.
+    Json(&'a str),
+    /// A text that is not JSON.
+    Text(Cow<'a, str>),
+}
+
+impl Body<'_> {
+    /// The payload as the application sent it.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Body::Json(s) => s,
+            Body::Text(s) => s,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    seq: Option<u64>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client: Option<Cow<'a, str>>,
+    last_seq: Option<u64>,
+    acked: Option<u64>,
+    gap: Option<Gap>,
+}
+
+/// Decodes a frame; None when the text is not a protocol frame.
+pub(crate) fn decode(text: &str) -> Option<Frame<'_>> {
+    let raw: Raw<'_> = serde_json::from_str(text).ok()?;
+    match raw.kind.as_ref() {
+        "hello" => Some(Frame::Hello {
+            client: raw.client?,
+            last_seq: raw.last_seq.unwrap_or(0),
+        }),
+        "welcome" => Some(Frame::Welcome {
+            acked: raw.acked.unwrap_or(0),
+            gap: raw.gap,
+        }),
+        "msg" => {
+            let body = match (raw.data, raw.text) {
+                (Some(data), _) => Body::Json(data.get()),
+                (None, Some(text)) => Body::Text(text),
+                (None, None) => return None,
+            };
+            Some(Frame::Msg { seq: raw.seq, body })
+        }
+        "ack" => Some(Frame::Ack { seq: raw.seq? }),
+        _ => None,
+    }
+}
+
+/// `{"type":"hello","client":…,"last_seq":…}`
+pub(crate) fn hello(client: &str, last_seq: u64) -> String {
+    let client = serde_json::to_string(client).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"type":"hello","client":{client},"last_seq":{last_seq}}}"#)
+}
+
+/// `{"type":"welcome","acked":…,"gap":…}`
+pub(crate) fn welcome(acked: u64, gap: Option<Gap>) -> String {
+    match gap {
+        Some(Gap { from, to }) => {
+            format!(r#"{{"type":"welcome","acked":{acked},"gap":{{"from":{from},"to":{to}}}}}"#)
+        }
+        None => format!(r#"{{"type":"welcome","acked":{acked},"gap":null}}"#),
+    }
+}
+
+/// `{"type":"ack","seq":…}`
+pub(crate) fn ack(seq: u64) -> String {
+    format!(r#"{{"type":"ack","seq":{seq}}}"#)
+}
+
+/// `{"type":"msg","seq":…,"data":…}` for JSON payloads, `"text":…` for others; no `seq` when
+/// `seq` is None.
+pub(crate) fn msg(seq: Option<u64>, payload: &str) -> String {
+    let seq = match seq {
+        Some(n) => format!(r#","seq":{n}"#),
+        None => String::new(),
+    };
+    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok() {
+        format!(r#"{{"type":"msg"{seq},"data":{payload}}}"#)
+    } else {
+        let text = serde_json::to_string(payload).unwrap_or_else(|_| "\"\"".into());
+        format!(r#"{{"type":"msg"{seq},"text":{text}}}"#)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(
+            decode(&hello("c \"1\"", 7)),
+            Some(Frame::Hello {
+                client: "c \"1\"".into(),
+                last_seq: 7
+            })
+        );
+        assert_eq!(
+            decode(&welcome(3, None)),
+            Some(Frame::Welcome {
+                acked: 3,
+                gap: None
+            })
+        );
+        let gap = Some(Gap { from: 2, to: 9 });
+        assert_eq!(
+            decode(&welcome(0, gap)),
+            Some(Frame::Welcome { acked: 0, gap })
+        );
+        assert_eq!(decode(&ack(42)), Some(Frame::Ack { seq: 42 }));
+        assert_eq!(
+            decode(&msg(Some(5), r#"{"n": [1, 2]}"#)),
+            Some(Frame::Msg {
+                seq: Some(5),
+                body: Body::Json(r#"{"n": [1, 2]}"#)
+            })
+        );
+        assert_eq!(
+            decode(&msg(None, "plain \"text\"\n")),
+            Some(Frame::Msg {
+                seq: None,
+                body: Body::Text("plain \"text\"\n".into())
+            })
+        );
+    }
+
+    #[test]
+    fn non_protocol_text_is_not_a_frame() {
+        for text in [
+            "hello",
+            "{}",
+            r#"{"type":"other"}"#,
+            r#"{"type":"msg","seq":1}"#,
+            r#"{"type":"ack"}"#,
+        ] {
+            assert_eq!(decode(text), None, "{text}");
+        }
+    }
+}

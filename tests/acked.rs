@@ -1,0 +1,449 @@
+//! Acked delivery against the server module's hub: nothing lost, nothing duplicated, in order,
+//! both ways, through cuts, stalls, a server restart and a socket restart after a panic.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use common::proxy::{Cut, Proxy};
+use common::{fast, record_app, wait_for, TestServer, Watch, DEADLINE};
+use resocket::server::{FromClient, GetHubStats, Hub, HubConfig, ServerConfig, ToClient};
+use resocket::{
+    Backoff, Error, GetStatus, Outbox, RandomSource, Send, SocketActor, SocketState, SplitMix64,
+};
+
+fn numbers(messages: &[FromClient]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter(|m| m.seq.is_some())
+        .map(|m| {
+            m.json::<serde_json::Value>().unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn client_numbers(texts: &[String]) -> Vec<u64> {
+    texts
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(t).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn messages_flow_both_ways_exactly_once_in_order() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let config = fast(&server.acked_url())
+        .acked("client-1")
+        .identify(r#"{"op":"subscribe"}"#)
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    for n in 0..100 {
+        socket
+            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for n in 0..100 {
+        server.hub.do_send(ToClient {
+            client: "client-1".into(),
+            text: format!(r#"{{"n":{n}}}"#),
+        });
+    }
+    wait_for("100 at the app", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() == 100
+    })
+    .await;
+    wait_for("100 at the client", DEADLINE, || watch.texts().len() == 100).await;
+    assert_eq!(numbers(&app.lock().unwrap()), (0..100).collect::<Vec<_>>());
+    // The identify message reached the app too, unsequenced, before the data.
+    let first = app.lock().unwrap()[0].clone();
+    assert_eq!(
+        (first.text.as_str(), first.seq),
+        (r#"{"op":"subscribe"}"#, None)
+    );
+    assert_eq!(client_numbers(&watch.texts()), (0..100).collect::<Vec<_>>());
+    wait_unacked(&socket, "all acked", |u| u == 0).await;
+}
+
+/// Waits until the socket's count of unacknowledged messages satisfies `pred`.
+async fn wait_unacked(socket: &Addr<SocketActor>, what: &str, pred: impl Fn(usize) -> bool) {
+    let start = Instant::now();
+    loop {
+        let unacked = socket.send(GetStatus).await.unwrap().unacked;
+        if pred(unacked) {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what} (unacked {unacked})"
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn unacked_messages_are_sent_again_after_a_cut_and_delivered_once() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("c")
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    for n in 0..10 {
+        socket
+            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    wait_for("first ten", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() == 10
+    })
+    .await;
+    // Stalled, the next messages are written but never acknowledged; then the cut.
+    proxy.stall(true);
+    for n in 10..30 {
+        socket
+            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!(status.unacked + status.outbox_len, 20);
+    proxy.cut(Cut::Rst);
+    proxy.stall(false);
+    watch.wait_opens(2).await;
+    wait_for("all thirty", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() >= 30
+    })
+    .await;
+    assert_eq!(numbers(&app.lock().unwrap()), (0..30).collect::<Vec<_>>());
+}
+
+#[actix_rt::test]
+async fn a_client_that_was_away_gets_what_it_missed_and_is_told_of_a_gap() {
+    let hub = Hub::new(HubConfig {
+        history: 5,
+        ..HubConfig::default()
+    })
+    .start();
+    let server = TestServer::start_full(ServerConfig::default(), hub.clone()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("away")
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    hub.do_send(ToClient {
+        client: "away".into(),
+        text: r#"{"n":0}"#.into(),
+    });
+    wait_for("first message", DEADLINE, || watch.texts().len() == 1).await;
+    // Away: the proxy refuses; the server sends 10 more, the history keeps only 5.
+    proxy.refuse(true);
+    proxy.cut(Cut::Fin);
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    for n in 1..=10 {
+        hub.do_send(ToClient {
+            client: "away".into(),
+            text: format!(r#"{{"n":{n}}}"#),
+        });
+    }
+    proxy.refuse(false);
+    wait_for("resumed", DEADLINE, || watch.texts().len() == 6).await;
+    assert_eq!(client_numbers(&watch.texts()), [0, 6, 7, 8, 9, 10]);
+    watch
+        .wait_error("gap", |e| *e == Error::ResumeGap { from: 2, to: 6 })
+        .await;
+}
+
+#[actix_rt::test]
+async fn a_server_that_does_not_speak_the_protocol_is_a_clear_error() {
+    let server = TestServer::start().await;
+    let config = fast(&server.url())
+        .acked("c")
+        .connect_timeout(Duration::from_millis(200))
+        .backoff(
+            Backoff::exponential(Duration::from_millis(10), Duration::from_millis(20))
+                .max_attempts(1),
+        )
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_state("closed", SocketState::is_closed).await;
+    watch
+        .wait_error(
+            "no welcome",
+            |e| matches!(e, Error::Handshake(m) if m.contains("acked protocol")),
+        )
+        .await;
+}
+
+#[actix_rt::test]
+async fn binary_messages_are_refused_in_acked_mode() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.acked_url()).acked("c").build().unwrap());
+    let err = socket
+        .send(Send::binary(vec![1u8]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err.error, Error::Encode(_)));
+}
+
+#[actix_rt::test]
+async fn a_socket_restarted_after_a_panic_keeps_its_sequence_numbers() {
+    use resocket::testing::Panic;
+    use resocket::{GetSocket, SendTo, StartSocket, SupervisorActor, SupervisorConfig};
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let supervisor = SupervisorActor::new(SupervisorConfig {
+        arbiters: 1,
+        ..Default::default()
+    })
+    .start();
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("phoenix")
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
+        .build()
+        .unwrap();
+    supervisor
+        .send(StartSocket::new("p", config))
+        .await
+        .unwrap()
+        .unwrap();
+    let send = |n: u64| SendTo {
+        key: "p".into(),
+        message: format!(r#"{{"n":{n}}}"#).into(),
+    };
+    for n in 0..5 {
+        supervisor.send(send(n)).await.unwrap().unwrap();
+    }
+    wait_for("first five", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() == 5
+    })
+    .await;
+    // Written but not acknowledged when the socket dies.
+    proxy.stall(true);
+    for n in 5..15 {
+        supervisor.send(send(n)).await.unwrap().unwrap();
+    }
+    let socket = supervisor
+        .send(GetSocket("p".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_unacked(&socket, "ten in flight", |u| u == 10).await;
+    // Let the stalled bytes through to the server, but keep the acks from coming back.
+    proxy.cut(Cut::Rst);
+    proxy.stall(false);
+    socket.do_send(Panic);
+    wait_for("all fifteen", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() >= 15
+    })
+    .await;
+    assert_eq!(numbers(&app.lock().unwrap()), (0..15).collect::<Vec<_>>());
+}
+
+/// Collects what the client receives.
+struct Received(Arc<Mutex<Vec<u64>>>);
+
+impl Actor for Received {
+    type Context = Context<Self>;
+}
+
+impl Handler<resocket::Inbound<serde_json::Value>> for Received {
+    type Result = ();
+    fn handle(&mut self, msg: resocket::Inbound<serde_json::Value>, _: &mut Context<Self>) {
+        if let Some(n) = msg.0["n"].as_u64() {
+            self.0.lock().unwrap().push(n);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn chaos_twenty_thousand_each_way_through_cuts_stalls_and_a_server_restart() {
+    const N: u64 = 20_000;
+    let hub = Hub::new(HubConfig {
+        history: 30_000,
+        ..HubConfig::default()
+    })
+    .start();
+    let mut server = TestServer::start_full(
+        ServerConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(400),
+            ..ServerConfig::default()
+        },
+        hub.clone(),
+    )
+    .await;
+    let app = record_app(&hub);
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("chaos")
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(250))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        ))
+        .outbox(Outbox::bounded(30_000))
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let collector = Received(received.clone()).start();
+    socket.do_send(resocket::Subscribe::to::<serde_json::Value>(
+        collector.recipient(),
+    ));
+    let started = Instant::now();
+    // Both sides send at a steady pace (about 8 s for all), so the chaos meets traffic.
+    let sender = socket.clone();
+    let hub_sender = hub.clone();
+    actix_rt::spawn(async move {
+        for batch in 0..(N / 25) {
+            for n in batch * 25..(batch + 1) * 25 {
+                let text = format!(r#"{{"n":{n}}}"#);
+                sender
+                    .send(Send::text(text.clone()))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                hub_sender.do_send(ToClient {
+                    client: "chaos".into(),
+                    text,
+                });
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+
+    let mut rng = SplitMix64::new(2026);
+    let (mut cuts, mut stalls, mut restarted) = (0u32, 0u32, false);
+    let deadline = Duration::from_secs(120);
+    let done = |app: &Arc<Mutex<Vec<FromClient>>>, received: &Arc<Mutex<Vec<u64>>>| {
+        numbers(&app.lock().unwrap()).len() as u64 >= N
+            && received.lock().unwrap().len() as u64 >= N
+    };
+    while !done(&app, &received) {
+        assert!(
+            started.elapsed() < deadline,
+            "chaos run did not finish in {deadline:?}"
+        );
+        let pause = Duration::from_millis(50 + rng.next_u64() % 451);
+        actix_rt::time::sleep(pause).await;
+        match rng.next_u64() % 6 {
+            0 => {
+                stalls += 1;
+                proxy.stall(true);
+                actix_rt::time::sleep(Duration::from_millis(100 + rng.next_u64() % 300)).await;
+                proxy.stall(false);
+            }
+            1 | 2 => {
+                cuts += 1;
+                proxy.cut(Cut::Rst);
+            }
+            _ => {
+                cuts += 1;
+                proxy.cut(Cut::Fin);
+            }
+        }
+        let progress = numbers(&app.lock().unwrap()).len() as u64;
+        if !restarted && progress >= N / 2 {
+            restarted = true;
+            server.restart().await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let to_app = numbers(&app.lock().unwrap());
+    let to_client = received.lock().unwrap().clone();
+    let expected: Vec<u64> = (0..N).collect();
+    let stats = hub.send(GetHubStats).await.unwrap();
+    let client = socket.send(GetStatus).await.unwrap();
+    println!(
+        "chaos: {N} messages each way in {elapsed:.1?}; {cuts} cuts, {stalls} stalls, 1 server restart \
+         ({}); client→app duplicates dropped by the hub: {}; app→client duplicates dropped by the \
+         client: {}; reconnects: {}; lost 0, duplicated 0, reordered 0",
+        if restarted { "done" } else { "not reached" },
+        stats.duplicates,
+        client.counters.duplicates,
+        client.counters.reconnects,
+    );
+    assert!(restarted, "the server restart never happened");
+    assert!(cuts >= 3, "too few cuts to mean anything: {cuts}");
+    assert_eq!(
+        to_app.len(),
+        expected.len(),
+        "client→app: lost or duplicated"
+    );
+    assert_eq!(to_app, expected, "client→app out of order");
+    assert_eq!(
+        to_client.len(),
+        expected.len(),
+        "app→client: lost or duplicated"
+    );
+    assert_eq!(to_client, expected, "app→client out of order");
+}
+
+#[actix_rt::test]
+async fn the_hub_drops_duplicate_sequence_numbers_from_a_raw_client() {
+    use futures_util::{SinkExt, StreamExt};
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let (_response, mut framed) = awc::Client::new()
+        .ws(server.acked_url())
+        .connect()
+        .await
+        .unwrap();
+    let frames = [
+        r#"{"type":"hello","client":"raw","last_seq":0}"#,
+        r#"{"type":"msg","seq":1,"data":{"n":1}}"#,
+        r#"{"type":"msg","seq":1,"data":{"n":1}}"#,
+        r#"{"type":"msg","seq":2,"text":"two"}"#,
+        r#"{"type":"msg","seq":2,"text":"two"}"#,
+    ];
+    for f in frames {
+        framed.send(awc::ws::Message::Text(f.into())).await.unwrap();
+    }
+    // The welcome, then a cumulative ack of 2.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|t: &String| t.contains(r#""type":"ack","seq":2"#))
+    {
+        let frame = actix_rt::time::timeout(DEADLINE, framed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let awc::ws::Frame::Text(t) = frame {
+            seen.push(String::from_utf8(t.to_vec()).unwrap());
+        }
+    }
+    assert_eq!(seen[0], r#"{"type":"welcome","acked":0,"gap":null}"#);
+    let texts: Vec<String> = app.lock().unwrap().iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, [r#"{"n":1}"#, "two"]);
+    assert_eq!(server.hub.send(GetHubStats).await.unwrap().duplicates, 2);
+}
