@@ -224,8 +224,8 @@ impl Handler<SocketEnded> for SupervisorActor {
         }
         inheritance.outbox.append(&mut child.pending);
         let restarting = child.policy.restarts_after(&end);
-        let unsent = inheritance.outbox.len()
-            + inheritance.acked.as_ref().map_or(0, |l| l.unacked());
+        let unsent =
+            inheritance.outbox.len() + inheritance.acked.as_ref().map_or(0, |l| l.unacked());
         if restarting {
             warn!("resocket supervisor: socket {key:?} ended ({end}); restarting");
         } else {

@@ -49,7 +49,13 @@ impl Cli {
                 .await
                 .unwrap();
         }
-        stdin.flush().await.unwrap();
+        if let Err(e) = stdin.flush().await {
+            let status = self.child.wait().await;
+            panic!(
+                "the CLI stopped reading ({e}): {status:?}, stderr {:?}",
+                self.stderr()
+            );
+        }
     }
 
     /// Closes stdin and waits for the exit code.
@@ -241,4 +247,32 @@ async fn json_events_have_the_documented_keys() {
     let states: Vec<&str> = events.iter().filter_map(|e| e["state"].as_str()).collect();
     assert_eq!(states, ["connecting", "open", "closed"]);
     assert_eq!(events[0]["attempt"], 1);
+}
+
+#[actix_rt::test]
+async fn acked_mode_delivers_every_line_once_through_a_cut_mid_write() {
+    let server = TestServer::start().await;
+    let app = common::record_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let url = format!("ws://{}/acked", proxy.addr);
+    let mut cli = Cli::start(&[
+        &url,
+        "--acked",
+        "cli-1",
+        "--backoff-min",
+        "10ms",
+        "--backoff-max",
+        "50ms",
+    ]);
+    cli.write_lines((0..50).map(|i| format!("{i}"))).await;
+    wait_for("first half", DEADLINE, || app.lock().unwrap().len() == 50).await;
+    // Lines written into a stalled path are never acknowledged; the cut loses them in flight.
+    proxy.stall(true);
+    cli.write_lines((50..100).map(|i| format!("{i}"))).await;
+    proxy.cut(Cut::Rst);
+    proxy.stall(false);
+    assert_eq!(cli.finish().await, 0, "stderr: {:?}", cli.stderr());
+    let texts: Vec<String> = app.lock().unwrap().iter().map(|m| m.text.clone()).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("{i}")).collect();
+    assert_eq!(texts, expected);
 }

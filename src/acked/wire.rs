@@ -94,6 +94,7 @@ pub(crate) fn hello(client: &str, last_seq: u64) -> String {
 }
 
 /// `{"type":"welcome","acked":…,"gap":…}`
+#[cfg(any(feature = "server", test))]
 pub(crate) fn welcome(acked: u64, gap: Option<Gap>) -> String {
     match gap {
         Some(Gap { from, to }) => {

@@ -63,6 +63,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
     pub(crate) max_message: usize,
 
+    /// Acked delivery (the README's acked protocol) with this client id: lines are numbered and
+    /// kept until the server acknowledges them, resent after a reconnect, never duplicated.
+    #[arg(long, value_name = "CLIENT_ID")]
+    pub(crate) acked: Option<String>,
+
     /// At end of input, how long to keep trying to send what is left before closing.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) drain_timeout: Duration,

@@ -82,6 +82,9 @@ fn build_config(args: &Args) -> Result<SocketConfig, Error> {
     for i in &args.identify {
         builder = builder.identify(i.as_str());
     }
+    if let Some(client) = &args.acked {
+        builder = builder.acked(client.as_str());
+    }
     builder.build()
 }
 
@@ -182,7 +185,8 @@ async fn drain_and_close(
                 }
                 return code;
             }
-            SocketState::Open { .. } if status.outbox_len == 0 => break,
+            // In acked mode, also until every line is acknowledged.
+            SocketState::Open { .. } if status.outbox_len == 0 && status.unacked == 0 => break,
             _ => {}
         }
         if Instant::now() >= deadline {
