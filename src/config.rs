@@ -33,6 +33,8 @@ pub type IdentifyFn = Arc<dyn Fn() -> Vec<Outgoing> + Send + Sync>;
 #[derive(Clone)]
 pub struct SocketConfig {
     pub(crate) url: String,
+    /// The URL as logs and Debug show it: no query string, no user info.
+    pub(crate) shown_url: String,
     pub(crate) uri: Uri,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) protocols: Vec<String>,
@@ -43,14 +45,41 @@ pub struct SocketConfig {
     pub(crate) min_uptime: Duration,
     pub(crate) outbox: Outbox,
     pub(crate) max_message: usize,
-    pub(crate) identify: Vec<Outgoing>,
+    pub(crate) identify: Vec<Identify>,
     pub(crate) identify_fn: Option<IdentifyFn>,
     pub(crate) close_timeout: Duration,
     pub(crate) retry_client_errors: bool,
     pub(crate) fatal_close_codes: Vec<u16>,
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) acked: Option<AckedMode>,
+    pub(crate) slow_subscriber: crate::SlowSubscriber,
 }
+
+/// One fixed identify message; a secret one never shows in Debug output or logs.
+#[derive(Clone)]
+pub(crate) struct Identify {
+    pub(crate) message: Outgoing,
+    pub(crate) secret: bool,
+}
+
+impl fmt::Debug for Identify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.message, self.secret) {
+            (_, true) => f.write_str("<redacted>"),
+            (Outgoing::Text(t), false) => write!(f, "{:?}", t.as_ref() as &str),
+            (Outgoing::Binary(b), false) => write!(f, "<{} bytes>", b.len()),
+        }
+    }
+}
+
+/// Header names whose values are always treated as secrets.
+const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+];
 
 /// Acked delivery settings (see [`SocketConfigBuilder::acked`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +119,18 @@ impl SocketConfig {
             jitter_seed: None,
             acked: None,
             ack_window: crate::acked::DEFAULT_ACK_WINDOW,
+            slow_subscriber: crate::SlowSubscriber::default(),
         }
     }
 
     /// The URL the socket connects to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL as logs show it: without its query string or user info, which may hold tokens.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
     }
 
     /// The heartbeat settings.
@@ -115,7 +150,7 @@ impl SocketConfig {
 
     /// The identify messages for one connect: the fixed ones, then the generated ones.
     pub(crate) fn identify_messages(&self) -> Vec<Outgoing> {
-        let mut messages = self.identify.clone();
+        let mut messages: Vec<Outgoing> = self.identify.iter().map(|i| i.message.clone()).collect();
         if let Some(f) = &self.identify_fn {
             messages.extend(f());
         }
@@ -124,18 +159,12 @@ impl SocketConfig {
 }
 
 impl fmt::Debug for SocketConfig {
-    // Header values and identify payloads may hold secrets: only their names and counts show.
+    // Secret header values show as `Sensitive`, secret identify payloads as `<redacted>`, and
+    // the URL without its query string.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketConfig")
-            .field("url", &self.url)
-            .field(
-                "headers",
-                &self
-                    .headers
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("url", &self.shown_url)
+            .field("headers", &self.headers)
             .field("protocols", &self.protocols)
             .field("heartbeat", &self.heartbeat)
             .field("keepalive", &self.keepalive.is_some())
@@ -144,14 +173,13 @@ impl fmt::Debug for SocketConfig {
             .field("min_uptime", &self.min_uptime)
             .field("outbox", &self.outbox)
             .field("max_message", &self.max_message)
-            .field(
-                "identify",
-                &(self.identify.len(), self.identify_fn.is_some()),
-            )
+            .field("identify", &self.identify)
+            .field("identify_with", &self.identify_fn.is_some())
             .field("close_timeout", &self.close_timeout)
             .field("retry_client_errors", &self.retry_client_errors)
             .field("fatal_close_codes", &self.fatal_close_codes)
             .field("acked", &self.acked)
+            .field("slow_subscriber", &self.slow_subscriber)
             .finish()
     }
 }
@@ -160,7 +188,7 @@ impl fmt::Debug for SocketConfig {
 #[must_use]
 pub struct SocketConfigBuilder {
     url: String,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, String, bool)>,
     protocols: Vec<String>,
     heartbeat: Heartbeat,
     keepalive: Option<Outgoing>,
@@ -169,7 +197,7 @@ pub struct SocketConfigBuilder {
     min_uptime: Duration,
     outbox: Outbox,
     max_message: usize,
-    identify: Vec<Outgoing>,
+    identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
     close_timeout: Duration,
     retry_client_errors: bool,
@@ -177,20 +205,28 @@ pub struct SocketConfigBuilder {
     jitter_seed: Option<u64>,
     acked: Option<String>,
     ack_window: usize,
+    slow_subscriber: crate::SlowSubscriber,
 }
 
 impl fmt::Debug for SocketConfigBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketConfigBuilder")
-            .field("url", &self.url)
+            .field("url", &shown_url(&self.url))
             .finish_non_exhaustive()
     }
 }
 
 impl SocketConfigBuilder {
-    /// Adds a header to the upgrade request (repeatable), e.g. `Authorization`.
+    /// Adds a header to the upgrade request (repeatable). The values of `Authorization`,
+    /// `Proxy-Authorization`, `Cookie`, `X-Api-Key` and `X-Auth-Token` are treated as secrets.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.push((name.into(), value.into(), false));
+        self
+    }
+
+    /// Adds a header whose value is a secret: it never shows in Debug output or logs.
+    pub fn secret_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into(), true));
         self
     }
 
@@ -249,7 +285,20 @@ impl SocketConfigBuilder {
 
     /// A message sent first on every connect, before the outbox (repeatable; sent in order).
     pub fn identify(mut self, message: impl Into<Outgoing>) -> Self {
-        self.identify.push(message.into());
+        self.identify.push(Identify {
+            message: message.into(),
+            secret: false,
+        });
+        self
+    }
+
+    /// An identify message that holds a secret (a token): sent like
+    /// [`identify`](Self::identify), but never shown in Debug output or logs.
+    pub fn identify_secret(mut self, message: impl Into<Outgoing>) -> Self {
+        self.identify.push(Identify {
+            message: message.into(),
+            secret: true,
+        });
         self
     }
 
@@ -308,16 +357,25 @@ impl SocketConfigBuilder {
         self
     }
 
+    /// What to do when a subscriber's mailbox is full. Defaults to
+    /// [`SlowSubscriber::Wait`](crate::SlowSubscriber::Wait): pause reading, lose nothing.
+    pub fn slow_subscriber(mut self, policy: crate::SlowSubscriber) -> Self {
+        self.slow_subscriber = policy;
+        self
+    }
+
     /// Validates every value; an error names the field at fault.
     pub fn build(self) -> Result<SocketConfig, Error> {
         let uri = parse_url(&self.url)?;
         let mut headers = Vec::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
+        for (name, value, secret) in &self.headers {
             let n = HeaderName::try_from(name.as_str())
                 .map_err(|_| Error::config("header", format!("invalid header name {name:?}")))?;
-            let v = HeaderValue::try_from(value.as_str()).map_err(|_| {
+            let mut v = HeaderValue::try_from(value.as_str()).map_err(|_| {
                 Error::config("header", format!("invalid value for header {name:?}"))
             })?;
+            // A sensitive value prints as `Sensitive` in every Debug output, awc's included.
+            v.set_sensitive(*secret || SENSITIVE_HEADERS.contains(&n.as_str()));
             headers.push((n, v));
         }
         for p in &self.protocols {
@@ -357,6 +415,7 @@ impl SocketConfigBuilder {
             window: self.ack_window,
         });
         Ok(SocketConfig {
+            shown_url: shown_url(&self.url),
             url: self.url,
             uri,
             headers,
@@ -375,8 +434,25 @@ impl SocketConfigBuilder {
             fatal_close_codes: self.fatal_close_codes,
             jitter_seed: self.jitter_seed,
             acked,
+            slow_subscriber: self.slow_subscriber,
         })
     }
+}
+
+/// `url` without its query string and user info (which may hold tokens).
+fn shown_url(url: &str) -> String {
+    let mut shown = match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    };
+    if let Some((scheme, rest)) = shown.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if !userinfo.contains('/') {
+                shown = format!("{scheme}://…@{host}");
+            }
+        }
+    }
+    shown
 }
 
 fn parse_url(url: &str) -> Result<Uri, Error> {
@@ -469,14 +545,26 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_header_values() {
-        let c = SocketConfig::builder("ws://127.0.0.1:1/")
-            .header("Authorization", "Bearer secret-token")
+    fn debug_hides_secrets() {
+        let c = SocketConfig::builder("ws://user:pw-secret@127.0.0.1:1/feed?token=q-secret")
+            .header("Authorization", "Bearer a-secret")
+            .secret_header("X-Custom", "c-secret")
+            .header("X-Trace", "visible")
+            .identify_secret(r#"{"token":"i-secret"}"#)
+            .identify(r#"{"op":"subscribe"}"#)
             .build()
             .unwrap();
         let shown = format!("{c:?}");
-        assert!(shown.contains("authorization"));
-        assert!(!shown.contains("secret-token"));
+        for secret in ["a-secret", "c-secret", "i-secret", "q-secret", "pw-secret"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert!(
+            shown.contains("visible") && shown.contains("subscribe"),
+            "{shown}"
+        );
+        assert_eq!(c.shown_url(), "ws://…@127.0.0.1:1/feed?…");
+        let b = SocketConfig::builder("ws://h/?token=q-secret");
+        assert!(!format!("{b:?}").contains("q-secret"));
     }
 
     #[test]

@@ -90,6 +90,14 @@ pub enum Error {
         /// The last lost server sequence number.
         to: u64,
     },
+    /// A subscriber's mailbox was full and policy [`SlowSubscriber::Drop`](crate::SlowSubscriber)
+    /// dropped messages for it (reported once per episode; [`Counters::lagged`](crate::Counters)
+    /// counts them all). Make the subscriber faster, raise its mailbox capacity, or use
+    /// `SlowSubscriber::Wait`.
+    SubscriberLagging {
+        /// Messages dropped when this was reported.
+        dropped: usize,
+    },
     /// A supervisor already has a socket with this key. Choose another key.
     DuplicateKey(String),
     /// A supervisor has no socket with this key.
@@ -174,6 +182,10 @@ impl fmt::Display for Error {
             Error::ResumeGap { from, to } => write!(
                 f,
                 "server messages {from}..={to} are lost: its history no longer reaches back"
+            ),
+            Error::SubscriberLagging { dropped } => write!(
+                f,
+                "a subscriber cannot keep up: {dropped} message(s) dropped for it"
             ),
             Error::DuplicateKey(key) => write!(f, "a socket with key {key:?} already exists"),
             Error::UnknownKey(key) => write!(f, "no socket with key {key:?}"),

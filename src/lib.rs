@@ -99,6 +99,7 @@ pub use payload::Outgoing;
 pub use restart::{ChildEnd, RestartIntensity, RestartPolicy};
 pub use socket::SocketActor;
 pub use state::{CloseReason, Disconnect, SocketState};
+pub use subscribers::SlowSubscriber;
 pub use supervisor::{
     GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
     SubscribeSupervision, SupervisionEvent, SupervisorActor, SupervisorConfig, SupervisorStats,

@@ -202,6 +202,10 @@ pub struct Counters {
     pub discarded: u64,
     /// In acked mode, inbound duplicates dropped (resent by the server after a reconnect).
     pub duplicates: u64,
+    /// Deliveries dropped because a subscriber's mailbox was full (policy `Drop`).
+    pub lagged: u64,
+    /// Times reading paused because a subscriber's mailbox was full (policy `Wait`).
+    pub waited: u64,
 }
 
 /// Take every message left in the outbox (oldest first), e.g. after Closed, to send them

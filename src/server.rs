@@ -80,6 +80,11 @@ pub trait SessionHandler: Unpin + 'static {
         let _ = (session, data);
     }
 
+    /// A Pong arrived (the client's answer to a ping).
+    fn pong(&mut self, session: &Session) {
+        let _ = session;
+    }
+
     /// The session ended (called once); `code` is the client's close code, if it sent one.
     fn closed(&mut self, code: Option<u16>) {
         let _ = code;
@@ -109,6 +114,8 @@ pub enum Command {
     /// Stop (or resume) answering and sending anything, pings included, as a half-open peer
     /// would look (for fault tests).
     Silence(bool),
+    /// Send this many pings at once (a ping flood, for fault tests).
+    Pings(u32),
 }
 
 /// A handle to one session: `Clone + Send`, usable from any thread.
@@ -269,7 +276,12 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
         };
         match msg {
             ws::Message::Ping(p) => ctx.pong(&p),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Pong(_) => {
+                if let Some(session) = self.session() {
+                    self.handler.pong(&session);
+                }
+            }
+            ws::Message::Nop => {}
             ws::Message::Text(t) => {
                 if let Some(session) = self.session() {
                     self.handler.text(&session, &t);
@@ -342,6 +354,11 @@ impl<H: SessionHandler> Handler<Command> for SessionActor<H> {
                 }
             }
             Command::Silence(silent) => self.silent = silent,
+            Command::Pings(n) => {
+                for i in 0..n {
+                    ctx.ping(&i.to_be_bytes());
+                }
+            }
             Command::Text(_) | Command::Binary(_) => {}
         }
     }

@@ -27,7 +27,7 @@ use crate::heartbeat::Tick;
 use crate::outbox::OutboxQueue;
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
-use crate::subscribers::Subscribers;
+use crate::subscribers::{Outcome, Subscribers};
 use crate::{
     CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
 };
@@ -65,6 +65,10 @@ pub struct SocketActor {
     supervision: Option<Supervision>,
     /// Acked mode's state (sequence numbers, messages in flight); it outlives connections.
     acked: Option<AckedLink>,
+    /// Deliveries waiting for room in a full subscriber mailbox; reading pauses while any do.
+    deliveries_waiting: usize,
+    /// Whether a lagging subscriber has been reported and not yet caught up.
+    lagging: bool,
 }
 
 /// What a restarted socket takes over from the one that ended.
@@ -115,12 +119,16 @@ impl SocketActor {
             .acked
             .as_ref()
             .map(|a| AckedLink::new(a.client_id.clone(), a.window));
+        let mut subscribers = Subscribers::default();
+        subscribers.policy = config.slow_subscriber;
         SocketActor {
             acked,
+            deliveries_waiting: 0,
+            lagging: false,
+            subscribers,
             outbox: OutboxQueue::new(config.outbox),
             config: Arc::new(config),
             phase: Phase::Idle,
-            subscribers: Subscribers::default(),
             counters: Counters::default(),
             rng,
             next_connection_id: 0,
@@ -151,7 +159,9 @@ impl SocketActor {
                 socket.counters.dropped += 1;
             }
         }
+        let policy = socket.subscribers.policy;
         socket.subscribers = subscribers;
+        socket.subscribers.policy = policy;
         socket.supervision = Some(supervision);
         socket
     }
@@ -212,7 +222,7 @@ impl SocketActor {
             }
         }
         let state = self.state();
-        debug!("resocket {}: {state}", self.config.url);
+        debug!("resocket {}: {state}", self.config.shown_url);
         self.subscribers.state(&StateChanged { state });
     }
 
@@ -241,17 +251,20 @@ impl SocketActor {
                 if self.failure_logged {
                     debug!(
                         "resocket {}: attempt {attempt} failed: {error}",
-                        self.config.url
+                        self.config.shown_url
                     );
                 } else {
-                    warn!("resocket {}: connect failed: {error}", self.config.url);
+                    warn!(
+                        "resocket {}: connect failed: {error}",
+                        self.config.shown_url
+                    );
                     self.failure_logged = true;
                 }
                 self.subscribers.error(&error);
                 if connect::is_retryable(&error, &self.config) {
                     self.failed(attempt, Disconnect::ConnectFailed(error), ctx);
                 } else {
-                    warn!("resocket {}: not retrying: {error}", self.config.url);
+                    warn!("resocket {}: not retrying: {error}", self.config.shown_url);
                     self.enter_closed(CloseReason::Fatal(error), ctx);
                 }
             }
@@ -268,7 +281,7 @@ impl SocketActor {
         if self.failure_logged {
             log::info!(
                 "resocket {}: connected after {attempt} attempts",
-                self.config.url
+                self.config.shown_url
             );
             self.failure_logged = false;
         }
@@ -302,7 +315,7 @@ impl SocketActor {
         if self.config.backoff.gives_up_after(failures) {
             warn!(
                 "resocket {}: giving up after {failures} attempts",
-                self.config.url
+                self.config.shown_url
             );
             self.enter_closed(
                 CloseReason::GaveUp {
@@ -389,12 +402,19 @@ impl SocketActor {
         if conn.closing.is_some() {
             return;
         }
+        if self.deliveries_waiting > 0 {
+            // Not reading (a subscriber is slow): the silence is ours, not the peer's.
+            conn.liveness.saw_frame(Instant::now());
+        }
         match conn
             .liveness
             .tick(Instant::now(), self.config.heartbeat.timeout)
         {
             Tick::Dead(silent) => {
-                debug!("resocket {}: peer silent for {silent:?}", self.config.url);
+                debug!(
+                    "resocket {}: peer silent for {silent:?}",
+                    self.config.shown_url
+                );
                 self.subscribers.error(&Error::HeartbeatTimeout(silent));
                 self.connection_ended(Disconnect::HeartbeatTimeout(silent), ctx);
             }
@@ -432,10 +452,11 @@ impl SocketActor {
             Ok(None) | Ok(Some(Inbound::Pong)) => {}
             Ok(Some(Inbound::Ping(payload))) => conn.pending_pong = Some(payload),
             Ok(Some(Inbound::Text(text))) if self.acked.is_some() => self.acked_text(text, ctx),
-            Ok(Some(Inbound::Text(text))) => self.deliver_text(text),
+            Ok(Some(Inbound::Text(text))) => self.deliver_text(text, ctx),
             Ok(Some(Inbound::Binary(data))) => {
                 self.counters.messages_in += 1;
-                self.subscribers.binary(data);
+                let outcome = self.subscribers.binary(data);
+                self.delivered(outcome, ctx);
             }
             Ok(Some(Inbound::Close(reason))) => self.peer_closed(reason, ctx),
             Err(error) => self.discarded(error),
@@ -443,10 +464,46 @@ impl SocketActor {
     }
 
     /// Hands a whole text message to the subscribers.
-    fn deliver_text(&mut self, text: bytestring::ByteString) {
+    fn deliver_text(&mut self, text: bytestring::ByteString, ctx: &mut Context<Self>) {
         self.counters.messages_in += 1;
-        if let Err(error) = self.subscribers.text(text) {
+        let outcome = self.subscribers.text(text);
+        self.delivered(outcome, ctx);
+    }
+
+    /// Carries out the slow-subscriber policy after a delivery.
+    fn delivered(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        let Outcome {
+            waiting,
+            dropped,
+            undecodable,
+        } = outcome;
+        if let Some(error) = undecodable {
             self.discarded(error);
+        }
+        if dropped > 0 {
+            self.counters.lagged += dropped as u64;
+            if !self.lagging {
+                self.lagging = true;
+                let error = Error::SubscriberLagging { dropped };
+                warn!("resocket {}: {error}", self.config.shown_url);
+                self.subscribers.error(&error);
+            }
+        } else if waiting.is_empty() {
+            self.lagging = false;
+        }
+        if !waiting.is_empty() {
+            // Stop reading until the slow subscriber has taken the message.
+            self.counters.waited += 1;
+            self.deliveries_waiting += 1;
+            let all = futures_util::future::join_all(waiting);
+            ctx.spawn(wrap_future::<_, Self>(all).map(|_, act, _ctx| {
+                act.deliveries_waiting -= 1;
+                if act.deliveries_waiting == 0 {
+                    if let Phase::Open(conn) = &act.phase {
+                        conn.wake();
+                    }
+                }
+            }));
         }
     }
 
@@ -471,7 +528,7 @@ impl SocketActor {
                 conn.wake();
                 if let Some(wire::Gap { from, to }) = gap {
                     let error = Error::ResumeGap { from, to };
-                    warn!("resocket {}: {error}", self.config.url);
+                    warn!("resocket {}: {error}", self.config.shown_url);
                     self.subscribers.error(&error);
                 }
                 None
@@ -494,7 +551,7 @@ impl SocketActor {
             None => Some(text.clone()),
         };
         if let Some(data) = deliver {
-            self.deliver_text(data);
+            self.deliver_text(data, ctx);
         }
     }
 
@@ -517,7 +574,16 @@ impl SocketActor {
     /// An inbound message was discarded; the connection goes on.
     fn discarded(&mut self, error: Error) {
         self.counters.discarded += 1;
-        debug!("resocket {}: {error}", self.config.url);
+        // Payloads may hold secrets or personal data: the log names the fault, not the text
+        // (error subscribers get the whole error).
+        match &error {
+            Error::Decode { text, .. } => debug!(
+                "resocket {}: an inbound message ({} bytes shown to error subscribers) could not be decoded",
+                self.config.shown_url,
+                text.len()
+            ),
+            other => debug!("resocket {}: {other}", self.config.shown_url),
+        }
         self.subscribers.error(&error);
     }
 
@@ -600,12 +666,12 @@ impl Actor for SocketActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        debug!("resocket {}: starting", self.config.url);
+        debug!("resocket {}: starting", self.config.shown_url);
         self.enter_connecting(1, ctx);
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
-        debug!("resocket {}: stopped", self.config.url);
+        debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
         let end = if std::thread::panicking() {
             ChildEnd::Panicked
@@ -646,7 +712,7 @@ impl Actor for SocketActor {
 impl std::fmt::Debug for SocketActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketActor")
-            .field("url", &self.config.url)
+            .field("url", &self.config.shown_url)
             .field("state", &self.state())
             .field("outbox", &self.outbox.len())
             .finish_non_exhaustive()

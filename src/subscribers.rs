@@ -1,7 +1,11 @@
-//! The actors that hear from a socket, and the routing of inbound messages to them.
+//! The actors that hear from a socket, the routing of inbound messages to them, and what
+//! happens when one of them cannot keep up.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 
+use actix::dev::SendError;
 use actix::Recipient;
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -9,6 +13,20 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{Error, ErrorOccurred, Inbound, InboundBinary, InboundText, StateChanged};
+
+/// What the socket does when a subscriber's mailbox is full (actix's default capacity is 16
+/// messages; a subscriber can raise it with `ctx.set_mailbox_capacity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowSubscriber {
+    /// Stop reading from the connection until the subscriber has taken the message: nothing is
+    /// lost, memory stays bounded, and the peer feels TCP backpressure (the default). While it
+    /// waits, the socket does not count the peer's silence against the heartbeat.
+    #[default]
+    Wait,
+    /// Drop the message for that subscriber and report [`Error::SubscriberLagging`] (once per
+    /// episode); the connection and the other subscribers go on at full speed.
+    Drop,
+}
 
 /// One subscription, as carried by [`Subscribe`](crate::Subscribe).
 pub(crate) enum Subscription {
@@ -31,18 +49,61 @@ impl Subscription {
     }
 }
 
-/// Outcome of handing a message to one typed subscriber.
-pub(crate) enum Delivery {
-    Delivered,
-    Undecodable(String),
+/// A delivery waiting for room in a full mailbox.
+pub(crate) type Waiting = Pin<Box<dyn Future<Output = ()>>>;
+
+/// What came of handing one inbound message to the subscribers.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// Deliveries waiting for room (policy Wait).
+    pub(crate) waiting: Vec<Waiting>,
+    /// Deliveries dropped (policy Drop).
+    pub(crate) dropped: usize,
+    /// No typed subscriber could decode the message.
+    pub(crate) undecodable: Option<Error>,
+}
+
+/// Offers `message` to `recipient` under `policy`; false when the recipient has stopped.
+fn offer<M>(recipient: &Recipient<M>, message: M, policy: SlowSubscriber, out: &mut Outcome) -> bool
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    match recipient.try_send(message) {
+        Ok(()) => true,
+        Err(SendError::Full(message)) => {
+            match policy {
+                SlowSubscriber::Wait => {
+                    let request = recipient.send(message);
+                    out.waiting.push(Box::pin(async move {
+                        let _ = request.await;
+                    }));
+                }
+                SlowSubscriber::Drop => out.dropped += 1,
+            }
+            true
+        }
+        Err(SendError::Closed(_)) => false,
+    }
 }
 
 /// A subscriber of some payload type, with the type erased.
 pub(crate) trait TypedSubscriber: Send {
-    /// Decode straight from the text (the cheapest path when this is the only typed subscriber).
-    fn deliver_str(&self, text: &str) -> Delivery;
-    /// Decode from a value parsed once for all subscribers.
-    fn deliver_value(&self, value: &Value) -> Delivery;
+    /// Decodes straight from the text (the cheapest path when this is the only typed
+    /// subscriber) and offers the value. Err: the text does not decode into this type.
+    fn deliver_str(
+        &self,
+        text: &str,
+        policy: SlowSubscriber,
+        out: &mut Outcome,
+    ) -> Result<(), String>;
+    /// The same from a value parsed once for all subscribers.
+    fn deliver_value(
+        &self,
+        value: &Value,
+        policy: SlowSubscriber,
+        out: &mut Outcome,
+    ) -> Result<(), String>;
     fn connected(&self) -> bool;
     fn type_name(&self) -> &'static str;
 }
@@ -65,24 +126,26 @@ impl<T> TypedSubscriber for TypedRecipient<T>
 where
     T: DeserializeOwned + Send + 'static,
 {
-    fn deliver_str(&self, text: &str) -> Delivery {
-        match serde_json::from_str::<T>(text) {
-            Ok(v) => {
-                self.recipient.do_send(Inbound(v));
-                Delivery::Delivered
-            }
-            Err(e) => Delivery::Undecodable(e.to_string()),
-        }
+    fn deliver_str(
+        &self,
+        text: &str,
+        policy: SlowSubscriber,
+        out: &mut Outcome,
+    ) -> Result<(), String> {
+        let value = serde_json::from_str::<T>(text).map_err(|e| e.to_string())?;
+        offer(&self.recipient, Inbound(value), policy, out);
+        Ok(())
     }
 
-    fn deliver_value(&self, value: &Value) -> Delivery {
-        match T::deserialize(value) {
-            Ok(v) => {
-                self.recipient.do_send(Inbound(v));
-                Delivery::Delivered
-            }
-            Err(e) => Delivery::Undecodable(e.to_string()),
-        }
+    fn deliver_value(
+        &self,
+        value: &Value,
+        policy: SlowSubscriber,
+        out: &mut Outcome,
+    ) -> Result<(), String> {
+        let value = T::deserialize(value).map_err(|e| e.to_string())?;
+        offer(&self.recipient, Inbound(value), policy, out);
+        Ok(())
     }
 
     fn connected(&self) -> bool {
@@ -97,6 +160,7 @@ where
 /// Every subscriber of one socket.
 #[derive(Default)]
 pub(crate) struct Subscribers {
+    pub(crate) policy: SlowSubscriber,
     typed: Vec<Box<dyn TypedSubscriber>>,
     text: Vec<Recipient<InboundText>>,
     binary: Vec<Recipient<InboundBinary>>,
@@ -116,43 +180,53 @@ impl Subscribers {
     }
 
     /// Routes a text message to the raw text subscribers and every typed subscriber that can
-    /// decode it. Err when there are typed subscribers and none could.
-    pub(crate) fn text(&mut self, text: ByteString) -> Result<(), Error> {
+    /// decode it (parsed once).
+    pub(crate) fn text(&mut self, text: ByteString) -> Outcome {
+        let policy = self.policy;
+        let mut out = Outcome::default();
         self.typed.retain(|t| t.connected());
-        let outcome = match self.typed.len() {
-            0 => Ok(()),
-            1 => match self.typed[0].deliver_str(&text) {
-                Delivery::Delivered => Ok(()),
-                Delivery::Undecodable(error) => Err(decode_error(error, &text)),
+        let mut last_error = None;
+        let mut delivered = false;
+        match self.typed.len() {
+            0 => delivered = true,
+            1 => match self.typed[0].deliver_str(&text, policy, &mut out) {
+                Ok(()) => delivered = true,
+                Err(e) => last_error = Some(e),
             },
             _ => match serde_json::from_str::<Value>(&text) {
-                Err(e) => Err(decode_error(e.to_string(), &text)),
+                Err(e) => last_error = Some(e.to_string()),
                 Ok(value) => {
-                    let mut last_error = None;
-                    let mut delivered = false;
                     for t in &self.typed {
-                        match t.deliver_value(&value) {
-                            Delivery::Delivered => delivered = true,
-                            Delivery::Undecodable(e) => last_error = Some(e),
+                        match t.deliver_value(&value, policy, &mut out) {
+                            Ok(()) => delivered = true,
+                            Err(e) => last_error = Some(e),
                         }
-                    }
-                    match (delivered, last_error) {
-                        (false, Some(error)) => Err(decode_error(error, &text)),
-                        _ => Ok(()),
                     }
                 }
             },
-        };
-        broadcast(&mut self.text, || InboundText(text.clone()));
-        outcome
+        }
+        if !delivered {
+            out.undecodable = last_error.map(|e| decode_error(e, &text));
+        }
+        self.text
+            .retain(|r| offer(r, InboundText(text.clone()), policy, &mut out));
+        out
     }
 
-    pub(crate) fn binary(&mut self, data: Bytes) {
-        broadcast(&mut self.binary, || InboundBinary(data.clone()));
+    pub(crate) fn binary(&mut self, data: Bytes) -> Outcome {
+        let policy = self.policy;
+        let mut out = Outcome::default();
+        self.binary
+            .retain(|r| offer(r, InboundBinary(data.clone()), policy, &mut out));
+        out
     }
 
+    /// State changes are rare: every one is queued (`do_send`).
     pub(crate) fn state(&mut self, event: &StateChanged) {
-        broadcast(&mut self.states, || event.clone());
+        self.states.retain(Recipient::connected);
+        for r in &self.states {
+            r.do_send(event.clone());
+        }
     }
 
     /// Sends the current state to one new state subscriber.
@@ -180,19 +254,14 @@ impl Subscribers {
             + self.errors.len()
     }
 
+    /// Errors can come in floods (a peer sending garbage): a full error subscriber misses some
+    /// rather than growing without bound.
     pub(crate) fn error(&mut self, error: &Error) {
-        broadcast(&mut self.errors, || ErrorOccurred(error.clone()));
-    }
-}
-
-fn broadcast<M>(recipients: &mut Vec<Recipient<M>>, make: impl Fn() -> M)
-where
-    M: actix::Message + std::marker::Send,
-    M::Result: std::marker::Send,
-{
-    recipients.retain(|r| r.connected());
-    for r in recipients.iter() {
-        r.do_send(make());
+        self.errors
+            .retain(|r| match r.try_send(ErrorOccurred(error.clone())) {
+                Ok(()) | Err(SendError::Full(_)) => true,
+                Err(SendError::Closed(_)) => false,
+            });
     }
 }
 

@@ -261,3 +261,35 @@ async fn a_stopped_subscriber_is_pruned_and_the_others_still_get_messages() {
     );
     still_delivering(&server, &watch).await;
 }
+
+#[actix_rt::test]
+async fn a_ping_flood_is_answered_with_the_latest_pong_only_and_the_connection_stays_up() {
+    let server = TestServer::start().await;
+    // A long heartbeat: the socket's own pings must not be counted as answers.
+    let config = fast(&server.url())
+        .heartbeat(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(20),
+        )
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    wait_for("session", DEADLINE, || server.live() == 1).await;
+    server.command_all(Command::Pings(5000));
+    still_delivering(&server, &watch).await;
+    // Every ping has been read; pongs go out before data, so once this marker arrives every
+    // pong the flood caused has arrived too.
+    socket.send(Send::text("marker")).await.unwrap().unwrap();
+    wait_for("marker", DEADLINE, || {
+        server.received().contains(&"marker".to_string())
+    })
+    .await;
+    let pongs = server.pongs();
+    assert!(pongs >= 1, "no ping was answered");
+    assert!(
+        pongs < 5000,
+        "every one of 5,000 pings got its own pong ({pongs})"
+    );
+}

@@ -138,7 +138,8 @@ impl ActorFuture<SocketActor> for Driver {
     ) -> Poll<()> {
         let id = self.id;
         let mut budget = READ_BUDGET;
-        loop {
+        // While a slow subscriber holds a delivery, reading waits (TCP backpressure).
+        while act.deliveries_waiting == 0 {
             let polled = match &mut act.phase {
                 Phase::Open(c) if c.id == id => Pin::new(&mut c.framed).poll_next(task),
                 _ => return Poll::Ready(()),

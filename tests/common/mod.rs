@@ -43,6 +43,7 @@ pub struct Shared {
     close_codes: Mutex<Vec<Option<u16>>>,
     opened: AtomicUsize,
     live: AtomicUsize,
+    pongs: AtomicUsize,
     max_live: AtomicUsize,
     pub echo: AtomicBool,
     pub abort_on_open: AtomicBool,
@@ -69,6 +70,10 @@ impl SessionHandler for Recording {
         if self.shared.echo.load(Ordering::SeqCst) {
             session.text(text.to_string());
         }
+    }
+
+    fn pong(&mut self, _session: &Session) {
+        self.shared.pongs.fetch_add(1, Ordering::SeqCst);
     }
 
     fn binary(&mut self, _session: &Session, data: bytes::Bytes) {
@@ -187,6 +192,11 @@ impl TestServer {
         self.shared.opened.load(Ordering::SeqCst)
     }
 
+    /// Pongs received from clients.
+    pub fn pongs(&self) -> usize {
+        self.shared.pongs.load(Ordering::SeqCst)
+    }
+
     /// Connections open now.
     pub fn live(&self) -> usize {
         self.shared.live.load(Ordering::SeqCst)
@@ -271,6 +281,12 @@ pub struct Probe {
 
 impl Actor for Probe {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // A subscriber's mailbox is its buffer (actix's default is 16): a test probe must
+        // never be the slow subscriber.
+        ctx.set_mailbox_capacity(1_000_000);
+    }
 }
 
 /// Stops a probe (as a crashed or finished subscriber would).
