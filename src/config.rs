@@ -53,6 +53,9 @@ pub struct SocketConfig {
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) acked: Option<AckedMode>,
     pub(crate) slow_subscriber: crate::SlowSubscriber,
+    /// The TLS configuration for wss:// URLs.
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: Option<Arc<crate::tls::ClientConfig>>,
 }
 
 /// One fixed identify message; a secret one never shows in Debug output or logs.
@@ -120,6 +123,8 @@ impl SocketConfig {
             acked: None,
             ack_window: crate::acked::DEFAULT_ACK_WINDOW,
             slow_subscriber: crate::SlowSubscriber::default(),
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 
@@ -206,6 +211,8 @@ pub struct SocketConfigBuilder {
     acked: Option<String>,
     ack_window: usize,
     slow_subscriber: crate::SlowSubscriber,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<crate::tls::ClientConfig>>,
 }
 
 impl fmt::Debug for SocketConfigBuilder {
@@ -364,6 +371,22 @@ impl SocketConfigBuilder {
         self
     }
 
+    /// For wss://: trust exactly these roots (e.g. a private CA) instead of the webpki roots.
+    /// Certificate verification stays on. (Feature `rustls`.)
+    #[cfg(feature = "rustls")]
+    pub fn tls_roots(mut self, roots: crate::tls::RootCertStore) -> Self {
+        self.tls = Some(crate::tls::with_roots(roots));
+        self
+    }
+
+    /// For wss://: a complete rustls client configuration (its ALPN is replaced by HTTP/1.1,
+    /// which a WebSocket upgrade needs). (Feature `rustls`.)
+    #[cfg(feature = "rustls")]
+    pub fn tls_config(mut self, config: crate::tls::ClientConfig) -> Self {
+        self.tls = Some(crate::tls::http11(config));
+        self
+    }
+
     /// Validates every value; an error names the field at fault.
     pub fn build(self) -> Result<SocketConfig, Error> {
         let uri = parse_url(&self.url)?;
@@ -435,6 +458,8 @@ impl SocketConfigBuilder {
             jitter_seed: self.jitter_seed,
             acked,
             slow_subscriber: self.slow_subscriber,
+            #[cfg(feature = "rustls")]
+            tls: self.tls,
         })
     }
 }
@@ -461,10 +486,13 @@ fn parse_url(url: &str) -> Result<Uri, Error> {
         .map_err(|e| Error::config("url", format!("{url:?} is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("ws") => {}
+        Some("wss") if cfg!(feature = "rustls") => {}
         Some("wss") => {
             return Err(Error::config(
                 "url",
-                format!("{url:?}: wss:// needs TLS support, which this build does not have"),
+                format!(
+                    "{url:?}: wss:// needs the `rustls` feature, which this build does not have"
+                ),
             ))
         }
         Some(other) => {
@@ -519,7 +547,9 @@ mod tests {
         assert_eq!(field_of(SocketConfig::builder("not a url").build()), "url");
         assert_eq!(field_of(SocketConfig::builder("http://h/").build()), "url");
         assert_eq!(field_of(SocketConfig::builder("/path/only").build()), "url");
-        assert_eq!(field_of(SocketConfig::builder("wss://h/").build()), "url");
+        if !cfg!(feature = "rustls") {
+            assert_eq!(field_of(SocketConfig::builder("wss://h/").build()), "url");
+        }
         let ms = Duration::from_millis;
         assert_eq!(field_of(b().heartbeat(ms(0), ms(10)).build()), "heartbeat");
         assert_eq!(

@@ -31,6 +31,9 @@ pub enum Error {
     /// The server's handshake response is not a WebSocket upgrade (bad or missing headers).
     /// Fatal: the URL does not point at a WebSocket endpoint.
     Handshake(String),
+    /// The TLS handshake failed (a certificate that does not verify, a protocol mismatch).
+    /// Fatal: retrying cannot fix a certificate; fix the trust store or the server.
+    Tls(String),
     /// The server chose a subprotocol that was not offered. Fatal.
     Subprotocol {
         /// What the client offered.
@@ -143,6 +146,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::Handshake(msg) => write!(f, "handshake failed: {msg}"),
+            Error::Tls(msg) => write!(f, "TLS handshake failed: {msg}"),
             Error::Subprotocol { offered, chosen } => write!(
                 f,
                 "server chose subprotocol {chosen:?}, which was not offered (offered {offered:?})"

@@ -58,6 +58,7 @@
 //! | `supervisor.rs` | [`SupervisorActor`]: many sockets by key, restarted by policy, spread over arbiters |
 //! | `supervisor/messages.rs` | what an application sends a supervisor, and its [`SupervisionEvent`]s |
 //! | `server.rs` | (feature `server`) the matching server session for actix-web apps |
+//! | `tls.rs` | (feature `rustls`) wss: the TLS client configuration, HTTP/1.1 forced |
 //! | `error.rs` | [`Error`] |
 
 #![deny(missing_docs)]
@@ -84,6 +85,8 @@ mod supervisor;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod testing;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use acked::{Gap, DEFAULT_ACK_WINDOW};
 pub use backoff::{Backoff, RandomSource, SplitMix64};

@@ -301,7 +301,7 @@ mod tests {
             let mut next = 0usize;
             let mut last_popped: Option<usize> = None;
             for _ in 0..300 {
-                if rng.next_u64() % 3 == 0 {
+                if rng.next_u64().is_multiple_of(3) {
                     if let Some(m) = q.pop_front() {
                         let n: usize = m
                             .as_text()

@@ -26,7 +26,7 @@ thread_local! {
 
 /// Connects (on the current thread's client) within the configured timeout.
 pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
-    let mut request = CLIENT.with(|client| client.ws(config.uri.clone()));
+    let mut request = client(config).ws(config.uri.clone());
     for (name, value) in &config.headers {
         request = request.header(name.clone(), value.clone());
     }
@@ -50,6 +50,22 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
     Ok(framed)
 }
 
+/// The calling thread's awc client for this socket's scheme.
+fn client(config: &SocketConfig) -> awc::Client {
+    #[cfg(feature = "rustls")]
+    if config.uri.scheme_str() == Some("wss") {
+        let tls = config
+            .tls
+            .clone()
+            .unwrap_or_else(crate::tls::default_config);
+        return crate::tls::client(&tls, TCP_CONNECT_LIMIT);
+    }
+    let _ = config;
+    #[cfg(feature = "rustls")]
+    crate::tls::install_provider();
+    CLIENT.with(awc::Client::clone)
+}
+
 /// Whether a connect failure is worth another attempt under this configuration.
 pub(crate) fn is_retryable(error: &Error, config: &SocketConfig) -> bool {
     match error {
@@ -69,7 +85,15 @@ fn classify(error: WsClientError) -> Error {
             "{error}: the server did not accept a WebSocket upgrade"
         )),
         WsClientError::Protocol(e) => Error::Connection(e.to_string()),
-        WsClientError::SendRequest(e) => Error::Connect(e.to_string()),
+        WsClientError::SendRequest(e) => {
+            #[cfg(feature = "rustls")]
+            if let awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(io)) = &e {
+                if let Some(tls) = crate::tls::tls_error(io) {
+                    return tls;
+                }
+            }
+            Error::Connect(e.to_string())
+        }
     }
 }
 
