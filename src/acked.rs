@@ -255,3 +255,89 @@ mod tests {
         assert!(AckedLink::accepts(&Outgoing::from("x")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::Outbox;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send,
+        Write,
+        Ack,
+        Reconnect,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Send),
+            Just(Op::Write),
+            Just(Op::Ack),
+            Just(Op::Reconnect)
+        ]
+    }
+
+    fn seq_of(frame: &str) -> u64 {
+        match wire::decode(frame) {
+            Some(wire::Frame::Msg { seq: Some(s), .. }) => s,
+            other => panic!("not a sequenced msg: {other:?}"),
+        }
+    }
+
+    proptest! {
+        /// A model of the link against a server that acks what it received: whatever the
+        /// interleaving of sends, writes, acks and reconnects, the window holds, a connection
+        /// never writes a sequence twice or out of order, and in the end the server has every
+        /// message exactly once, in order.
+        #[test]
+        fn window_order_and_exactly_once(
+            window in 1usize..8,
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let mut link = AckedLink::new("c".into(), window);
+            let mut outbox = OutboxQueue::new(Outbox::bounded(10_000));
+            let (mut sent, mut server_has, mut last_on_conn) = (0u64, 0u64, 0u64);
+            link.connected();
+            link.welcome(0);
+            for op in ops {
+                match op {
+                    Op::Send => {
+                        outbox.push(Outgoing::from(format!("{sent}")));
+                        sent += 1;
+                    }
+                    Op::Write => {
+                        if let Some(frame) = link.next_frame(&mut outbox) {
+                            let seq = seq_of(&frame);
+                            prop_assert!(seq > last_on_conn, "out of order on one connection");
+                            last_on_conn = seq;
+                            // The server delivers only the next in sequence (TCP order).
+                            if seq == server_has + 1 {
+                                server_has = seq;
+                            }
+                        }
+                    }
+                    Op::Ack => link.ack(server_has),
+                    Op::Reconnect => {
+                        link.connected();
+                        link.welcome(server_has);
+                        last_on_conn = 0;
+                    }
+                }
+                prop_assert!(link.unacked() <= window);
+            }
+            // Drain: reconnect once, then write until nothing is left, acking as we go.
+            link.connected();
+            link.welcome(server_has);
+            while let Some(frame) = link.next_frame(&mut outbox) {
+                let seq = seq_of(&frame);
+                prop_assert_eq!(seq, server_has + 1, "a gap or a duplicate");
+                server_has = seq;
+                link.ack(server_has);
+            }
+            prop_assert_eq!(server_has, sent);
+            prop_assert_eq!(link.unacked(), 0);
+        }
+    }
+}

@@ -184,26 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn delay_always_within_min_and_max_for_any_attempt_and_seed() {
-        // A property test over many generated cases (seeds × attempts × policies).
-        let mut policies = SplitMix64::new(1);
-        for case in 0..500u64 {
-            let min = Duration::from_millis(1 + policies.next_u64() % 1000);
-            let max = min + Duration::from_millis(policies.next_u64() % 60_000);
-            let backoff = Backoff::exponential(min, max);
-            let mut rng = SplitMix64::new(case);
-            for failures in [0, 1, 2, 3, 7, 20, 31, 32, 64, 1000, u32::MAX] {
-                let d = backoff.delay(failures, &mut rng);
-                assert!(
-                    d >= min && d <= max,
-                    "case {case}: {d:?} not in [{min:?}, {max:?}]"
-                );
-                assert!(d <= backoff.ceiling(failures));
-            }
-        }
-    }
-
-    #[test]
     fn ceiling_doubles_then_caps() {
         let b = Backoff::exponential(100 * MS, 1000 * MS);
         let ceilings: Vec<_> = (0..6).map(|n| b.ceiling(n)).collect();
@@ -262,5 +242,29 @@ mod tests {
         assert!(Backoff::exponential(Duration::ZERO, MS).validate().is_err());
         assert!(Backoff::default().max_attempts(0).validate().is_err());
         assert!(Backoff::default().validate().is_ok());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn delay_stays_within_min_and_max(
+            min_ms in 1u64..10_000,
+            extra_ms in 0u64..600_000,
+            failures in any::<u32>(),
+            seed in any::<u64>(),
+        ) {
+            let min = Duration::from_millis(min_ms);
+            let max = min + Duration::from_millis(extra_ms);
+            let b = Backoff::exponential(min, max);
+            let d = b.delay(failures, &mut SplitMix64::new(seed));
+            prop_assert!(d >= min && d <= max);
+            prop_assert!(b.ceiling(failures) <= max);
+            prop_assert!(b.ceiling(failures) <= b.ceiling(failures.saturating_add(1)));
+        }
     }
 }

@@ -70,6 +70,9 @@ mod backoff;
 mod config;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 mod messages;
 mod outbox;

@@ -206,7 +206,6 @@ impl OutboxQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backoff::{RandomSource, SplitMix64};
 
     fn msg(i: usize, size: usize) -> Outgoing {
         let mut s = format!("{i}:");
@@ -283,45 +282,45 @@ mod tests {
             }
         ));
     }
+}
 
-    #[test]
-    fn never_exceeds_its_bounds_and_never_reorders() {
-        // Property test over generated operation sequences.
-        let mut rng = SplitMix64::new(3);
-        for case in 0..200 {
-            let max_messages = 1 + (rng.next_u64() % 20) as usize;
-            let max_bytes = 16 + (rng.next_u64() % 200) as usize;
-            let overflow = [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest]
-                [(rng.next_u64() % 3) as usize];
-            let mut q = OutboxQueue::new(
-                Outbox::bounded(max_messages)
-                    .max_bytes(max_bytes)
-                    .on_overflow(overflow),
-            );
-            let mut next = 0usize;
-            let mut last_popped: Option<usize> = None;
-            for _ in 0..300 {
-                if rng.next_u64().is_multiple_of(3) {
-                    if let Some(m) = q.pop_front() {
-                        let n: usize = m
-                            .as_text()
-                            .unwrap()
-                            .split(':')
-                            .next()
-                            .unwrap()
-                            .parse()
-                            .unwrap();
-                        assert!(last_popped.is_none_or(|l| n > l), "case {case}: reordered");
-                        last_popped = Some(n);
-                    }
-                } else {
-                    q.push(msg(next, 3 + (rng.next_u64() % 20) as usize));
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the limits, policy and operations: never above a limit, never reordered,
+        /// byte count exact, and every message either queued, handed back or reported dropped.
+        #[test]
+        fn bounded_ordered_and_accounted(
+            max_messages in 1usize..20,
+            max_bytes in 1usize..200,
+            policy in 0u8..3,
+            ops in proptest::collection::vec((any::<bool>(), 0usize..40), 0..300),
+        ) {
+            let overflow = [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest][policy as usize];
+            let mut q = OutboxQueue::new(Outbox::bounded(max_messages).max_bytes(max_bytes).on_overflow(overflow));
+            let (mut next, mut last_popped, mut accounted) = (0usize, None, 0usize);
+            for (push, size) in ops {
+                if push {
+                    let text = format!("{next:04}{}", "x".repeat(size));
                     next += 1;
+                    match q.push(Outgoing::from(text)) {
+                        Pushed::Queued => {}
+                        Pushed::QueuedDroppingOldest(n) => accounted += n,
+                        Pushed::Refused { .. } => accounted += 1,
+                    }
+                } else if let Some(m) = q.pop_front() {
+                    let n: usize = m.as_text().unwrap()[..4].parse().unwrap();
+                    prop_assert!(last_popped.is_none_or(|l| n > l), "reordered");
+                    last_popped = Some(n);
+                    accounted += 1;
                 }
-                assert!(q.len() <= max_messages, "case {case}: too many messages");
-                assert!(q.bytes() <= max_bytes, "case {case}: too many bytes");
-                let counted: usize = q.items.iter().map(Outgoing::len).sum();
-                assert_eq!(counted, q.bytes());
+                prop_assert!(q.len() <= max_messages);
+                prop_assert!(q.bytes() <= max_bytes);
+                prop_assert_eq!(q.items.iter().map(Outgoing::len).sum::<usize>(), q.bytes());
+                prop_assert_eq!(accounted + q.len(), next, "a message vanished");
             }
         }
     }

@@ -217,3 +217,54 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from);
+        (0u8..8, bytes).prop_map(|(kind, b)| match kind {
+            0 => Frame::Text(b),
+            1 => Frame::Binary(b),
+            2 => Frame::Ping(b),
+            3 => Frame::Pong(b),
+            4 => Frame::Continuation(Item::FirstText(b)),
+            5 => Frame::Continuation(Item::FirstBinary(b)),
+            6 => Frame::Continuation(Item::Continue(b)),
+            _ => Frame::Continuation(Item::Last(b)),
+        })
+    }
+
+    proptest! {
+        /// Any frame sequence: no panic, nothing over the cap comes out, text is UTF-8, and an
+        /// oversized frame never wedges what follows.
+        #[test]
+        fn never_panics_never_exceeds_the_cap(
+            max in 1usize..100,
+            frames in proptest::collection::vec(frame(), 0..60),
+        ) {
+            let mut r = Reassembler::new(max);
+            for f in frames {
+                match r.frame(f) {
+                    Ok(Some(Inbound::Text(t))) => {
+                        prop_assert!(t.len() <= max);
+                        prop_assert!(std::str::from_utf8(t.as_bytes()).is_ok());
+                    }
+                    Ok(Some(Inbound::Binary(b))) => prop_assert!(b.len() <= max),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let expected = matches!(e, Error::InvalidUtf8 | Error::MessageTooLarge { .. });
+                        prop_assert!(expected, "unexpected error {:?}", e);
+                    }
+                }
+            }
+            let _ = r.oversized_frame();
+            prop_assert_eq!(
+                r.frame(Frame::Text(Bytes::from_static(b"k"))).unwrap(),
+                Some(Inbound::Text("k".into()))
+            );
+        }
+    }
+}

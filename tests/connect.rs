@@ -213,3 +213,24 @@ async fn a_server_that_never_answers_the_handshake_times_out() {
     );
     drop(listener);
 }
+
+#[actix_rt::test]
+async fn a_subprotocol_that_was_not_offered_is_fatal() {
+    let server = TestServer::start().await;
+    let config = fast(&server.wrong_protocol_url())
+        .protocol("chat.v1")
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    let state = watch.wait_state("closed", SocketState::is_closed).await;
+    assert_eq!(
+        state,
+        SocketState::Closed {
+            reason: CloseReason::Fatal(Error::Subprotocol {
+                offered: vec!["chat.v1".into()],
+                chosen: "not-offered".into()
+            })
+        }
+    );
+}

@@ -92,7 +92,24 @@ async fn a_server_close_frame_reconnects_unless_its_code_is_fatal() {
         }
     )));
 
+    // A code outside every valid range (RFC 6455 7.4.2): awc rejects the frame as a protocol
+    // error, and the socket reconnects as after any broken connection.
     wait_for("second session", DEADLINE, || server.live() == 1).await;
+    server.command_all(Command::Close(999, None));
+    watch.wait_opens(3).await;
+    let states = watch.states();
+    assert!(
+        states.iter().any(|s| matches!(
+            s,
+            SocketState::Backoff {
+                cause: Disconnect::ConnectionLost(Some(resocket::Error::Connection(_))),
+                ..
+            }
+        )),
+        "{states:#?}"
+    );
+
+    wait_for("third session", DEADLINE, || server.live() == 1).await;
     server.command_all(Command::Close(4001, Some("banned".into())));
     let state = watch.wait_state("closed", SocketState::is_closed).await;
     assert_eq!(

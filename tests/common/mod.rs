@@ -148,6 +148,7 @@ impl TestServer {
                 .route("/ws", web::get().to(ws_route))
                 .route("/acked", web::get().to(acked_route))
                 .route("/status/{code}", web::get().to(status_route))
+                .route("/wrong-protocol", web::get().to(wrong_protocol_route))
         })
         .workers(1)
         .disable_signals()
@@ -167,6 +168,11 @@ impl TestServer {
     /// The acked-protocol URL.
     pub fn acked_url(&self) -> String {
         format!("ws://{}/acked", self.addr)
+    }
+
+    /// A URL whose 101 answer names a subprotocol that was not offered.
+    pub fn wrong_protocol_url(&self) -> String {
+        format!("ws://{}/wrong-protocol", self.addr)
     }
 
     /// A URL whose handshake is refused with `status`.
@@ -249,6 +255,20 @@ async fn acked_route(
     config: web::Data<ServerConfig>,
 ) -> actix_web::Result<HttpResponse> {
     resocket::server::accept_acked(&req, payload, hub.get_ref().clone(), **config)
+}
+
+/// A valid 101 answer that picks a subprotocol the client never offered.
+async fn wrong_protocol_route(req: HttpRequest) -> HttpResponse {
+    let accept = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| actix_http::ws::hash_key(k.as_bytes()))
+        .unwrap_or([b'A'; 28]);
+    HttpResponse::SwitchingProtocols()
+        .upgrade("websocket")
+        .insert_header(("sec-websocket-accept", &accept[..]))
+        .insert_header(("sec-websocket-protocol", "not-offered"))
+        .finish()
 }
 
 async fn status_route(path: web::Path<u16>) -> HttpResponse {
