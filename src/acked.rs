@@ -77,14 +77,30 @@ impl AckedLink {
     pub(crate) fn connected(&mut self) -> String {
         self.welcomed = false;
         self.cursor = 0;
+        // Nothing but the hello before the welcome (an ack is sent again after it).
+        self.ack_due = false;
         wire::hello(&self.client, self.last_inbound)
     }
 
     /// The server's welcome: drop what it already has; everything else is written again.
-    pub(crate) fn welcome(&mut self, acked: u64) {
+    /// False (and ignored) when this connection was already welcomed.
+    pub(crate) fn welcome(&mut self, acked: u64) -> bool {
+        if self.welcomed {
+            return false;
+        }
         self.prune(acked);
+        // A client that restarted with the same id numbers on from what the server has, or
+        // the server would take its new messages for duplicates.
+        self.next_seq = self.next_seq.max(acked.saturating_add(1));
         self.cursor = 0;
         self.welcomed = true;
+        self.ack_due = self.last_inbound > 0;
+        true
+    }
+
+    /// Whether the welcome has arrived on this connection.
+    pub(crate) fn is_welcomed(&self) -> bool {
+        self.welcomed
     }
 
     /// A cumulative ack from the server.
@@ -125,6 +141,7 @@ impl AckedLink {
         let original = outbox.pop_front()?;
         let seq = self.next_seq;
         self.next_seq += 1;
+        // Binary messages are refused before they reach the outbox (`accepts`).
         let payload = original.as_text().unwrap_or_default();
         let frame = ByteString::from(wire::msg(Some(seq), payload));
         self.in_flight.push_back(InFlight {
@@ -155,9 +172,9 @@ impl AckedLink {
         }
     }
 
-    /// Whether an ack should be written.
+    /// Whether an ack should be written (never before the welcome).
     pub(crate) fn ack_due(&self) -> bool {
-        self.ack_due && self.last_inbound > 0
+        self.welcomed && self.ack_due && self.last_inbound > 0
     }
 
     /// The ack to write, if one is due.
@@ -250,6 +267,19 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_client_numbers_on_from_what_the_server_has() {
+        let mut link = AckedLink::new("c".into(), 10);
+        let mut q = outbox(2);
+        link.connected();
+        assert!(link.welcome(41));
+        assert_eq!(drain(&mut link, &mut q), [42, 43]);
+        assert!(
+            !link.welcome(0),
+            "a second welcome on one connection is ignored"
+        );
+    }
+
+    #[test]
     fn binary_is_refused() {
         assert!(AckedLink::accepts(&Outgoing::Binary(vec![1].into())).is_err());
         assert!(AckedLink::accepts(&Outgoing::from("x")).is_ok());
@@ -300,7 +330,7 @@ mod properties {
             let mut outbox = OutboxQueue::new(Outbox::bounded(10_000));
             let (mut sent, mut server_has, mut last_on_conn) = (0u64, 0u64, 0u64);
             link.connected();
-            link.welcome(0);
+            assert!(link.welcome(0));
             for op in ops {
                 match op {
                     Op::Send => {

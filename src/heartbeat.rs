@@ -78,6 +78,11 @@ impl Liveness {
         self.last_seen = now;
     }
 
+    /// When the peer was last heard from.
+    pub(crate) fn last_seen(&self) -> Instant {
+        self.last_seen
+    }
+
     /// Decide at a heartbeat tick.
     pub(crate) fn tick(&self, now: Instant, timeout: Duration) -> Tick {
         let silent = now.saturating_duration_since(self.last_seen);

@@ -42,6 +42,7 @@ use bytestring::ByteString;
 
 pub use self::hub::{
     ClientEvent, FromClient, GetHubStats, Hub, HubConfig, HubStats, SubscribeHub, ToClient,
+    MAX_CLIENT_ID,
 };
 
 /// Server session settings.

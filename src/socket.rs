@@ -154,14 +154,27 @@ impl SocketActor {
             // Keep the sequence numbers and messages in flight: resent, they stay deduplicated.
             socket.acked = acked;
         }
-        for message in outbox {
-            if let crate::outbox::Pushed::Refused { .. } = socket.outbox.push(message) {
-                socket.counters.dropped += 1;
-            }
-        }
         let policy = socket.subscribers.policy;
         socket.subscribers = subscribers;
         socket.subscribers.policy = policy;
+        let mut dropped = 0;
+        for message in outbox {
+            if socket.acked.is_some() {
+                if let Err(error) = AckedLink::accepts(&message) {
+                    socket.subscribers.error(&error);
+                    dropped += 1;
+                    continue;
+                }
+            }
+            if let crate::outbox::Pushed::Refused { .. } = socket.outbox.push(message) {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            // Say so: the senders were told Ok when these were handed over.
+            socket.counters.dropped += dropped as u64;
+            socket.subscribers.error(&Error::Dropped { count: dropped });
+        }
         socket.supervision = Some(supervision);
         socket
     }
@@ -389,7 +402,14 @@ impl SocketActor {
                 return;
             }
         }
-        let stable = conn.since.elapsed() >= self.config.min_uptime;
+        // Stable: the peer kept talking for the minimum uptime (a silent or never-welcoming
+        // peer does not count), so a connection that never worked keeps backing off.
+        let talked_for = conn
+            .liveness
+            .last_seen()
+            .saturating_duration_since(conn.since);
+        let welcomed = self.acked.as_ref().is_none_or(AckedLink::is_welcomed);
+        let stable = welcomed && talked_for >= self.config.min_uptime;
         let failures = if stable { 1 } else { conn.attempt };
         self.failed(failures, cause, ctx);
     }
@@ -515,7 +535,9 @@ impl SocketActor {
         };
         let deliver = match wire::decode(&text) {
             Some(wire::Frame::Welcome { acked, gap }) => {
-                link.welcome(acked);
+                if !link.welcome(acked) {
+                    return; // a second welcome on one connection: ignored
+                }
                 if let Some(deadline) = conn.welcome_deadline.take() {
                     ctx.cancel_future(deadline);
                 }

@@ -28,6 +28,9 @@ use crate::{
     SendError, SocketActor, SocketConfig, SocketState, Subscribe,
 };
 
+/// How long a stopping supervisor lets its sockets close before it stops their arbiters.
+const ARBITER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Supervisor settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorConfig {
@@ -147,9 +150,14 @@ impl Actor for SupervisorActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.stop_all();
-        for arbiter in &self.arbiters {
-            arbiter.stop();
-        }
+        // Give the sockets time to send their Close frames before their threads end.
+        let arbiters = std::mem::take(&mut self.arbiters);
+        actix_rt::spawn(async move {
+            actix_rt::time::sleep(ARBITER_GRACE).await;
+            for arbiter in arbiters {
+                arbiter.stop();
+            }
+        });
     }
 }
 
@@ -322,23 +330,30 @@ impl Handler<SendTo> for SupervisorActor {
             child.pending.push(message);
             return Box::pin(actix::fut::ready(Ok(())));
         }
+        let generation = child.generation;
         let request = child.addr.send(Send(message.clone()));
         Box::pin(
             request
                 .into_actor(self)
                 .map(move |result, act, _| match result {
                     Ok(outcome) => outcome,
-                    Err(_) => {
-                        if let Some(child) = act.children.get_mut(&key) {
+                    // The socket ended while the message was on its way.
+                    Err(_) => match act.children.get_mut(&key) {
+                        // Already restarted: the new socket takes it (its outbox policy applies).
+                        Some(child) if child.generation != generation && child.addr.connected() => {
+                            child.addr.do_send(Send(message));
+                            Ok(())
+                        }
+                        // Not yet restarted: it goes to the restarted socket with the outbox.
+                        Some(child) => {
                             child.pending.push(message);
                             Ok(())
-                        } else {
-                            Err(SendError {
-                                error: Error::UnknownKey(key),
-                                message,
-                            })
                         }
-                    }
+                        None => Err(SendError {
+                            error: Error::UnknownKey(key),
+                            message,
+                        }),
+                    },
                 }),
         )
     }

@@ -447,3 +447,164 @@ async fn the_hub_drops_duplicate_sequence_numbers_from_a_raw_client() {
     assert_eq!(texts, [r#"{"n":1}"#, "two"]);
     assert_eq!(server.hub.send(GetHubStats).await.unwrap().duplicates, 2);
 }
+
+// ---- regressions found in review ----
+
+#[actix_rt::test]
+async fn a_client_restarted_with_the_same_id_is_not_taken_for_duplicates() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let first = SocketActor::start(fast(&server.acked_url()).acked("device-7").build().unwrap());
+    for n in 0..3 {
+        first
+            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    wait_for("first run", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() == 3
+    })
+    .await;
+    wait_unacked(&first, "first run acked", |u| u == 0).await;
+    first.send(resocket::Close::now()).await.unwrap();
+    // A new process: its numbering starts afresh, the hub remembers 1..3.
+    let second = SocketActor::start(fast(&server.acked_url()).acked("device-7").build().unwrap());
+    for n in 10..13 {
+        second
+            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    wait_for("second run", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() == 6
+    })
+    .await;
+    assert_eq!(numbers(&app.lock().unwrap()), [0, 1, 2, 10, 11, 12]);
+}
+
+#[actix_rt::test]
+async fn a_server_that_lost_its_hub_state_is_not_taken_for_duplicates() {
+    let mut server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.acked_url()).acked("dev").build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    for n in 0..3 {
+        server.hub.do_send(ToClient {
+            client: "dev".into(),
+            text: format!(r#"{{"n":{n}}}"#),
+        });
+    }
+    wait_for("old messages", DEADLINE, || watch.texts().len() == 3).await;
+    // The server restarts with a fresh hub: its numbering starts at 1 again.
+    server.hub = Hub::default().start();
+    server.restart().await;
+    watch.wait_opens(2).await;
+    let hub = server.hub.clone();
+    let start = Instant::now();
+    while hub.send(GetHubStats).await.unwrap().connected < 1 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the client never said hello to the new hub"
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    for n in 3..6 {
+        hub.do_send(ToClient {
+            client: "dev".into(),
+            text: format!(r#"{{"n":{n}}}"#),
+        });
+    }
+    wait_for("new messages", DEADLINE, || watch.texts().len() == 6).await;
+    assert_eq!(client_numbers(&watch.texts()), [0, 1, 2, 3, 4, 5]);
+}
+
+#[actix_rt::test]
+async fn a_null_payload_is_data_too() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let socket = SocketActor::start(fast(&server.acked_url()).acked("n").build().unwrap());
+    socket
+        .send(Send::json(&()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    socket
+        .send(Send::text(r#"{"n":1}"#))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_for("both", DEADLINE, || app.lock().unwrap().len() == 2).await;
+    let texts: Vec<String> = app.lock().unwrap().iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, ["null", r#"{"n":1}"#]);
+    wait_unacked(&socket, "acked", |u| u == 0).await;
+}
+
+#[actix_rt::test]
+async fn a_server_that_never_welcomes_is_not_a_stable_connection() {
+    let server = TestServer::start().await;
+    // Each connection lasts the connect timeout, longer than the minimum uptime; it must still
+    // count as a failure, or the attempt limit would never be reached.
+    let config = fast(&server.url())
+        .acked("x")
+        .connect_timeout(Duration::from_millis(150))
+        .min_uptime(Duration::from_millis(50))
+        .backoff(
+            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20))
+                .max_attempts(3),
+        )
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    let state = watch.wait_state("gave up", SocketState::is_closed).await;
+    assert!(
+        matches!(
+            state,
+            SocketState::Closed {
+                reason: resocket::CloseReason::GaveUp { attempts: 3, .. }
+            }
+        ),
+        "{state:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn repeated_hellos_on_one_connection_do_not_replay_the_history_again() {
+    use futures_util::SinkExt;
+    let hub = Hub::new(HubConfig {
+        history: 100,
+        ..HubConfig::default()
+    })
+    .start();
+    let server = TestServer::start_full(ServerConfig::default(), hub.clone()).await;
+    for n in 0..100 {
+        hub.do_send(ToClient {
+            client: "v".into(),
+            text: format!("{n}"),
+        });
+    }
+    let (_r, mut framed) = awc::Client::new()
+        .ws(server.acked_url())
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let hello = r#"{"type":"hello","client":"v","last_seq":0}"#;
+        framed
+            .send(awc::ws::Message::Text(hello.into()))
+            .await
+            .unwrap();
+    }
+    // A marker after the hellos, on the same connection: once the application has it, the hub
+    // has handled every hello before it.
+    let app = record_app(&hub);
+    let marker = r#"{"type":"msg","seq":1,"data":"marker"}"#;
+    framed
+        .send(awc::ws::Message::Text(marker.into()))
+        .await
+        .unwrap();
+    wait_for("marker", DEADLINE, || app.lock().unwrap().len() == 1).await;
+    assert_eq!(hub.send(GetHubStats).await.unwrap().replayed, 100);
+}

@@ -204,8 +204,8 @@ async fn a_stable_connection_resets_the_attempt_counter() {
     let watch = Watch::attach(&socket);
     for round in 1..=3 {
         watch.wait_opens(round).await;
-        // Stay up past the minimum uptime, then drop.
-        actix_rt::time::sleep(Duration::from_millis(80)).await;
+        // Stay up (pongs arriving every 50 ms) well past the minimum uptime, then drop.
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
         proxy.cut(Cut::Fin);
         watch.wait_state("backoff", |s| s.name() == "backoff").await;
     }

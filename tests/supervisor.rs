@@ -363,3 +363,40 @@ async fn keys_are_unique_and_unknown_keys_hand_the_message_back() {
     let stats = wait_stats(&tree, "open", |s| s.open == 1).await;
     assert_eq!((stats.sockets, stats.messages_out), (1, 1));
 }
+
+#[actix_rt::test]
+async fn send_to_racing_a_panic_still_reaches_the_server() {
+    let server = TestServer::start().await;
+    let tree = Tree::start(SupervisorConfig {
+        arbiters: 0,
+        ..SupervisorConfig::default()
+    });
+    let config = fast(&server.url()).build().unwrap();
+    let socket = tree
+        .supervisor
+        .send(StartSocket::new("k", config))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_for("session", DEADLINE, || server.live() == 1).await;
+    let sends: Vec<_> = (0..5)
+        .map(|i| {
+            tree.supervisor.send(SendTo {
+                key: "k".into(),
+                message: Outgoing::from(format!("m{i}")),
+            })
+        })
+        .collect();
+    // The supervisor forwards the sends behind this panic: they meet a dead socket.
+    socket.do_send(Panic);
+    for result in futures_util::future::join_all(sends).await {
+        result.unwrap().unwrap();
+    }
+    wait_for("all five at the server", DEADLINE, || {
+        server.received().len() == 5
+    })
+    .await;
+    let mut got = server.received();
+    got.sort();
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+}

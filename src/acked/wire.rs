@@ -51,7 +51,8 @@ struct Raw<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     seq: Option<u64>,
-    #[serde(borrow)]
+    /// Present (even as `null`) means JSON data.
+    #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     text: Option<Cow<'a, str>>,
@@ -60,6 +61,15 @@ struct Raw<'a> {
     last_seq: Option<u64>,
     acked: Option<u64>,
     gap: Option<Gap>,
+}
+
+/// `Some` whenever the field is present, `null` included (plain `Option` would read `null` as
+/// absent, and a `null` payload would be lost).
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// Decodes a frame; None when the text is not a protocol frame.
@@ -155,6 +165,13 @@ mod tests {
             Some(Frame::Msg {
                 seq: Some(5),
                 body: Body::Json(r#"{"n": [1, 2]}"#)
+            })
+        );
+        assert_eq!(
+            decode(&msg(Some(6), "null")),
+            Some(Frame::Msg {
+                seq: Some(6),
+                body: Body::Json("null")
             })
         );
         assert_eq!(

@@ -24,13 +24,20 @@ pub struct HubConfig {
     pub history: usize,
     /// How long acks may wait to be batched. Defaults to 1 ms.
     pub ack_delay: Duration,
+    /// Client ids the hub keeps state for; a hello from a new id past it is refused (close
+    /// code 1008). Defaults to 100,000.
+    pub max_clients: usize,
 }
+
+/// The longest client id accepted.
+pub const MAX_CLIENT_ID: usize = 256;
 
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             history: 10_000,
             ack_delay: Duration::from_millis(1),
+            max_clients: 100_000,
         }
     }
 }
@@ -269,7 +276,20 @@ impl Handler<Hello> for Hub {
     type Result = ();
     fn handle(&mut self, hello: Hello, _: &mut Context<Self>) {
         let resumed = self.clients.contains_key(&hello.client);
+        if !resumed && self.clients.len() >= self.config.max_clients {
+            warn!(
+                "resocket hub: client limit {} reached",
+                self.config.max_clients
+            );
+            hello
+                .session
+                .command(super::Command::Close(1008, Some("too many clients".into())));
+            return;
+        }
         let state = self.clients.entry(hello.client.clone()).or_default();
+        // A hub that restarted (state lost) numbers on from what the client has seen, or the
+        // client would take its new messages for duplicates.
+        state.next_seq = state.next_seq.max(hello.last_seq);
         // The client has everything up to last_seq.
         while state
             .history
@@ -318,6 +338,13 @@ struct Data {
 impl Handler<Data> for Hub {
     type Result = ();
     fn handle(&mut self, data: Data, ctx: &mut Context<Self>) {
+        self.apps.retain(Recipient::connected);
+        if self.apps.is_empty() {
+            // Nobody to deliver to: neither count it received nor ack it; the client keeps it
+            // in flight and sends it again after its next reconnect.
+            warn!("resocket hub: no application subscribed; client message not acknowledged");
+            return;
+        }
         let state = self.clients.entry(data.client.clone()).or_default();
         if let Some(seq) = data.seq {
             if seq <= state.received {
@@ -335,7 +362,6 @@ impl Handler<Data> for Hub {
             self.acks_due.insert(data.client.clone());
         }
         self.stats.delivered += 1;
-        self.apps.retain(Recipient::connected);
         let message = FromClient {
             client: data.client,
             text: data.text,
@@ -413,6 +439,17 @@ impl SessionHandler for HubSession {
     fn text(&mut self, session: &Session, text: &str) {
         match wire::decode(text) {
             Some(wire::Frame::Hello { client, last_seq }) => {
+                if self.client.is_some() {
+                    debug!("resocket hub: a second hello on one connection ignored");
+                    return;
+                }
+                if client.is_empty() || client.len() > MAX_CLIENT_ID {
+                    session.command(super::Command::Close(
+                        1008,
+                        Some(format!("client id must be 1 to {MAX_CLIENT_ID} bytes")),
+                    ));
+                    return;
+                }
                 let client = client.into_owned();
                 self.client = Some(client.clone());
                 self.session = Some(session.id());

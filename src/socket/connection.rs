@@ -189,6 +189,9 @@ impl SocketActor {
             conn.waker = Some(task.waker().clone());
         }
         loop {
+            if conn.closing.as_ref().is_some_and(|c| c.close_queued) {
+                break; // nothing may follow our Close frame (RFC 6455 5.5.1)
+            }
             let nothing_left =
                 self.outbox.is_empty() && self.acked.as_ref().is_none_or(|l| l.unacked() == 0);
             let source = if conn.pending_pong.is_some() {
