@@ -114,6 +114,16 @@ impl Backoff {
         self.min + Duration::from_nanos(offset)
     }
 
+    /// A delay drawn uniformly from `[0, spread]`: how long the first reconnect after a good
+    /// connection waits (see `SocketConfigBuilder::reconnect_spread`).
+    pub fn spread(spread: Duration, rng: &mut impl RandomSource) -> Duration {
+        let span = spread.as_nanos().min(u128::from(u64::MAX - 1)) as u64;
+        if span == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(rng.next_u64() % (span + 1))
+    }
+
     /// Whether the socket gives up after `failures` consecutive failed attempts.
     pub fn gives_up_after(&self, failures: u32) -> bool {
         matches!(self.max_attempts, Some(limit) if failures >= limit)
@@ -216,6 +226,24 @@ mod tests {
             .map(|n| b.delay(n, &mut SplitMix64::new(9)))
             .collect();
         assert_eq!(a, c);
+    }
+
+    #[test]
+    fn spread_covers_its_window_evenly() {
+        let mut rng = SplitMix64::new(5);
+        let spread = 1000 * MS;
+        let mut windows = [0u32; 10];
+        for _ in 0..10_000 {
+            let d = Backoff::spread(spread, &mut rng);
+            assert!(d <= spread);
+            windows[(d.as_millis() as usize / 100).min(9)] += 1;
+        }
+        // Each 100 ms tenth holds about 10% of the draws.
+        assert!(
+            windows.iter().all(|&n| (800..1200).contains(&n)),
+            "{windows:?}"
+        );
+        assert_eq!(Backoff::spread(Duration::ZERO, &mut rng), Duration::ZERO);
     }
 
     #[test]

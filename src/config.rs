@@ -43,6 +43,7 @@ pub struct SocketConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) min_uptime: Duration,
+    pub(crate) reconnect_spread: Duration,
     pub(crate) outbox: Outbox,
     pub(crate) max_message: usize,
     pub(crate) identify: Vec<Identify>,
@@ -96,6 +97,8 @@ impl SocketConfig {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default uptime after which the attempt counter resets: 5 s.
     pub const DEFAULT_MIN_UPTIME: Duration = Duration::from_secs(5);
+    /// Default spread of the first reconnect after a good connection: 2 s.
+    pub const DEFAULT_RECONNECT_SPREAD: Duration = Duration::from_secs(2);
     /// Default largest inbound message: 16 MiB.
     pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
     /// Default wait for the peer's Close (or FIN) after ours: 2 s.
@@ -112,6 +115,7 @@ impl SocketConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             backoff: Backoff::default(),
             min_uptime: Self::DEFAULT_MIN_UPTIME,
+            reconnect_spread: Self::DEFAULT_RECONNECT_SPREAD,
             outbox: Outbox::default(),
             max_message: Self::DEFAULT_MAX_MESSAGE,
             identify: Vec::new(),
@@ -176,6 +180,7 @@ impl fmt::Debug for SocketConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("backoff", &self.backoff)
             .field("min_uptime", &self.min_uptime)
+            .field("reconnect_spread", &self.reconnect_spread)
             .field("outbox", &self.outbox)
             .field("max_message", &self.max_message)
             .field("identify", &self.identify)
@@ -200,6 +205,7 @@ pub struct SocketConfigBuilder {
     connect_timeout: Duration,
     backoff: Backoff,
     min_uptime: Duration,
+    reconnect_spread: Duration,
     outbox: Outbox,
     max_message: usize,
     identify: Vec<Identify>,
@@ -274,6 +280,14 @@ impl SocketConfigBuilder {
     /// server that accepts and drops at once still backs off. Defaults to 5 s.
     pub fn min_uptime(mut self, uptime: Duration) -> Self {
         self.min_uptime = uptime;
+        self
+    }
+
+    /// After a connection that was up for the minimum uptime drops, the first reconnect waits a
+    /// random delay in `[0, spread]`, so that the sockets a server restart drops all at once
+    /// come back spread out instead of in one burst. Zero reconnects at once. Defaults to 2 s.
+    pub fn reconnect_spread(mut self, spread: Duration) -> Self {
+        self.reconnect_spread = spread;
         self
     }
 
@@ -448,6 +462,7 @@ impl SocketConfigBuilder {
             connect_timeout: self.connect_timeout,
             backoff: self.backoff,
             min_uptime: self.min_uptime,
+            reconnect_spread: self.reconnect_spread,
             outbox: self.outbox,
             max_message: self.max_message,
             identify: self.identify,

@@ -28,6 +28,7 @@ use crate::outbox::OutboxQueue;
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
 use crate::subscribers::{Outcome, Subscribers};
+use crate::Backoff;
 use crate::{
     CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
 };
@@ -340,6 +341,17 @@ impl SocketActor {
             return;
         }
         let delay = self.config.backoff.delay(failures, &mut self.rng);
+        self.back_off(failures, delay, cause, ctx);
+    }
+
+    /// Enters Backoff for `delay`; the timer starts attempt `failures + 1`.
+    fn back_off(
+        &mut self,
+        failures: u32,
+        delay: std::time::Duration,
+        cause: Disconnect,
+        ctx: &mut Context<Self>,
+    ) {
         let timer = ctx.run_later(delay, move |act, ctx| {
             act.enter_connecting(failures + 1, ctx)
         });
@@ -410,8 +422,15 @@ impl SocketActor {
             .saturating_duration_since(conn.since);
         let welcomed = self.acked.as_ref().is_none_or(AckedLink::is_welcomed);
         let stable = welcomed && talked_for >= self.config.min_uptime;
-        let failures = if stable { 1 } else { conn.attempt };
-        self.failed(failures, cause, ctx);
+        if stable {
+            // The first reconnect after a good connection is spread over [0, spread], so that
+            // the thousands of sockets a server restart drops do not come back all at once.
+            let delay = Backoff::spread(self.config.reconnect_spread, &mut self.rng);
+            self.back_off(1, delay, cause, ctx);
+        } else {
+            let attempt = conn.attempt;
+            self.failed(attempt, cause, ctx);
+        }
     }
 
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {

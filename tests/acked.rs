@@ -117,6 +117,7 @@ async fn unacked_messages_are_sent_again_after_a_cut_and_delivered_once() {
         numbers(&app.lock().unwrap()).len() == 10
     })
     .await;
+    wait_unacked(&socket, "first ten acked", |u| u == 0).await;
     // Stalled, the next messages are written but never acknowledged; then the cut.
     proxy.stall(true);
     for n in 10..30 {

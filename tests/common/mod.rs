@@ -457,6 +457,7 @@ pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
         .connect_timeout(Duration::from_secs(2))
         .close_timeout(Duration::from_millis(500))
         .min_uptime(Duration::from_millis(300))
+        .reconnect_spread(Duration::from_millis(20))
 }
 pub mod proxy;
 
