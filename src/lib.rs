@@ -49,6 +49,7 @@
 //! | `state.rs` | [`SocketState`], [`Disconnect`], [`CloseReason`] |
 //! | `messages.rs` | what an application sends a socket: [`Send`], [`Subscribe`], [`Close`], [`GetStatus`], [`TakeOutbox`] |
 //! | `events.rs` | what a socket sends its subscribers: [`StateChanged`], [`Inbound`], [`InboundText`], [`InboundBinary`], [`ErrorOccurred`] |
+//! | `sender.rs` | [`Sender`]: the fast path into a socket's outbox, and the outbox it shares |
 //! | `subscribers.rs` | subscriber lists and routing of inbound messages |
 //! | `socket.rs` | [`SocketActor`]: the state machine and its transitions |
 //! | `socket/connect.rs` | one awc connect, failure classification |
@@ -79,6 +80,7 @@ mod outbox;
 mod payload;
 mod reassembly;
 mod restart;
+mod sender;
 #[cfg(feature = "server")]
 pub mod server;
 mod socket;
@@ -98,11 +100,13 @@ pub use error::Error;
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, StateChanged};
 pub use heartbeat::Heartbeat;
 pub use messages::{
-    Close, CloseReport, Counters, GetStatus, Send, SendError, Status, Subscribe, TakeOutbox,
+    Close, CloseReport, Counters, GetSender, GetStatus, Send, SendError, Status, Subscribe,
+    TakeOutbox,
 };
 pub use outbox::{Outbox, Overflow};
 pub use payload::Outgoing;
 pub use restart::{ChildEnd, RestartIntensity, RestartPolicy};
+pub use sender::Sender;
 pub use socket::SocketActor;
 pub use state::{CloseReason, Disconnect, SocketState};
 pub use subscribers::SlowSubscriber;

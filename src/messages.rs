@@ -208,6 +208,12 @@ pub struct Counters {
     pub waited: u64,
 }
 
+/// Ask for a [`Sender`](crate::Sender): a handle that queues messages into this socket's
+/// outbox directly, without a trip through the mailbox.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "crate::Sender")]
+pub struct GetSender;
+
 /// Take every message left in the outbox (oldest first), e.g. after Closed, to send them
 /// elsewhere.
 #[derive(Debug, Clone, Copy, Message)]

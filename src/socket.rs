@@ -24,9 +24,9 @@ use self::connection::{Driver, OpenConnection};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
 use crate::heartbeat::Tick;
-use crate::outbox::OutboxQueue;
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
+use crate::sender::SharedOutbox;
 use crate::subscribers::{Outcome, Subscribers};
 use crate::Backoff;
 use crate::{
@@ -55,7 +55,8 @@ use crate::{
 pub struct SocketActor {
     config: Arc<SocketConfig>,
     phase: Phase,
-    outbox: OutboxQueue,
+    /// Shared with the socket's [`Sender`](crate::Sender)s.
+    outbox: Arc<SharedOutbox>,
     subscribers: Subscribers,
     counters: Counters,
     rng: SplitMix64,
@@ -127,7 +128,7 @@ impl SocketActor {
             deliveries_waiting: 0,
             lagging: false,
             subscribers,
-            outbox: OutboxQueue::new(config.outbox),
+            outbox: Arc::new(SharedOutbox::new(config.outbox, config.acked.is_some())),
             config: Arc::new(config),
             phase: Phase::Idle,
             counters: Counters::default(),
@@ -167,7 +168,7 @@ impl SocketActor {
                     continue;
                 }
             }
-            if let crate::outbox::Pushed::Refused { .. } = socket.outbox.push(message) {
+            if let crate::outbox::Pushed::Refused { .. } = socket.outbox.lock().push(message) {
                 dropped += 1;
             }
         }
@@ -221,7 +222,17 @@ impl SocketActor {
 
     /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
     /// state subscribers.
+    /// Reports drops that happened on the `Sender` path (it cannot reach the subscribers).
+    pub(crate) fn report_sender_drops(&mut self) {
+        let count = self.outbox.take_dropped();
+        if count > 0 {
+            self.counters.dropped += count as u64;
+            self.subscribers.error(&Error::Dropped { count });
+        }
+    }
+
     fn set_phase(&mut self, next: Phase, ctx: &mut Context<Self>) {
+        self.report_sender_drops();
         match std::mem::replace(&mut self.phase, next) {
             Phase::Idle | Phase::Closed { .. } => {}
             Phase::Connecting { task, .. } => {
@@ -368,10 +379,11 @@ impl SocketActor {
 
     /// Messages not yet delivered: the outbox, and in acked mode those not yet acknowledged.
     pub(crate) fn unsent(&self) -> usize {
-        self.outbox.len() + self.acked.as_ref().map_or(0, AckedLink::unacked)
+        self.outbox.lock().len() + self.acked.as_ref().map_or(0, AckedLink::unacked)
     }
 
     fn enter_closed(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        self.outbox.close();
         self.set_phase(Phase::Closed { reason }, ctx);
         if self.supervision.is_some() {
             // The supervisor decides what happens next; it learns of the end in `stopped()`.
@@ -712,6 +724,8 @@ impl Actor for SocketActor {
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
+        // Senders must not queue into an outbox nobody will write.
+        self.outbox.close();
         debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
         let end = if std::thread::panicking() {
@@ -741,7 +755,7 @@ impl Actor for SocketActor {
                 generation: supervision.generation,
                 end,
                 inheritance: Inheritance {
-                    outbox: self.outbox.drain(),
+                    outbox: self.outbox.lock().drain(),
                     subscribers: std::mem::take(&mut self.subscribers),
                     acked: self.acked.take(),
                 },
@@ -755,7 +769,7 @@ impl std::fmt::Debug for SocketActor {
         f.debug_struct("SocketActor")
             .field("url", &self.config.shown_url)
             .field("state", &self.state())
-            .field("outbox", &self.outbox.len())
+            .field("outbox", &self.outbox.lock().len())
             .finish_non_exhaustive()
     }
 }

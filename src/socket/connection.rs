@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
@@ -188,12 +189,16 @@ impl SocketActor {
         {
             conn.waker = Some(task.waker().clone());
         }
+        // Senders wake the driver through the shared outbox.
+        self.outbox.waker.register(task.waker());
+        let shared = Arc::clone(&self.outbox);
+        let mut outbox = shared.lock();
         loop {
             if conn.closing.as_ref().is_some_and(|c| c.close_queued) {
                 break; // nothing may follow our Close frame (RFC 6455 5.5.1)
             }
             let nothing_left =
-                self.outbox.is_empty() && self.acked.as_ref().is_none_or(|l| l.unacked() == 0);
+                outbox.is_empty() && self.acked.as_ref().is_none_or(|l| l.unacked() == 0);
             let source = if conn.pending_pong.is_some() {
                 Source::Pong
             } else if !conn.priority.is_empty() {
@@ -201,14 +206,14 @@ impl SocketActor {
             } else if self.acked.as_ref().is_some_and(AckedLink::ack_due) {
                 Source::Ack
             } else if let Some(link) = &self.acked {
-                if conn.data_allowed() && link.has_next(&self.outbox) {
+                if conn.data_allowed() && link.has_next(&outbox) {
                     Source::Acked
                 } else if close_due(conn, nothing_left) {
                     Source::Close
                 } else {
                     break;
                 }
-            } else if conn.data_allowed() && !self.outbox.is_empty() {
+            } else if conn.data_allowed() && !outbox.is_empty() {
                 Source::Outbox
             } else if close_due(conn, nothing_left) {
                 Source::Close
@@ -223,7 +228,7 @@ impl SocketActor {
             let message = match source {
                 Source::Pong => conn.pending_pong.take().map(Message::Pong),
                 Source::Priority => conn.priority.pop_front(),
-                Source::Outbox => self.outbox.pop_front().map(Outgoing::into_frame),
+                Source::Outbox => outbox.pop_front().map(Outgoing::into_frame),
                 Source::Ack => self
                     .acked
                     .as_mut()
@@ -232,7 +237,7 @@ impl SocketActor {
                 Source::Acked => self
                     .acked
                     .as_mut()
-                    .and_then(|l| l.next_frame(&mut self.outbox))
+                    .and_then(|l| l.next_frame(&mut outbox))
                     .map(Message::Text),
                 Source::Close => conn.closing.as_mut().map(|c| {
                     c.close_queued = true;

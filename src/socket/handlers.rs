@@ -5,7 +5,8 @@ use futures_channel::oneshot;
 
 use super::connection::{Closing, UserClose};
 use super::{Phase, SocketActor};
-use crate::outbox::Pushed;
+use crate::sender::Pushing;
+use crate::GetSender;
 use crate::{
     Close, CloseReason, CloseReport, Error, GetStatus, Outgoing, Send, SendError, StateChanged,
     Status, Subscribe, TakeOutbox,
@@ -26,30 +27,21 @@ impl Handler<Send> for SocketActor {
                 message,
             });
         }
-        if self.acked.is_some() {
-            if let Err(error) = crate::acked::AckedLink::accepts(&message) {
-                return Err(SendError { error, message });
-            }
-        }
         match self.outbox.push(message) {
-            Pushed::Queued => Ok(()),
-            Pushed::QueuedDroppingOldest(count) => {
+            Pushing::Ok => Ok(()),
+            Pushing::DroppedOldest(count) => {
                 self.counters.dropped += count as u64;
                 self.subscribers.error(&Error::Dropped { count });
                 Ok(())
             }
-            Pushed::Refused {
-                message,
-                error,
-                dropped,
-            } => {
+            Pushing::Refused(refused, dropped) => {
                 if dropped {
                     self.counters.dropped += 1;
                     self.subscribers.error(&Error::Dropped { count: 1 });
-                } else {
-                    self.subscribers.error(&error);
+                } else if !matches!(refused.error, Error::Closed | Error::Encode(_)) {
+                    self.subscribers.error(&refused.error);
                 }
-                Err(SendError { error, message })
+                Err(refused)
             }
         }
     }
@@ -85,6 +77,8 @@ impl Handler<Close> for SocketActor {
             }
             Phase::Open(conn) => conn,
         };
+        // From now on the socket takes no more messages (the Send handler checks the phase).
+        self.outbox.close();
         let (tx, rx) = oneshot::channel();
         match &mut conn.closing {
             Some(closing) => match &mut closing.user {
@@ -126,10 +120,15 @@ impl Handler<GetStatus> for SocketActor {
     type Result = actix::MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        self.report_sender_drops();
+        let (outbox_len, outbox_bytes) = {
+            let outbox = self.outbox.lock();
+            (outbox.len(), outbox.bytes())
+        };
         actix::MessageResult(Status {
             state: self.state(),
-            outbox_len: self.outbox.len(),
-            outbox_bytes: self.outbox.bytes(),
+            outbox_len,
+            outbox_bytes,
             unacked: self.acked.as_ref().map_or(0, |l| l.unacked()),
             subscribers: self.subscribers.len(),
             counters: self.counters,
@@ -145,7 +144,17 @@ impl Handler<TakeOutbox> for SocketActor {
             Some(link) => link.take_unacked(),
             None => Vec::new(),
         };
-        messages.extend(self.outbox.drain());
+        messages.extend(self.outbox.lock().drain());
         actix::MessageResult(messages)
+    }
+}
+
+impl Handler<GetSender> for SocketActor {
+    type Result = actix::MessageResult<GetSender>;
+
+    fn handle(&mut self, _: GetSender, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(crate::Sender {
+            shared: std::sync::Arc::clone(&self.outbox),
+        })
     }
 }

@@ -1,0 +1,156 @@
+//! `Sender`: a cloneable, thread-safe handle that puts messages straight into a socket's
+//! outbox, without a trip through the actor's mailbox (the fast path for hot senders).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::task::AtomicWaker;
+use serde::Serialize;
+
+use crate::acked::AckedLink;
+use crate::outbox::{OutboxQueue, Pushed};
+use crate::{Error, Outbox, Outgoing, SendError};
+
+/// The outbox a socket shares with its [`Sender`]s.
+#[derive(Debug)]
+pub(crate) struct SharedOutbox {
+    queue: Mutex<OutboxQueue>,
+    /// Wakes the socket's connection driver when a message arrives in an empty outbox.
+    pub(crate) waker: AtomicWaker,
+    /// Set when the socket accepts no more messages (closing, closed, stopped).
+    closed: AtomicBool,
+    /// Acked mode carries text only.
+    acked: bool,
+    /// Messages dropped by the overflow policy on the Sender path, not yet reported as events.
+    dropped: AtomicUsize,
+}
+
+/// What a push did, for the socket to report.
+pub(crate) enum Pushing {
+    Ok,
+    /// Queued after dropping this many older messages.
+    DroppedOldest(usize),
+    Refused(SendError, bool),
+}
+
+impl SharedOutbox {
+    pub(crate) fn new(limits: Outbox, acked: bool) -> Self {
+        SharedOutbox {
+            queue: Mutex::new(OutboxQueue::new(limits)),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+            acked,
+            dropped: AtomicUsize::new(0),
+        }
+    }
+
+    /// The queue. A panic while it was held (a bug) leaves it consistent: every operation on
+    /// it completes or does nothing, so the poison is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, OutboxQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Drops on the Sender path since the last call.
+    pub(crate) fn take_dropped(&self) -> usize {
+        self.dropped.swap(0, Ordering::AcqRel)
+    }
+
+    /// Queues `message` under the outbox policy; wakes the driver if the outbox was empty.
+    pub(crate) fn push(&self, message: Outgoing) -> Pushing {
+        if self.is_closed() {
+            return Pushing::Refused(
+                SendError {
+                    error: Error::Closed,
+                    message,
+                },
+                false,
+            );
+        }
+        if self.acked {
+            if let Err(error) = AckedLink::accepts(&message) {
+                return Pushing::Refused(SendError { error, message }, false);
+            }
+        }
+        let (outcome, was_empty) = {
+            let mut queue = self.lock();
+            let was_empty = queue.is_empty();
+            (queue.push(message), was_empty)
+        };
+        let result = match outcome {
+            Pushed::Queued => Pushing::Ok,
+            Pushed::QueuedDroppingOldest(n) => Pushing::DroppedOldest(n),
+            Pushed::Refused {
+                message,
+                error,
+                dropped,
+            } => return Pushing::Refused(SendError { error, message }, dropped),
+        };
+        if was_empty {
+            self.waker.wake();
+        }
+        result
+    }
+}
+
+/// A cloneable, thread-safe handle to one socket's outbox: [`Sender::send`] queues a message
+/// at once (same ordering, limits and overflow policy as the [`Send`](crate::Send) message),
+/// without a round trip through the actor's mailbox, and costs a few tens of nanoseconds.
+/// Get one with [`GetSender`](crate::GetSender).
+///
+/// A `Sender` belongs to one socket actor: once that socket closes (or a supervisor replaces
+/// it after a panic) every send is refused with [`Error::Closed`] and the message handed back;
+/// get a new `Sender` from the new socket, or use [`SendTo`](crate::SendTo).
+///
+/// ```no_run
+/// # async fn demo(socket: actix::Addr<resocket::SocketActor>) -> Result<(), Box<dyn std::error::Error>> {
+/// let sender = socket.send(resocket::GetSender).await?;
+/// for n in 0..1000 {
+///     sender.json(&serde_json::json!({ "n": n }))?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub(crate) shared: Arc<SharedOutbox>,
+}
+
+impl Sender {
+    /// Queues one message. Refused ([`Error::OutboxFull`], [`Error::Closed`], …): the message
+    /// comes back inside the error. Drops by the `DropOldest`/`DropNewest` policies are also
+    /// reported to the socket's error subscribers.
+    pub fn send(&self, message: impl Into<Outgoing>) -> Result<(), SendError> {
+        match self.shared.push(message.into()) {
+            Pushing::Ok => Ok(()),
+            Pushing::DroppedOldest(n) => {
+                self.shared.dropped.fetch_add(n, Ordering::AcqRel);
+                Ok(())
+            }
+            Pushing::Refused(error, dropped) => {
+                if dropped {
+                    self.shared.dropped.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Queues `value` serialized with serde_json. On refusal the caller still has `value`.
+    pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        self.send(Outgoing::json(value)?).map_err(|e| e.error)
+    }
+
+    /// Whether the socket accepts no more messages.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
