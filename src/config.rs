@@ -283,9 +283,9 @@ impl SocketConfigBuilder {
         self
     }
 
-    /// After a connection that was up for the minimum uptime drops, the first reconnect waits a
-    /// random delay in `[0, spread]`, so that the sockets a server restart drops all at once
-    /// come back spread out instead of in one burst. Zero reconnects at once. Defaults to 2 s.
+    /// After a connection that was up for the minimum uptime drops, the first reconnect waits the
+    /// minimum backoff plus a random delay in `[0, spread]`, so that the sockets a server
+    /// restart drops all at once come back spread out instead of in one burst. Defaults to 2 s.
     pub fn reconnect_spread(mut self, spread: Duration) -> Self {
         self.reconnect_spread = spread;
         self

@@ -435,9 +435,11 @@ impl SocketActor {
         let welcomed = self.acked.as_ref().is_none_or(AckedLink::is_welcomed);
         let stable = welcomed && talked_for >= self.config.min_uptime;
         if stable {
-            // The first reconnect after a good connection is spread over [0, spread], so that
-            // the thousands of sockets a server restart drops do not come back all at once.
-            let delay = Backoff::spread(self.config.reconnect_spread, &mut self.rng);
+            // The first reconnect after a good connection waits the minimum backoff plus a
+            // random share of the spread, so that the thousands of sockets a server restart
+            // drops come back spread out, and not while the server is still restarting.
+            let delay = self.config.backoff.min()
+                + Backoff::spread(self.config.reconnect_spread, &mut self.rng);
             self.back_off(1, delay, cause, ctx);
         } else {
             let attempt = conn.attempt;
