@@ -61,6 +61,7 @@
 //! | `server.rs` | (feature `server`) the matching server session for actix-web apps |
 //! | `tls.rs` | (feature `rustls`) wss: the TLS client configuration, HTTP/1.1 forced |
 //! | `error.rs` | [`Error`] |
+//! | `testing.rs`, `fuzzing.rs` | (features `fault-injection`, `fuzzing`) hooks for tests and the fuzzer; not supported API |
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
