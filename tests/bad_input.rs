@@ -23,6 +23,19 @@ async fn open_socket(server: &TestServer, max_message: usize) -> (actix::Addr<So
     (socket, watch)
 }
 
+/// A socket with `outbox` that connected once and then lost its server (now in Backoff).
+async fn disconnected(
+    server: &mut TestServer,
+    outbox: Outbox,
+) -> (actix::Addr<SocketActor>, Watch) {
+    let socket = SocketActor::start(fast(&server.url()).outbox(outbox).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    (socket, watch)
+}
+
 fn good_tick() -> Command {
     Command::Text(r#"{"symbol":"OK","price":2.0}"#.into())
 }
@@ -125,15 +138,11 @@ async fn fragmented_messages_are_joined_and_oversized_ones_discarded() {
 #[actix_rt::test]
 async fn a_full_outbox_rejects_and_hands_the_message_back() {
     let mut server = TestServer::start().await;
-    let config = fast(&server.url())
-        .outbox(Outbox::bounded(3).on_overflow(Overflow::Reject))
-        .build()
-        .unwrap();
-    let socket = SocketActor::start(config);
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (socket, watch) = disconnected(
+        &mut server,
+        Outbox::bounded(3).on_overflow(Overflow::Reject),
+    )
+    .await;
     for i in 0..3 {
         socket
             .send(Send::text(format!("m{i}")))
@@ -165,15 +174,11 @@ async fn a_full_outbox_rejects_and_hands_the_message_back() {
 #[actix_rt::test]
 async fn drop_oldest_keeps_the_newest_and_reports_the_drop() {
     let mut server = TestServer::start().await;
-    let config = fast(&server.url())
-        .outbox(Outbox::bounded(3).on_overflow(Overflow::DropOldest))
-        .build()
-        .unwrap();
-    let socket = SocketActor::start(config);
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (socket, watch) = disconnected(
+        &mut server,
+        Outbox::bounded(3).on_overflow(Overflow::DropOldest),
+    )
+    .await;
     for i in 0..5 {
         socket
             .send(Send::text(format!("m{i}")))
@@ -194,15 +199,11 @@ async fn drop_oldest_keeps_the_newest_and_reports_the_drop() {
 #[actix_rt::test]
 async fn drop_newest_refuses_and_reports_the_drop() {
     let mut server = TestServer::start().await;
-    let config = fast(&server.url())
-        .outbox(Outbox::bounded(1).on_overflow(Overflow::DropNewest))
-        .build()
-        .unwrap();
-    let socket = SocketActor::start(config);
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (socket, watch) = disconnected(
+        &mut server,
+        Outbox::bounded(1).on_overflow(Overflow::DropNewest),
+    )
+    .await;
     socket.send(Send::text("kept")).await.unwrap().unwrap();
     socket.do_send(Send::text("dropped"));
     watch

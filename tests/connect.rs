@@ -124,14 +124,7 @@ async fn handshake_refused_with_server_error_is_retried_until_the_limit() {
         }
         other => panic!("expected GaveUp, got {other:?}"),
     }
-    let attempts: Vec<u32> = watch
-        .states()
-        .iter()
-        .filter_map(|s| match s {
-            SocketState::Connecting { attempt } => Some(*attempt),
-            _ => None,
-        })
-        .collect();
+    let attempts = watch.connecting_attempts();
     assert_eq!(attempts, [1, 2, 3]);
 }
 

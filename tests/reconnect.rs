@@ -178,14 +178,7 @@ async fn a_flapping_server_does_not_reset_the_attempt_counter() {
         ),
         "{state:?}"
     );
-    let attempts: Vec<u32> = watch
-        .states()
-        .iter()
-        .filter_map(|s| match s {
-            SocketState::Connecting { attempt } => Some(*attempt),
-            _ => None,
-        })
-        .collect();
+    let attempts = watch.connecting_attempts();
     assert_eq!(attempts, [1, 2, 3, 4]);
     assert_eq!(watch.opens(), 4, "every attempt connected, then was cut");
     // One reconnect at a time: never two connections at once.
@@ -210,13 +203,6 @@ async fn a_stable_connection_resets_the_attempt_counter() {
         watch.wait_opens(round + 1).await;
     }
     // Every lost connection counted as the first failure, not one more on top of the last.
-    let backoffs: Vec<u32> = watch
-        .states()
-        .iter()
-        .filter_map(|s| match s {
-            SocketState::Backoff { attempt, .. } => Some(*attempt),
-            _ => None,
-        })
-        .collect();
+    let backoffs = watch.backoff_attempts();
     assert_eq!(backoffs, [1, 1, 1]);
 }

@@ -420,6 +420,28 @@ impl Watch {
         self.log.lock().unwrap().errors.clone()
     }
 
+    /// The attempt numbers of every Connecting state, in order.
+    pub fn connecting_attempts(&self) -> Vec<u32> {
+        self.states()
+            .iter()
+            .filter_map(|s| match s {
+                SocketState::Connecting { attempt } => Some(*attempt),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The failure counts of every Backoff state, in order.
+    pub fn backoff_attempts(&self) -> Vec<u32> {
+        self.states()
+            .iter()
+            .filter_map(|s| match s {
+                SocketState::Backoff { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many times the socket has entered Open.
     pub fn opens(&self) -> usize {
         self.states().iter().filter(|s| s.is_open()).count()
