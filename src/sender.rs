@@ -15,7 +15,8 @@ use crate::{Error, Outbox, Outgoing, SendError};
 #[derive(Debug)]
 pub(crate) struct SharedOutbox {
     queue: Mutex<OutboxQueue>,
-    /// Wakes the socket's connection driver when a message arrives in an empty outbox.
+    /// Wakes the socket's connection driver: when a message arrives in an empty outbox, or a
+    /// timer of the socket has queued something (the driver registers it on every poll).
     pub(crate) waker: AtomicWaker,
     /// Set when the socket accepts no more messages (closing, closed, stopped).
     closed: AtomicBool,

@@ -26,7 +26,7 @@ use crate::backoff::SplitMix64;
 use crate::heartbeat::Tick;
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
-use crate::sender::SharedOutbox;
+use crate::sender::{Pushing, SharedOutbox};
 use crate::subscribers::{Outcome, Subscribers};
 use crate::Backoff;
 use crate::{
@@ -161,15 +161,16 @@ impl SocketActor {
         socket.subscribers.policy = policy;
         let mut dropped = 0;
         for message in outbox {
-            if socket.acked.is_some() {
-                if let Err(error) = AckedLink::accepts(&message) {
-                    socket.subscribers.error(&error);
+            // The same checks as any send (acked mode refuses binary; the outbox policy).
+            match socket.outbox.push(message) {
+                Pushing::Ok => {}
+                Pushing::DroppedOldest(n) => dropped += n,
+                Pushing::Refused(refused, _) => {
+                    if let Error::Encode(_) = refused.error {
+                        socket.subscribers.error(&refused.error);
+                    }
                     dropped += 1;
-                    continue;
                 }
-            }
-            if let crate::outbox::Pushed::Refused { .. } = socket.outbox.lock().push(message) {
-                dropped += 1;
             }
         }
         if dropped > 0 {
@@ -449,6 +450,7 @@ impl SocketActor {
 
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
         self.subscribers.prune();
+        self.report_sender_drops();
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
@@ -476,7 +478,7 @@ impl SocketActor {
                 if let Some(keepalive) = &self.config.keepalive {
                     conn.queue_once(keepalive.clone().into_frame());
                 }
-                conn.wake();
+                self.outbox.waker.wake();
             }
         }
     }
@@ -552,9 +554,7 @@ impl SocketActor {
             ctx.spawn(wrap_future::<_, Self>(all).map(|_, act, _ctx| {
                 act.deliveries_waiting -= 1;
                 if act.deliveries_waiting == 0 {
-                    if let Phase::Open(conn) = &act.phase {
-                        conn.wake();
-                    }
+                    act.outbox.waker.wake();
                 }
             }));
         }
@@ -580,7 +580,7 @@ impl SocketActor {
                         .iter()
                         .map(|m| AckedLink::identify_frame(m).into_frame()),
                 );
-                conn.wake();
+                self.outbox.waker.wake();
                 if let Some(wire::Gap { from, to }) = gap {
                     let error = Error::ResumeGap { from, to };
                     warn!("resocket {}: {error}", self.config.shown_url);
@@ -688,13 +688,13 @@ impl SocketActor {
         if conn.id != id {
             return;
         }
-        let cause = conn.closing.as_mut().and_then(|c| c.peer.take()).unwrap_or(
-            Disconnect::ConnectionLost(Some(Error::Connection("close timed out".into()))),
-        );
-        if let Some(closing) = conn.closing.as_mut() {
-            // Not clean: the peer did not answer in time.
-            closing.close_queued = false;
-        }
+        let timed_out =
+            Disconnect::ConnectionLost(Some(Error::Connection("close timed out".into())));
+        // A user's close that timed out is not clean; a peer's close just ends as the peer said.
+        let cause = match conn.closing.as_mut() {
+            Some(closing) if closing.user.is_none() => closing.peer.take().unwrap_or(timed_out),
+            _ => timed_out,
+        };
         self.connection_ended(cause, ctx);
     }
 

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Instant;
 
 use actix::{ActorFuture, Context, SpawnHandle};
@@ -41,7 +41,6 @@ pub(crate) struct OpenConnection {
     pub(crate) driver: SpawnHandle,
     /// Acked mode: the limit on waiting for the server's welcome.
     pub(crate) welcome_deadline: Option<SpawnHandle>,
-    pub(crate) waker: Option<Waker>,
 }
 
 /// Open, but on the way out.
@@ -56,6 +55,14 @@ pub(crate) struct Closing {
     pub(crate) deadline: SpawnHandle,
     /// The Close frame to send.
     pub(crate) frame: Option<CloseReason>,
+}
+
+impl Closing {
+    /// Whether the outbox is still being written before our Close frame: the application
+    /// asked for a graceful close and the peer has not closed first.
+    fn draining(&self) -> bool {
+        self.peer.is_none() && self.user.as_ref().is_some_and(|u| u.drain)
+    }
 }
 
 /// An application's close request.
@@ -80,7 +87,6 @@ impl OpenConnection {
             heartbeat: SpawnHandle::default(),
             driver: SpawnHandle::default(),
             welcome_deadline: None,
-            waker: None,
         }
     }
 
@@ -97,13 +103,6 @@ impl OpenConnection {
         }
     }
 
-    /// Makes sure the driver runs soon (after a timer queued something).
-    pub(crate) fn wake(&self) {
-        if let Some(w) = &self.waker {
-            w.wake_by_ref();
-        }
-    }
-
     /// Queues `message` with priority unless an equal one is still waiting (pings and
     /// keepalives must not pile up behind a peer that does not read).
     pub(crate) fn queue_once(&mut self, message: Message) {
@@ -116,9 +115,7 @@ impl OpenConnection {
     fn data_allowed(&self) -> bool {
         match &self.closing {
             None => true,
-            Some(c) => {
-                c.peer.is_none() && !c.close_queued && c.user.as_ref().is_some_and(|u| u.drain)
-            }
+            Some(c) => c.draining() && !c.close_queued,
         }
     }
 }
@@ -182,14 +179,7 @@ impl SocketActor {
         if conn.id != id {
             return Ok(false);
         }
-        if !conn
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(task.waker()))
-        {
-            conn.waker = Some(task.waker().clone());
-        }
-        // Senders wake the driver through the shared outbox.
+        // Whoever queues something (a Sender, a timer) wakes the driver through the outbox.
         self.outbox.waker.register(task.waker());
         let shared = Arc::clone(&self.outbox);
         let mut outbox = shared.lock();
@@ -275,10 +265,8 @@ enum Source {
 
 /// Whether it is time to write our Close frame: closing, not yet written, and (when draining)
 /// nothing is left to deliver.
-fn close_due(conn: &OpenConnection, outbox_empty: bool) -> bool {
-    let Some(closing) = &conn.closing else {
-        return false;
-    };
-    let draining = closing.peer.is_none() && closing.user.as_ref().is_some_and(|u| u.drain);
-    !closing.close_queued && (outbox_empty || !draining)
+fn close_due(conn: &OpenConnection, nothing_left: bool) -> bool {
+    conn.closing
+        .as_ref()
+        .is_some_and(|c| !c.close_queued && (nothing_left || !c.draining()))
 }

@@ -16,17 +16,7 @@ impl Handler<Send> for SocketActor {
     type Result = Result<(), SendError>;
 
     fn handle(&mut self, Send(message): Send, _ctx: &mut Context<Self>) -> Self::Result {
-        let closing_by_user = match &self.phase {
-            Phase::Closed { .. } => true,
-            Phase::Open(conn) => conn.closing.as_ref().is_some_and(|c| c.user.is_some()),
-            _ => false,
-        };
-        if closing_by_user {
-            return Err(SendError {
-                error: Error::Closed,
-                message,
-            });
-        }
+        // The outbox refuses once the socket is closing by the user's request or closed.
         match self.outbox.push(message) {
             Pushing::Ok => Ok(()),
             Pushing::DroppedOldest(count) => {
@@ -104,7 +94,7 @@ impl Handler<Close> for SocketActor {
                     deadline,
                     frame: None,
                 });
-                conn.wake();
+                self.outbox.waker.wake();
             }
         }
         Box::pin(async move {
