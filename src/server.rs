@@ -102,7 +102,9 @@ pub enum Command {
     Binary(Bytes),
     /// Send a Close frame with this code (and description), then end the session.
     Close(u16, Option<String>),
-    /// End the TCP connection at once, without a Close frame (as a crashing server would).
+    /// End the session at once, without a Close frame. Note: actix-web keeps the TCP
+    /// connection of an upgraded request open until the client closes it, so the client sees
+    /// a silent peer (its heartbeat ends the connection), not a FIN.
     Abort,
     /// Send one message as several fragments (`text` says which kind); the parts are sent as
     /// given, without any UTF-8 check (for fault tests).

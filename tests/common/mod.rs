@@ -46,7 +46,6 @@ pub struct Shared {
     pongs: AtomicUsize,
     max_live: AtomicUsize,
     pub echo: AtomicBool,
-    pub abort_on_open: AtomicBool,
 }
 
 struct Recording {
@@ -60,9 +59,6 @@ impl SessionHandler for Recording {
         let live = s.live.fetch_add(1, Ordering::SeqCst) + 1;
         s.max_live.fetch_max(live, Ordering::SeqCst);
         s.sessions.lock().unwrap().push(session.clone());
-        if s.abort_on_open.load(Ordering::SeqCst) {
-            session.command(Command::Abort);
-        }
     }
 
     fn text(&mut self, session: &Session, text: &str) {
@@ -465,6 +461,12 @@ impl Watch {
     pub async fn wait_error(&self, what: &str, pred: impl Fn(&Error) -> bool) {
         wait_for(what, DEADLINE, || self.errors().iter().any(&pred)).await;
     }
+}
+
+/// A short backoff that gives up after `attempts` consecutive failures.
+pub fn giving_up_after(attempts: u32) -> resocket::Backoff {
+    resocket::Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20))
+        .max_attempts(attempts)
 }
 
 /// Settings for fast tests: short heartbeat and backoff.
