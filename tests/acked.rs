@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::proxy::{Cut, Proxy};
-use common::{fast, record_app, wait_for, TestServer, Watch, DEADLINE};
+use common::{fast, giving_up_after, record_app, wait_for, TestServer, Watch, DEADLINE};
 use resocket::server::{FromClient, GetHubStats, Hub, HubConfig, ServerConfig, ToClient};
 use resocket::{
     Backoff, Error, GetStatus, Outbox, RandomSource, Send, SocketActor, SocketState, SplitMix64,
@@ -184,10 +184,7 @@ async fn a_server_that_does_not_speak_the_protocol_is_a_clear_error() {
     let config = fast(&server.url())
         .acked("c")
         .connect_timeout(Duration::from_millis(200))
-        .backoff(
-            Backoff::exponential(Duration::from_millis(10), Duration::from_millis(20))
-                .max_attempts(1),
-        )
+        .backoff(giving_up_after(1))
         .build()
         .unwrap();
     let socket = SocketActor::start(config);
@@ -551,10 +548,7 @@ async fn a_server_that_never_welcomes_is_not_a_stable_connection() {
         .acked("x")
         .connect_timeout(Duration::from_millis(150))
         .min_uptime(Duration::from_millis(50))
-        .backoff(
-            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20))
-                .max_attempts(3),
-        )
+        .backoff(giving_up_after(3))
         .build()
         .unwrap();
     let socket = SocketActor::start(config);

@@ -5,10 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fast, wait_for, TestServer, Tick, Watch, DEADLINE};
-use resocket::{
-    Backoff, CloseReason, Disconnect, Error, GetStatus, Send, SocketActor, SocketState,
-};
+use common::{fast, giving_up_after, wait_for, TestServer, Tick, Watch, DEADLINE};
+use resocket::{CloseReason, Disconnect, Error, GetStatus, Send, SocketActor, SocketState};
 
 #[actix_rt::test]
 async fn connects_sends_identify_first_and_delivers_typed_and_raw_payloads() {
@@ -106,10 +104,7 @@ async fn handshake_refused_with_client_error_is_fatal() {
 async fn handshake_refused_with_server_error_is_retried_until_the_limit() {
     let server = TestServer::start().await;
     let config = fast(&server.status_url(500))
-        .backoff(
-            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20))
-                .max_attempts(3),
-        )
+        .backoff(giving_up_after(3))
         .build()
         .unwrap();
     let socket = SocketActor::start(config);
@@ -133,10 +128,7 @@ async fn client_errors_can_be_made_retryable() {
     let server = TestServer::start().await;
     let config = fast(&server.status_url(401))
         .retry_client_errors(true)
-        .backoff(
-            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20))
-                .max_attempts(2),
-        )
+        .backoff(giving_up_after(2))
         .build()
         .unwrap();
     let socket = SocketActor::start(config);
@@ -186,10 +178,7 @@ async fn a_server_that_never_answers_the_handshake_times_out() {
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let config = fast(&url)
         .connect_timeout(Duration::from_millis(100))
-        .backoff(
-            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(10))
-                .max_attempts(2),
-        )
+        .backoff(giving_up_after(2))
         .build()
         .unwrap();
     let socket = SocketActor::start(config);

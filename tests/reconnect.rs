@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::{Cut, Proxy};
-use common::{fast, wait_for, TestServer, Watch, DEADLINE};
+use common::{fast, giving_up_after, wait_for, TestServer, Watch, DEADLINE};
 use resocket::server::Command;
-use resocket::{Backoff, CloseReason, Disconnect, GetStatus, Send, SocketActor, SocketState};
+use resocket::{CloseReason, Disconnect, GetStatus, Send, SocketActor, SocketState};
 
 #[actix_rt::test]
 async fn a_connection_dropped_without_close_reconnects_and_identifies_again() {
@@ -160,10 +160,7 @@ async fn a_flapping_server_does_not_reset_the_attempt_counter() {
     proxy.lifetime(Some(Duration::from_millis(30)));
     let config = fast(&proxy.url())
         .min_uptime(Duration::from_secs(5))
-        .backoff(
-            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20))
-                .max_attempts(4),
-        )
+        .backoff(giving_up_after(4))
         .build()
         .unwrap();
     let socket = SocketActor::start(config);

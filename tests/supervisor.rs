@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{fast, wait_for, TestServer, Watch, DEADLINE};
+use common::{fast, giving_up_after, wait_for, TestServer, Watch, DEADLINE};
 use resocket::testing::Panic;
 use resocket::{
     Backoff, ChildEnd, CloseReason, GetSocket, GetStats, ListSockets, Outgoing, RestartIntensity,
@@ -126,13 +126,7 @@ async fn transient_restarts_after_giving_up_but_not_after_a_user_close() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("ws://{}/ws", dead.local_addr().unwrap());
     drop(dead);
-    let gives_up = fast(&dead_url)
-        .backoff(
-            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(10))
-                .max_attempts(1),
-        )
-        .build()
-        .unwrap();
+    let gives_up = fast(&dead_url).backoff(giving_up_after(1)).build().unwrap();
     tree.supervisor
         .send(StartSocket::new("flaky", gives_up).policy(RestartPolicy::Transient))
         .await
