@@ -6,6 +6,11 @@
 //! said while it is down is delivered once it is back, and every client sees every line exactly
 //! once, in order.
 //!
+//! Each connection is authenticated before it is upgraded: the client sends a bearer token,
+//! the server looks it up and tells the hub who the client is (`ClientIdentity::Authenticated`);
+//! a hello naming anyone else is refused. A real application checks a signed token or a
+//! session cookie the same way.
+//!
 //! Run: `cargo run --example chat`
 
 use std::collections::BTreeSet;
@@ -15,7 +20,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use resocket::server::{
-    accept_acked, ClientEvent, FromClient, Hub, HubConfig, ServerConfig, SubscribeHub, ToClient,
+    accept_acked, ClientEvent, ClientIdentity, FromClient, Hub, HubConfig, ServerConfig,
+    SubscribeHub, ToClient,
 };
 use resocket::{Backoff, Inbound, Send, SocketActor, SocketConfig, Subscribe};
 
@@ -92,6 +98,23 @@ impl Handler<Inbound<Line>> for Screen {
     }
 }
 
+/// The users and their tokens (a real application asks its session store or checks a JWT).
+const USERS: [(&str, &str); 3] = [
+    ("alice", "token-a1"),
+    ("bob", "token-b2"),
+    ("carol", "token-c3"),
+];
+
+/// Who the request's bearer token says the client is.
+fn authenticate(req: &HttpRequest) -> Option<String> {
+    let header = req.headers().get("authorization")?.to_str().ok()?;
+    let token = header.strip_prefix("Bearer ")?;
+    USERS
+        .iter()
+        .find(|(_, t)| *t == token)
+        .map(|(name, _)| name.to_string())
+}
+
 fn serve(
     listener: std::net::TcpListener,
     hub: Addr<Hub>,
@@ -102,7 +125,13 @@ fn serve(
             "/chat",
             web::get().to(move |req: HttpRequest, payload: web::Payload| {
                 let hub = hub.clone();
-                async move { accept_acked(&req, payload, hub, ServerConfig::default()) }
+                async move {
+                    let Some(name) = authenticate(&req) else {
+                        return Ok(actix_web::HttpResponse::Unauthorized().finish());
+                    };
+                    let identity = ClientIdentity::Authenticated(name);
+                    accept_acked(&req, payload, hub, identity, ServerConfig::default())
+                }
             }),
         )
     })
@@ -158,10 +187,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("ws://{addr}/chat");
     println!("[server] chat on {url}");
 
-    let names = ["alice", "bob", "carol"];
+    let names = USERS.map(|(name, _)| name);
     let mut clients = Vec::new();
-    for name in names {
+    for (name, token) in USERS {
         let config = SocketConfig::builder(url.as_str())
+            .secret_header("authorization", format!("Bearer {token}"))
             .acked(name)
             .backoff(Backoff::exponential(
                 Duration::from_millis(100),

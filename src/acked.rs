@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use bytestring::ByteString;
 
-pub use self::wire::Gap;
+pub use self::wire::{Gap, MAX_SEQ};
 use crate::outbox::OutboxQueue;
 use crate::{Error, Outgoing};
 
@@ -45,6 +45,9 @@ pub(crate) struct AckedLink {
     cursor: usize,
     /// Whether the server's welcome has arrived on this connection.
     welcomed: bool,
+    /// Whether any connection of this link was ever welcomed.
+    ever_welcomed: bool,
+    /// The highest server sequence number delivered (or passed over by a reported gap).
     last_inbound: u64,
     ack_due: bool,
 }
@@ -58,6 +61,7 @@ impl AckedLink {
             in_flight: VecDeque::new(),
             cursor: 0,
             welcomed: false,
+            ever_welcomed: false,
             last_inbound: 0,
             ack_due: false,
         }
@@ -82,20 +86,57 @@ impl AckedLink {
         wire::hello(&self.client, self.last_inbound)
     }
 
-    /// The server's welcome: drop what it already has; everything else is written again.
-    /// False (and ignored) when this connection was already welcomed.
-    pub(crate) fn welcome(&mut self, acked: u64) -> bool {
+    /// The server's welcome: drop what it already has; everything else is written again,
+    /// numbered on from `acked`. False (and ignored) when this connection was already
+    /// welcomed; an error when the welcome is one the server could not honestly send.
+    ///
+    /// Renumbering covers both restart cases: a server that lost its state (it acks less than
+    /// it did) gets the unacknowledged messages numbered from its `acked + 1`, and a client
+    /// that restarted numbers on from what the server has. A link that was welcomed before
+    /// refuses an `acked` beyond what it ever sent.
+    pub(crate) fn welcome(&mut self, acked: u64, gap: Option<Gap>) -> Result<bool, Error> {
         if self.welcomed {
-            return false;
+            return Ok(false);
+        }
+        if acked > MAX_SEQ {
+            return Err(Error::Protocol(format!(
+                "welcome acknowledges {acked}, above the largest sequence number {MAX_SEQ}"
+            )));
+        }
+        let last_sent = self.next_seq - 1;
+        if self.ever_welcomed && acked > last_sent {
+            return Err(Error::Protocol(format!(
+                "welcome acknowledges {acked}, but the last message sent was {last_sent}"
+            )));
+        }
+        if let Some(gap) = gap {
+            if gap.from > gap.to || gap.to > MAX_SEQ || gap.from <= self.last_inbound {
+                return Err(Error::Protocol(format!(
+                    "welcome reports gap {}..={} after {} received",
+                    gap.from, gap.to, self.last_inbound
+                )));
+            }
+            // The gap is reported (once, by the socket); what follows it is the next in order.
+            self.last_inbound = gap.to;
         }
         self.prune(acked);
-        // A client that restarted with the same id numbers on from what the server has, or
-        // the server would take its new messages for duplicates.
-        self.next_seq = self.next_seq.max(acked.saturating_add(1));
+        let mut seq = acked;
+        for m in &mut self.in_flight {
+            seq += 1;
+            if m.seq != seq {
+                m.seq = seq;
+                m.frame = ByteString::from(wire::msg(
+                    Some(seq),
+                    m.original.as_text().unwrap_or_default(),
+                ));
+            }
+        }
+        self.next_seq = seq + 1;
         self.cursor = 0;
         self.welcomed = true;
+        self.ever_welcomed = true;
         self.ack_due = self.last_inbound > 0;
-        true
+        Ok(true)
     }
 
     /// Whether the welcome has arrived on this connection.
@@ -103,10 +144,17 @@ impl AckedLink {
         self.welcomed
     }
 
-    /// A cumulative ack from the server.
-    pub(crate) fn ack(&mut self, seq: u64) {
+    /// A cumulative ack from the server; an error for an ack of a message never sent.
+    pub(crate) fn ack(&mut self, seq: u64) -> Result<(), Error> {
+        let last_sent = self.next_seq - 1;
+        if seq > last_sent {
+            return Err(Error::Protocol(format!(
+                "ack {seq} for a message never sent (last sent {last_sent})"
+            )));
+        }
         let pruned = self.prune(seq);
         self.cursor = self.cursor.saturating_sub(pruned);
+        Ok(())
     }
 
     fn prune(&mut self, acked: u64) -> usize {
@@ -161,15 +209,25 @@ impl AckedLink {
         }
     }
 
-    /// A sequenced message from the server.
-    pub(crate) fn inbound(&mut self, seq: u64) -> Inbound {
-        self.ack_due = true;
+    /// A sequenced message from the server. Only the next in order is delivered; a jump is
+    /// an error (the server skipped messages without reporting a gap), except for the first
+    /// message a fresh link ever receives: a client that restarted takes up the server's
+    /// numbering wherever it is.
+    pub(crate) fn inbound(&mut self, seq: u64) -> Result<Inbound, Error> {
         if seq <= self.last_inbound {
-            Inbound::Duplicate
-        } else {
-            self.last_inbound = seq;
-            Inbound::Deliver
+            self.ack_due = true;
+            return Ok(Inbound::Duplicate);
         }
+        let fresh = self.last_inbound == 0 && seq <= MAX_SEQ;
+        if seq != self.last_inbound + 1 && !fresh {
+            return Err(Error::Protocol(format!(
+                "sequence jump: expected {}, got {seq}",
+                self.last_inbound + 1
+            )));
+        }
+        self.ack_due = true;
+        self.last_inbound = seq;
+        Ok(Inbound::Deliver)
     }
 
     /// Whether an ack should be written (never before the welcome).
@@ -229,13 +287,13 @@ mod tests {
         let mut q = outbox(5);
         assert!(link.connected().contains(r#""last_seq":0"#));
         assert_eq!(link.next_frame(&mut q), None);
-        link.welcome(0);
+        link.welcome(0, None).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4, 5]);
-        link.ack(2);
+        link.ack(2).unwrap();
         assert_eq!(link.unacked(), 3);
         // The connection dies; after the next welcome (server has up to 3) 4 and 5 go again.
         link.connected();
-        link.welcome(3);
+        link.welcome(3, None).unwrap();
         q.push(Outgoing::from("new"));
         assert_eq!(drain(&mut link, &mut q), [4, 5, 6]);
     }
@@ -245,23 +303,23 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 3);
         let mut q = outbox(10);
         link.connected();
-        link.welcome(0);
+        link.welcome(0, None).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3]);
         assert!(!link.has_next(&q));
-        link.ack(1);
+        link.ack(1).unwrap();
         assert_eq!(drain(&mut link, &mut q), [4]);
-        link.ack(4);
+        link.ack(4).unwrap();
         assert_eq!(drain(&mut link, &mut q), [5, 6, 7]);
     }
 
     #[test]
     fn inbound_duplicates_are_dropped_and_acked() {
         let mut link = AckedLink::new("c".into(), 3);
-        assert_eq!(link.inbound(1), Inbound::Deliver);
-        assert_eq!(link.inbound(2), Inbound::Deliver);
+        assert_eq!(link.inbound(1), Ok(Inbound::Deliver));
+        assert_eq!(link.inbound(2), Ok(Inbound::Deliver));
         assert_eq!(link.take_ack(), Some(wire::ack(2)));
         assert_eq!(link.take_ack(), None);
-        assert_eq!(link.inbound(2), Inbound::Duplicate);
+        assert_eq!(link.inbound(2), Ok(Inbound::Duplicate));
         assert_eq!(link.take_ack(), Some(wire::ack(2)));
         assert!(link.connected().contains(r#""last_seq":2"#));
     }
@@ -271,12 +329,77 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 10);
         let mut q = outbox(2);
         link.connected();
-        assert!(link.welcome(41));
+        assert!(link.welcome(41, None).unwrap());
         assert_eq!(drain(&mut link, &mut q), [42, 43]);
         assert!(
-            !link.welcome(0),
+            !link.welcome(0, None).unwrap(),
             "a second welcome on one connection is ignored"
         );
+    }
+
+    #[test]
+    fn a_server_that_lost_its_state_gets_the_unacked_renumbered_from_its_acked() {
+        let mut link = AckedLink::new("c".into(), 10);
+        let mut q = outbox(7);
+        link.connected();
+        link.welcome(0, None).unwrap();
+        assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4, 5, 6, 7]);
+        link.ack(4).unwrap();
+        // A fresh hub: it has nothing, and expects 1 next.
+        link.connected();
+        assert!(link.welcome(0, None).unwrap());
+        q.push(Outgoing::from("new"));
+        assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn impossible_acks_and_welcomes_are_protocol_errors() {
+        let mut link = AckedLink::new("c".into(), 10);
+        let mut q = outbox(2);
+        link.connected();
+        assert!(matches!(
+            link.welcome(u64::MAX, None),
+            Err(Error::Protocol(_))
+        ));
+        link.welcome(0, None).unwrap();
+        drain(&mut link, &mut q);
+        assert!(matches!(link.ack(3), Err(Error::Protocol(_))));
+        assert!(matches!(link.ack(u64::MAX), Err(Error::Protocol(_))));
+        link.ack(2).unwrap();
+        link.connected();
+        assert!(
+            matches!(link.welcome(5, None), Err(Error::Protocol(_))),
+            "a link welcomed before cannot have had 5 acknowledged"
+        );
+        let gap = Some(Gap { from: 3, to: 1 });
+        assert!(matches!(link.welcome(2, gap), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn a_sequence_jump_is_an_error_but_a_fresh_link_takes_up_the_numbering() {
+        let mut link = AckedLink::new("c".into(), 3);
+        assert_eq!(link.inbound(51), Ok(Inbound::Deliver), "fresh: any start");
+        assert_eq!(link.inbound(52), Ok(Inbound::Deliver));
+        assert!(matches!(link.inbound(54), Err(Error::Protocol(_))));
+        assert_eq!(
+            link.inbound(53),
+            Ok(Inbound::Deliver),
+            "the jump was not taken"
+        );
+        let mut fresh = AckedLink::new("d".into(), 3);
+        assert!(matches!(fresh.inbound(u64::MAX), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn a_reported_gap_is_passed_over_once() {
+        let mut link = AckedLink::new("c".into(), 3);
+        assert_eq!(link.inbound(1), Ok(Inbound::Deliver));
+        link.connected();
+        link.welcome(0, Some(Gap { from: 2, to: 6 })).unwrap();
+        assert_eq!(link.inbound(7), Ok(Inbound::Deliver));
+        assert!(link.connected().contains(r#""last_seq":7"#));
+        link.welcome(0, None).unwrap();
+        assert_eq!(link.inbound(7), Ok(Inbound::Duplicate));
     }
 
     #[test]
@@ -330,7 +453,7 @@ mod properties {
             let mut outbox = OutboxQueue::new(Outbox::bounded(10_000));
             let (mut sent, mut server_has, mut last_on_conn) = (0u64, 0u64, 0u64);
             link.connected();
-            assert!(link.welcome(0));
+            assert!(link.welcome(0, None).unwrap());
             for op in ops {
                 match op {
                     Op::Send => {
@@ -348,10 +471,10 @@ mod properties {
                             }
                         }
                     }
-                    Op::Ack => link.ack(server_has),
+                    Op::Ack => link.ack(server_has).unwrap(),
                     Op::Reconnect => {
                         link.connected();
-                        link.welcome(server_has);
+                        link.welcome(server_has, None).unwrap();
                         last_on_conn = 0;
                     }
                 }
@@ -359,12 +482,12 @@ mod properties {
             }
             // Drain: reconnect once, then write until nothing is left, acking as we go.
             link.connected();
-            link.welcome(server_has);
+            link.welcome(server_has, None).unwrap();
             while let Some(frame) = link.next_frame(&mut outbox) {
                 let seq = seq_of(&frame);
                 prop_assert_eq!(seq, server_has + 1, "a gap or a duplicate");
                 server_has = seq;
-                link.ack(server_has);
+                link.ack(server_has).unwrap();
             }
             prop_assert_eq!(server_has, sent);
             prop_assert_eq!(link.unacked(), 0);

@@ -93,6 +93,12 @@ pub enum Error {
         /// The last lost server sequence number.
         to: u64,
     },
+    /// In acked mode, the server sent what it could not honestly have sent: a sequence jump
+    /// (messages skipped without a reported gap), an ack or welcome for a message this client
+    /// never sent, a number above [`MAX_SEQ`](crate::MAX_SEQ). Reported as an event; the
+    /// connection is ended and resumed (the hello tells the server what arrived), so nothing
+    /// is taken as delivered on the server's word alone.
+    Protocol(String),
     /// A subscriber's mailbox was full and policy [`SlowSubscriber::Drop`](crate::SlowSubscriber)
     /// dropped messages for it (reported once per episode; [`Counters::lagged`](crate::Counters)
     /// counts them all). Make the subscriber faster, raise its mailbox capacity, or use
@@ -183,6 +189,7 @@ impl fmt::Display for Error {
             Error::Dropped { count } => {
                 write!(f, "{count} message(s) dropped from the full outbox")
             }
+            Error::Protocol(msg) => write!(f, "acked protocol violated by the server: {msg}"),
             Error::ResumeGap { from, to } => write!(
                 f,
                 "server messages {from}..={to} are lost: its history no longer reaches back"

@@ -42,10 +42,12 @@ fn route(text: &str, link: &mut AckedLink) {
             }
             let _ = serde_json::from_str::<serde_json::Value>(body.as_str());
         }
-        Some(wire::Frame::Welcome { acked, .. }) => {
-            link.welcome(acked);
+        Some(wire::Frame::Welcome { acked, gap }) => {
+            let _ = link.welcome(acked, gap);
         }
-        Some(wire::Frame::Ack { seq }) => link.ack(seq),
+        Some(wire::Frame::Ack { seq }) => {
+            let _ = link.ack(seq);
+        }
         Some(wire::Frame::Hello { .. }) => {}
         None => {
             let _ = serde_json::from_str::<serde_json::Value>(text);

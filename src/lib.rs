@@ -94,7 +94,7 @@ pub mod testing;
 #[cfg(feature = "rustls")]
 pub mod tls;
 
-pub use acked::{Gap, DEFAULT_ACK_WINDOW};
+pub use acked::{Gap, DEFAULT_ACK_WINDOW, MAX_SEQ};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{IdentifyFn, SocketConfig, SocketConfigBuilder};
 pub use error::Error;

@@ -41,8 +41,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 pub use self::hub::{
-    ClientEvent, FromClient, GetHubStats, Hub, HubConfig, HubStats, SubscribeHub, ToClient,
-    MAX_CLIENT_ID,
+    ClientEvent, ClientIdentity, FromClient, GetHubStats, Hub, HubConfig, HubStats, SubscribeHub,
+    ToClient, MAX_CLIENT_ID,
 };
 
 /// Server session settings.
@@ -129,6 +129,11 @@ pub struct Session {
 }
 
 impl Session {
+    #[cfg(test)]
+    pub(crate) fn for_test(id: u64, commands: Recipient<Command>) -> Self {
+        Session { id, commands }
+    }
+
     /// This session's number (unique in the process).
     pub fn id(&self) -> u64 {
         self.id
@@ -181,15 +186,18 @@ pub fn accept<H: SessionHandler>(
 
 /// Upgrades `req` to a session that speaks the acked protocol (see the README) for `hub`:
 /// client messages reach the application once, in order; server messages are resumed after a
-/// reconnect.
+/// reconnect. `identity` is who the application authenticated the request as (or, explicitly,
+/// [`ClientIdentity::TrustHello`]); a hello naming anyone else is refused.
 pub fn accept_acked(
     req: &HttpRequest,
     payload: web::Payload,
     hub: actix::Addr<Hub>,
+    identity: ClientIdentity,
     config: ServerConfig,
 ) -> actix_web::Result<HttpResponse> {
     let handler = hub::HubSession {
         hub,
+        identity,
         client: None,
         session: None,
     };

@@ -568,8 +568,10 @@ impl SocketActor {
         };
         let deliver = match wire::decode(&text) {
             Some(wire::Frame::Welcome { acked, gap }) => {
-                if !link.welcome(acked) {
-                    return; // a second welcome on one connection: ignored
+                match link.welcome(acked, gap) {
+                    Ok(true) => {}
+                    Ok(false) => return, // a second welcome on one connection: ignored
+                    Err(error) => return self.protocol_violated(error, ctx),
                 }
                 if let Some(deadline) = conn.welcome_deadline.take() {
                     ctx.cancel_future(deadline);
@@ -589,13 +591,16 @@ impl SocketActor {
                 None
             }
             Some(wire::Frame::Ack { seq }) => {
-                link.ack(seq);
+                if let Err(error) = link.ack(seq) {
+                    return self.protocol_violated(error, ctx);
+                }
                 None
             }
             Some(wire::Frame::Msg { seq, body }) => {
-                let fresh = match seq {
-                    Some(seq) => link.inbound(seq) == crate::acked::Inbound::Deliver,
-                    None => true,
+                let fresh = match seq.map(|seq| link.inbound(seq)) {
+                    None | Some(Ok(crate::acked::Inbound::Deliver)) => true,
+                    Some(Ok(crate::acked::Inbound::Duplicate)) => false,
+                    Some(Err(error)) => return self.protocol_violated(error, ctx),
                 };
                 if !fresh {
                     self.counters.duplicates += 1;
@@ -608,6 +613,14 @@ impl SocketActor {
         if let Some(data) = deliver {
             self.deliver_text(data, ctx);
         }
+    }
+
+    /// Acked mode: the server broke the protocol. The connection ends and is resumed, so that
+    /// the next hello tells the server what really arrived.
+    fn protocol_violated(&mut self, error: Error, ctx: &mut Context<Self>) {
+        warn!("resocket {}: {error}", self.config.shown_url);
+        self.subscribers.error(&error);
+        self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
     }
 
     /// Acked mode: the server did not welcome us in time; it does not speak the protocol.

@@ -5,6 +5,11 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// The largest sequence number either side accepts: 2^53 − 1, the largest integer every JSON
+/// implementation reads exactly. A `last_seq`, `acked`, `seq` or `ack` above it is a protocol
+/// violation.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
 /// Messages lost because the server's history no longer reached back: `from..=to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {

@@ -3,16 +3,19 @@
 //! hub): dedup by (client id, sequence) so the application sees each client message exactly
 //! once, in order; a bounded history of server→client messages for resume; acks both ways.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
+mod client;
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
 use actix::prelude::*;
-use bytestring::ByteString;
 use log::{debug, warn};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Session, SessionHandler};
+use self::client::{ClientState, DataOutcome, Violation};
+use super::{Command, Session, SessionHandler};
 use crate::acked::wire::{self, Gap};
 use crate::Error;
 
@@ -24,9 +27,14 @@ pub struct HubConfig {
     pub history: usize,
     /// How long acks may wait to be batched. Defaults to 1 ms.
     pub ack_delay: Duration,
-    /// Client ids the hub keeps state for; a hello from a new id past it is refused (close
-    /// code 1008). Defaults to 100,000.
+    /// Client ids the hub keeps state for. When a new id says hello and the hub is full, clients
+    /// disconnected for longer than `idle_client_ttl` are evicted first; if none is, the hello
+    /// is refused (close code 1013, try again later). Defaults to 100,000.
     pub max_clients: usize,
+    /// How long the state of a disconnected client (its unacknowledged messages, its dedup
+    /// position) is kept. Past it the client is evicted ([`ClientEvent::Evicted`]): if it comes
+    /// back it starts afresh. Defaults to 1 hour.
+    pub idle_client_ttl: Duration,
 }
 
 /// The longest client id accepted.
@@ -38,6 +46,7 @@ impl Default for HubConfig {
             history: 10_000,
             ack_delay: Duration::from_millis(1),
             max_clients: 100_000,
+            idle_client_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -46,7 +55,7 @@ impl Default for HubConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct FromClient {
-    /// The client's id (from its hello).
+    /// The client's id (as authenticated, or from its hello: see [`ClientIdentity`]).
     pub client: String,
     /// The message as the client sent it (JSON text, or plain text).
     pub text: String,
@@ -121,6 +130,24 @@ pub enum ClientEvent {
         /// The lost range.
         gap: Gap,
     },
+    /// A client sent a frame it could not honestly have sent (a sequence gap, an ack for a
+    /// message never sent, an impossible `last_seq`); its session was closed with `code`.
+    Violation {
+        /// Its id.
+        client: String,
+        /// The close code sent (1002 or 1008).
+        code: u16,
+        /// What was wrong, as sent in the close frame.
+        reason: String,
+    },
+    /// A client was disconnected for longer than [`HubConfig::idle_client_ttl`]; its state is
+    /// gone, and with it `unacked` messages it never acknowledged.
+    Evicted {
+        /// Its id.
+        client: String,
+        /// Server messages dropped unacknowledged.
+        unacked: usize,
+    },
 }
 
 /// Counters of a hub, from [`GetHubStats`].
@@ -130,12 +157,22 @@ pub struct HubStats {
     pub clients: usize,
     /// Clients connected now.
     pub connected: usize,
-    /// Client messages delivered to the application.
+    /// Client messages accepted for the application (identify messages included).
     pub delivered: u64,
     /// Client messages dropped as duplicates.
     pub duplicates: u64,
     /// Server messages sent again on resume.
     pub replayed: u64,
+    /// Sessions closed for a protocol violation.
+    pub violations: u64,
+    /// Sessions closed because a newer session said hello for the same client.
+    pub replaced: u64,
+    /// Clients evicted after being disconnected for longer than the idle TTL.
+    pub evicted: u64,
+    /// Hellos refused because the hub was full.
+    pub refused: u64,
+    /// Client messages taken by the application and acknowledged.
+    pub taken: u64,
 }
 
 /// Ask a hub for its [`HubStats`].
@@ -143,21 +180,22 @@ pub struct HubStats {
 #[rtype(result = "HubStats")]
 pub struct GetHubStats;
 
-#[derive(Default)]
-struct ClientState {
-    /// The highest client sequence number delivered to the application.
-    received: u64,
-    /// The next server sequence number.
-    next_seq: u64,
-    /// Sent and not acknowledged: (seq, frame).
-    history: VecDeque<(u64, ByteString)>,
-    /// Messages up to this sequence number were dropped from the history unacknowledged.
-    trimmed: u64,
-    session: Option<Session>,
+/// A client message on its way to the application.
+struct Handover {
+    message: FromClient,
+    epoch: u64,
+    /// The session it arrived on (closed if the application cannot take it).
+    session: u64,
 }
 
 /// The acked-protocol server state for every client. Start one per application and pass its
 /// address to [`accept_acked`](super::accept_acked).
+///
+/// Client messages reach the application one at a time, in arrival order, each through a
+/// `send` that completes when the application's handler has returned; only then is the
+/// message acknowledged. A slow application therefore slows its clients (their windows of
+/// unacknowledged messages fill up) instead of growing a mailbox without bound, and a
+/// message acknowledged to a client is one the application has had.
 pub struct Hub {
     config: HubConfig,
     clients: HashMap<String, ClientState>,
@@ -165,6 +203,10 @@ pub struct Hub {
     events: Vec<Recipient<ClientEvent>>,
     acks_due: HashSet<String>,
     ack_timer: Option<SpawnHandle>,
+    /// Messages accepted and not yet handed to the application, oldest first.
+    handovers: VecDeque<Handover>,
+    /// Whether a handover is in progress.
+    handing: bool,
     stats: HubStats,
 }
 
@@ -178,6 +220,8 @@ impl Hub {
             events: Vec::new(),
             acks_due: HashSet::new(),
             ack_timer: None,
+            handovers: VecDeque::new(),
+            handing: false,
             stats: HubStats::default(),
         }
     }
@@ -189,13 +233,125 @@ impl Hub {
         }
     }
 
+    fn schedule_acks(&mut self, ctx: &mut Context<Self>) {
+        if self.ack_timer.is_none() && !self.acks_due.is_empty() {
+            self.ack_timer = Some(ctx.run_later(self.config.ack_delay, Hub::flush_acks));
+        }
+    }
+
     fn flush_acks(&mut self, _ctx: &mut Context<Self>) {
         self.ack_timer = None;
         for client in self.acks_due.drain() {
             if let Some(state) = self.clients.get(&client) {
-                if let Some(session) = &state.session {
-                    session.text(wire::ack(state.received));
+                if let (Some(session), true) = (&state.session, state.taken > 0) {
+                    session.text(wire::ack(state.taken));
                 }
+            }
+        }
+    }
+
+    /// Closes `client`'s live session with `code`; it is no longer current, so frames still
+    /// arriving from it are ignored.
+    fn end_session(&mut self, client: &str, code: u16, reason: String) {
+        let Some(state) = self.clients.get_mut(client) else {
+            return;
+        };
+        if let Some(session) = state.session.take() {
+            state.idle_since = Some(Instant::now());
+            session.command(Command::Close(code, Some(reason)));
+            self.event(ClientEvent::Disconnected {
+                client: client.to_string(),
+            });
+        }
+    }
+
+    fn violation(&mut self, client: &str, violation: Violation) {
+        warn!(
+            "resocket hub: client {client:?} closed for a protocol violation: {}",
+            violation.reason
+        );
+        self.stats.violations += 1;
+        self.end_session(client, violation.code, violation.reason.clone());
+        self.event(ClientEvent::Violation {
+            client: client.to_string(),
+            code: violation.code,
+            reason: violation.reason,
+        });
+    }
+
+    /// Evicts clients disconnected for longer than the idle TTL.
+    fn evict_idle(&mut self) {
+        let ttl = self.config.idle_client_ttl;
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.idle_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for client in expired {
+            if let Some(state) = self.clients.remove(&client) {
+                self.stats.evicted += 1;
+                self.acks_due.remove(&client);
+                debug!("resocket hub: client {client:?} evicted after {ttl:?} idle");
+                self.event(ClientEvent::Evicted {
+                    client,
+                    unacked: state.unacked(),
+                });
+            }
+        }
+    }
+
+    /// Hands the oldest accepted message to the application, if none is being handed now.
+    fn hand_over(&mut self, ctx: &mut Context<Self>) {
+        if self.handing {
+            return;
+        }
+        let Some(next) = self.handovers.pop_front() else {
+            return;
+        };
+        self.apps.retain(Recipient::connected);
+        self.handing = true;
+        let sends =
+            futures_util::future::join_all(self.apps.iter().map(|a| a.send(next.message.clone())));
+        ctx.spawn(wrap_future::<_, Self>(sends).map(move |results, act, ctx| {
+            act.handing = false;
+            let taken = results.iter().any(Result::is_ok);
+            act.handed(next, taken, ctx);
+            act.hand_over(ctx);
+        }));
+    }
+
+    /// A handover completed: acknowledge it, or give up what followed it.
+    fn handed(&mut self, handover: Handover, taken: bool, ctx: &mut Context<Self>) {
+        let Handover {
+            message,
+            epoch,
+            session,
+        } = handover;
+        let Some(state) = self.clients.get_mut(&message.client) else {
+            return;
+        };
+        let Some(seq) = message.seq else {
+            return; // identify messages are not acknowledged
+        };
+        if taken {
+            if state.took(seq, epoch) {
+                self.stats.taken += 1;
+                self.acks_due.insert(message.client);
+                self.schedule_acks(ctx);
+            }
+        } else if state.not_taken(epoch) {
+            warn!(
+                "resocket hub: the application stopped before taking message {seq} of client {:?}",
+                message.client
+            );
+            if state.is_current(session) {
+                let reason = "the application is not taking messages; try again later".into();
+                self.end_session(&message.client, 1013, reason);
             }
         }
     }
@@ -209,6 +365,11 @@ impl Default for Hub {
 
 impl Actor for Hub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = self.config.idle_client_ttl.max(Duration::from_millis(100));
+        ctx.run_interval(every, |hub, _| hub.evict_idle());
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -247,17 +408,13 @@ impl Handler<ToClient> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ToClient, _: &mut Context<Self>) {
         let limit = self.config.history;
-        let state = self.clients.entry(msg.client).or_default();
-        state.next_seq += 1;
-        let seq = state.next_seq;
-        let frame = ByteString::from(wire::msg(Some(seq), &msg.text));
-        if let Some(session) = &state.session {
-            session.text(frame.clone());
-        }
-        state.history.push_back((seq, frame));
-        while state.history.len() > limit {
-            if let Some((dropped, _)) = state.history.pop_front() {
-                state.trimmed = dropped;
+        let state = self
+            .clients
+            .entry(msg.client)
+            .or_insert_with(|| ClientState::new(Instant::now()));
+        if let Some(frame) = state.queue(msg.text.into(), limit) {
+            if let Some(session) = &state.session {
+                session.text(frame);
             }
         }
     }
@@ -275,53 +432,76 @@ struct Hello {
 impl Handler<Hello> for Hub {
     type Result = ();
     fn handle(&mut self, hello: Hello, _: &mut Context<Self>) {
-        let resumed = self.clients.contains_key(&hello.client);
-        if !resumed && self.clients.len() >= self.config.max_clients {
-            warn!(
-                "resocket hub: client limit {} reached",
-                self.config.max_clients
-            );
-            hello
-                .session
-                .command(super::Command::Close(1008, Some("too many clients".into())));
-            return;
+        let Hello {
+            client,
+            last_seq,
+            session,
+        } = hello;
+        if !self.clients.contains_key(&client) && self.clients.len() >= self.config.max_clients {
+            self.evict_idle();
+            if self.clients.len() >= self.config.max_clients {
+                warn!(
+                    "resocket hub: client limit {} reached; {client:?} refused",
+                    self.config.max_clients
+                );
+                self.stats.refused += 1;
+                session.command(Command::Close(
+                    1013,
+                    Some("too many clients; try again later".into()),
+                ));
+                return;
+            }
         }
-        let state = self.clients.entry(hello.client.clone()).or_default();
-        // A hub that restarted (state lost) numbers on from what the client has seen, or the
-        // client would take its new messages for duplicates.
-        state.next_seq = state.next_seq.max(hello.last_seq);
-        // The client has everything up to last_seq.
-        while state
-            .history
-            .front()
-            .is_some_and(|(s, _)| *s <= hello.last_seq)
-        {
-            state.history.pop_front();
+        let state = self
+            .clients
+            .entry(client.clone())
+            .or_insert_with(|| ClientState::new(Instant::now()));
+        let welcome = match state.hello(last_seq, session.clone()) {
+            Ok(welcome) => welcome,
+            Err(violation) => {
+                self.stats.violations += 1;
+                warn!(
+                    "resocket hub: hello from {client:?} refused: {}",
+                    violation.reason
+                );
+                session.command(Command::Close(
+                    violation.code,
+                    Some(violation.reason.clone()),
+                ));
+                self.event(ClientEvent::Violation {
+                    client,
+                    code: violation.code,
+                    reason: violation.reason,
+                });
+                return;
+            }
+        };
+        session.text(welcome.frame);
+        let mut replayed = 0;
+        for frame in state.replay() {
+            session.text(frame);
+            replayed += 1;
         }
-        let gap = (hello.last_seq < state.trimmed).then(|| Gap {
-            from: hello.last_seq + 1,
-            to: state.trimmed,
-        });
-        hello.session.text(wire::welcome(state.received, gap));
-        for (_, frame) in &state.history {
-            hello.session.text(frame.clone());
+        self.stats.replayed += replayed;
+        if let Some(old) = welcome.replaced {
+            self.stats.replaced += 1;
+            debug!("resocket hub: client {client:?}: a newer session replaces the old one");
+            old.command(Command::Close(
+                4001,
+                Some("replaced by a newer session for this client".into()),
+            ));
         }
-        self.stats.replayed += state.history.len() as u64;
-        state.session = Some(hello.session);
         debug!(
-            "resocket hub: client {:?} connected (resumed: {resumed})",
-            hello.client
+            "resocket hub: client {client:?} connected (resumed: {})",
+            welcome.resumed
         );
         self.event(ClientEvent::Connected {
-            client: hello.client.clone(),
-            resumed,
+            client: client.clone(),
+            resumed: welcome.resumed,
         });
-        if let Some(gap) = gap {
-            warn!("resocket hub: client {:?} missed {gap:?}", hello.client);
-            self.event(ClientEvent::Gap {
-                client: hello.client,
-                gap,
-            });
+        if let Some(gap) = welcome.gap {
+            warn!("resocket hub: client {client:?} missed {gap:?}");
+            self.event(ClientEvent::Gap { client, gap });
         }
     }
 }
@@ -331,6 +511,7 @@ impl Handler<Hello> for Hub {
 #[rtype(result = "()")]
 struct Data {
     client: String,
+    session: u64,
     seq: Option<u64>,
     text: String,
 }
@@ -338,47 +519,45 @@ struct Data {
 impl Handler<Data> for Hub {
     type Result = ();
     fn handle(&mut self, data: Data, ctx: &mut Context<Self>) {
+        let Some(state) = self.clients.get_mut(&data.client) else {
+            return;
+        };
+        if !state.is_current(data.session) {
+            return; // from a session the hub closed or a newer one replaced
+        }
         self.apps.retain(Recipient::connected);
         if self.apps.is_empty() {
-            // Nobody to deliver to: neither count it received nor ack it; the client keeps it
-            // in flight and sends it again after its next reconnect.
-            warn!("resocket hub: no application subscribed; client message not acknowledged");
-            return;
+            // Nobody to deliver to: not received, not acked; the client sends it again after
+            // it reconnects (with backoff).
+            warn!(
+                "resocket hub: no application subscribed; client {:?} asked to come back later",
+                data.client
+            );
+            let reason = "no application is subscribed; try again later".into();
+            return self.end_session(&data.client, 1013, reason);
         }
-        let state = self.clients.entry(data.client.clone()).or_default();
         if let Some(seq) = data.seq {
-            if seq <= state.received {
-                self.stats.duplicates += 1;
-                self.acks_due.insert(data.client);
-                return self.schedule_acks(ctx);
+            match state.data(seq) {
+                Ok(DataOutcome::Deliver) => {}
+                Ok(DataOutcome::Duplicate) => {
+                    self.stats.duplicates += 1;
+                    self.acks_due.insert(data.client);
+                    return self.schedule_acks(ctx);
+                }
+                Err(violation) => return self.violation(&data.client, violation),
             }
-            if seq != state.received + 1 {
-                warn!(
-                    "resocket hub: client {:?} skipped from {} to {seq}",
-                    data.client, state.received
-                );
-            }
-            state.received = seq;
-            self.acks_due.insert(data.client.clone());
         }
         self.stats.delivered += 1;
-        let message = FromClient {
-            client: data.client,
-            text: data.text,
-            seq: data.seq,
-        };
-        for app in &self.apps {
-            app.do_send(message.clone());
-        }
-        self.schedule_acks(ctx);
-    }
-}
-
-impl Hub {
-    fn schedule_acks(&mut self, ctx: &mut Context<Self>) {
-        if self.ack_timer.is_none() && !self.acks_due.is_empty() {
-            self.ack_timer = Some(ctx.run_later(self.config.ack_delay, Hub::flush_acks));
-        }
+        self.handovers.push_back(Handover {
+            epoch: state.epoch,
+            session: data.session,
+            message: FromClient {
+                client: data.client,
+                text: data.text,
+                seq: data.seq,
+            },
+        });
+        self.hand_over(ctx);
     }
 }
 
@@ -387,16 +566,21 @@ impl Hub {
 #[rtype(result = "()")]
 struct Acked {
     client: String,
+    session: u64,
     seq: u64,
 }
 
 impl Handler<Acked> for Hub {
     type Result = ();
     fn handle(&mut self, ack: Acked, _: &mut Context<Self>) {
-        if let Some(state) = self.clients.get_mut(&ack.client) {
-            while state.history.front().is_some_and(|(s, _)| *s <= ack.seq) {
-                state.history.pop_front();
-            }
+        let Some(state) = self.clients.get_mut(&ack.client) else {
+            return;
+        };
+        if !state.is_current(ack.session) {
+            return;
+        }
+        if let Err(violation) = state.ack(ack.seq) {
+            self.violation(&ack.client, violation);
         }
     }
 }
@@ -415,12 +599,7 @@ impl Handler<Gone> for Hub {
         let Some(state) = self.clients.get_mut(&gone.client) else {
             return;
         };
-        if state
-            .session
-            .as_ref()
-            .is_some_and(|s| s.id() == gone.session)
-        {
-            state.session = None;
+        if state.gone(gone.session, Instant::now()) {
             self.event(ClientEvent::Disconnected {
                 client: gone.client,
             });
@@ -428,37 +607,70 @@ impl Handler<Gone> for Hub {
     }
 }
 
+/// Who a connection's client is, decided when the upgrade request is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// The application authenticated the request (a token, a session cookie, a client
+    /// certificate) as this client id. A hello naming any other id is refused (close code
+    /// 1008) and the connection ends.
+    Authenticated(String),
+    /// Trust the id the client names in its hello. Anyone who can reach the endpoint can then
+    /// speak as any client (take over its session and its queued messages): only for tests
+    /// and networks where every client is trusted.
+    TrustHello,
+}
+
 /// The session side of the acked protocol: turns frames into hub messages.
 pub(crate) struct HubSession {
     pub(crate) hub: Addr<Hub>,
+    pub(crate) identity: ClientIdentity,
+    /// The client id, once its hello is accepted.
     pub(crate) client: Option<String>,
+    /// The session's id, once its hello is accepted.
     pub(crate) session: Option<u64>,
+}
+
+impl HubSession {
+    fn hello(&mut self, session: &Session, client: &str, last_seq: u64) {
+        if self.client.is_some() {
+            debug!("resocket hub: a second hello on one connection ignored");
+            return;
+        }
+        if client.is_empty() || client.len() > MAX_CLIENT_ID {
+            return refuse(
+                session,
+                format!("client id must be 1 to {MAX_CLIENT_ID} bytes"),
+            );
+        }
+        if let ClientIdentity::Authenticated(id) = &self.identity {
+            if id != client {
+                warn!(
+                    "resocket hub: a connection authenticated as {id:?} said hello as {client:?}"
+                );
+                return refuse(
+                    session,
+                    "hello names a client id other than the one this connection is authenticated as".into(),
+                );
+            }
+        }
+        self.client = Some(client.to_string());
+        self.session = Some(session.id());
+        self.hub.do_send(Hello {
+            client: client.to_string(),
+            last_seq,
+            session: session.clone(),
+        });
+    }
+}
+
+fn refuse(session: &Session, reason: String) {
+    session.command(Command::Close(1008, Some(reason)));
 }
 
 impl SessionHandler for HubSession {
     fn text(&mut self, session: &Session, text: &str) {
         match wire::decode(text) {
-            Some(wire::Frame::Hello { client, last_seq }) => {
-                if self.client.is_some() {
-                    debug!("resocket hub: a second hello on one connection ignored");
-                    return;
-                }
-                if client.is_empty() || client.len() > MAX_CLIENT_ID {
-                    session.command(super::Command::Close(
-                        1008,
-                        Some(format!("client id must be 1 to {MAX_CLIENT_ID} bytes")),
-                    ));
-                    return;
-                }
-                let client = client.into_owned();
-                self.client = Some(client.clone());
-                self.session = Some(session.id());
-                self.hub.do_send(Hello {
-                    client,
-                    last_seq,
-                    session: session.clone(),
-                });
-            }
+            Some(wire::Frame::Hello { client, last_seq }) => self.hello(session, &client, last_seq),
             Some(wire::Frame::Msg { seq, body }) => {
                 let Some(client) = self.client.clone() else {
                     debug!("resocket hub: data before hello ignored");
@@ -466,13 +678,18 @@ impl SessionHandler for HubSession {
                 };
                 self.hub.do_send(Data {
                     client,
+                    session: session.id(),
                     seq,
                     text: body.as_str().to_string(),
                 });
             }
             Some(wire::Frame::Ack { seq }) => {
                 if let Some(client) = self.client.clone() {
-                    self.hub.do_send(Acked { client, seq });
+                    self.hub.do_send(Acked {
+                        client,
+                        session: session.id(),
+                        seq,
+                    });
                 }
             }
             Some(wire::Frame::Welcome { .. }) | None => {

@@ -143,6 +143,7 @@ impl TestServer {
                 .app_data(web::Data::new(hub.clone()))
                 .route("/ws", web::get().to(ws_route))
                 .route("/acked", web::get().to(acked_route))
+                .route("/acked/as/{id}", web::get().to(authenticated_acked_route))
                 .route("/status/{code}", web::get().to(status_route))
                 .route("/wrong-protocol", web::get().to(wrong_protocol_route))
         })
@@ -164,6 +165,11 @@ impl TestServer {
     /// The acked-protocol URL.
     pub fn acked_url(&self) -> String {
         format!("ws://{}/acked", self.addr)
+    }
+
+    /// The acked-protocol URL for a connection authenticated as `id`.
+    pub fn acked_url_as(&self, id: &str) -> String {
+        format!("ws://{}/acked/as/{id}", self.addr)
     }
 
     /// A URL whose 101 answer names a subprotocol that was not offered.
@@ -250,7 +256,31 @@ async fn acked_route(
     hub: web::Data<Addr<Hub>>,
     config: web::Data<ServerConfig>,
 ) -> actix_web::Result<HttpResponse> {
-    resocket::server::accept_acked(&req, payload, hub.get_ref().clone(), **config)
+    resocket::server::accept_acked(
+        &req,
+        payload,
+        hub.get_ref().clone(),
+        resocket::server::ClientIdentity::TrustHello,
+        **config,
+    )
+}
+
+/// The acked protocol for a client the application authenticated as `{id}` (the test stands
+/// in for a real check of a token).
+async fn authenticated_acked_route(
+    req: HttpRequest,
+    payload: web::Payload,
+    id: web::Path<String>,
+    hub: web::Data<Addr<Hub>>,
+    config: web::Data<ServerConfig>,
+) -> actix_web::Result<HttpResponse> {
+    resocket::server::accept_acked(
+        &req,
+        payload,
+        hub.get_ref().clone(),
+        resocket::server::ClientIdentity::Authenticated(id.into_inner()),
+        **config,
+    )
 }
 
 /// A valid 101 answer that picks a subprotocol the client never offered.
@@ -484,6 +514,7 @@ pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
         .reconnect_spread(Duration::from_millis(20))
 }
 pub mod proxy;
+pub mod raw;
 
 /// The application behind a hub: records every client message.
 pub struct AppLog {

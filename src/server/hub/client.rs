@@ -1,0 +1,332 @@
+//! One client's acked state in the hub, and the protocol rules that change it. Pure: the hub
+//! actor feeds it what its sessions received and carries out what it answers.
+//!
+//! Every sequence number here comes from an untrusted peer: arithmetic is checked, and a
+//! number the peer could not honestly send is a [`Violation`], never a panic or a new floor.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::super::Session;
+use crate::acked::wire::{self, Gap, MAX_SEQ};
+
+/// A frame the peer could not honestly have sent: the session is closed with `code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Violation {
+    /// The WebSocket close code (1002 protocol error, 1008 policy violation).
+    pub(crate) code: u16,
+    /// Why, sent as the close description.
+    pub(crate) reason: String,
+}
+
+impl Violation {
+    fn protocol(reason: String) -> Self {
+        Violation { code: 1002, reason }
+    }
+    fn policy(reason: String) -> Self {
+        Violation { code: 1008, reason }
+    }
+}
+
+/// What to do with a sequenced client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataOutcome {
+    /// The next in sequence: hand it to the application.
+    Deliver,
+    /// Already received (a resend after a reconnect): drop it and acknowledge again.
+    Duplicate,
+}
+
+/// What the hub answers a hello with.
+#[derive(Debug)]
+pub(crate) struct Welcome {
+    /// The `welcome` frame.
+    pub(crate) frame: String,
+    /// Messages the client missed for good (trimmed from the history).
+    pub(crate) gap: Option<Gap>,
+    /// Whether the hub had welcomed this client before (a resume).
+    pub(crate) resumed: bool,
+    /// The session this one replaced, still connected: to be closed.
+    pub(crate) replaced: Option<Session>,
+}
+
+/// One client's state. It outlives connections; the hub evicts it only when the client has
+/// been disconnected for longer than the configured idle time.
+pub(crate) struct ClientState {
+    /// The highest client sequence number accepted (handed, or being handed, to the app).
+    pub(crate) received: u64,
+    /// The highest client sequence number the application has taken: what acks carry.
+    pub(crate) taken: u64,
+    /// Bumped when accepted-but-untaken messages are given up (the application went away),
+    /// so that handovers still completing from before cannot move `taken`.
+    pub(crate) epoch: u64,
+    /// The last server sequence number used.
+    next_seq: u64,
+    /// Sent and not acknowledged: (seq, text as the application gave it). The frame is built
+    /// when written, so renumbering after a hub restart is free.
+    history: VecDeque<(u64, ByteString)>,
+    /// Messages up to this sequence number were dropped from the history unacknowledged.
+    trimmed: u64,
+    /// Whether this hub has welcomed the client at least once.
+    greeted: bool,
+    /// The live session, if any.
+    pub(crate) session: Option<Session>,
+    /// When the client was last without a session (or created without one).
+    pub(crate) idle_since: Option<Instant>,
+}
+
+impl ClientState {
+    /// A client the hub knows nothing of yet.
+    pub(crate) fn new(now: Instant) -> Self {
+        ClientState {
+            received: 0,
+            taken: 0,
+            epoch: 0,
+            next_seq: 0,
+            history: VecDeque::new(),
+            trimmed: 0,
+            greeted: false,
+            session: None,
+            idle_since: Some(now),
+        }
+    }
+
+    /// Whether `session` is this client's live session.
+    pub(crate) fn is_current(&self, session: u64) -> bool {
+        self.session.as_ref().is_some_and(|s| s.id() == session)
+    }
+
+    /// Messages kept for resume.
+    pub(crate) fn unacked(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Queues a server message, keeping at most `limit`; returns the frame to write now if a
+    /// session is live.
+    pub(crate) fn queue(&mut self, text: ByteString, limit: usize) -> Option<ByteString> {
+        self.next_seq = self.next_seq.saturating_add(1);
+        let seq = self.next_seq;
+        let frame = self
+            .session
+            .is_some()
+            .then(|| ByteString::from(wire::msg(Some(seq), &text)));
+        self.history.push_back((seq, text));
+        while self.history.len() > limit {
+            if let Some((dropped, _)) = self.history.pop_front() {
+                self.trimmed = dropped;
+            }
+        }
+        frame
+    }
+
+    /// The history as frames, oldest first, for a replay.
+    pub(crate) fn replay(&self) -> impl Iterator<Item = ByteString> + '_ {
+        self.history
+            .iter()
+            .map(|(seq, text)| ByteString::from(wire::msg(Some(*seq), text)))
+    }
+
+    /// A hello on `session` from a client that has seen server messages up to `last_seq`.
+    ///
+    /// The restart rule: a hub that has never welcomed this client (it restarted and lost its
+    /// state, or the client is new) takes `last_seq` as the numbering the client knows and
+    /// renumbers what it queued before the hello above it, so nothing queued is lost and the
+    /// client sees no jump. A hub that has welcomed the client refuses a `last_seq` beyond
+    /// what it ever sent.
+    pub(crate) fn hello(&mut self, last_seq: u64, session: Session) -> Result<Welcome, Violation> {
+        if last_seq > MAX_SEQ {
+            return Err(Violation::policy(format!(
+                "last_seq {last_seq} is above the largest sequence number ({MAX_SEQ})"
+            )));
+        }
+        let resumed = self.greeted;
+        if !self.greeted {
+            self.renumber_above(last_seq);
+        } else if last_seq > self.next_seq {
+            return Err(Violation::policy(format!(
+                "last_seq {last_seq} is beyond the last message sent ({})",
+                self.next_seq
+            )));
+        }
+        self.greeted = true;
+        // The client has everything up to last_seq.
+        while self.history.front().is_some_and(|(s, _)| *s <= last_seq) {
+            self.history.pop_front();
+        }
+        let gap = (last_seq < self.trimmed).then(|| Gap {
+            from: last_seq + 1,
+            to: self.trimmed,
+        });
+        let replaced = self.session.replace(session).filter(|old| old.connected());
+        self.idle_since = None;
+        Ok(Welcome {
+            frame: wire::welcome(self.taken, gap),
+            gap,
+            resumed,
+            replaced,
+        })
+    }
+
+    /// Shifts everything queued before the first hello above `base`.
+    fn renumber_above(&mut self, base: u64) {
+        if base == 0 {
+            return;
+        }
+        for (seq, _) in &mut self.history {
+            *seq = seq.saturating_add(base);
+        }
+        if self.trimmed > 0 {
+            self.trimmed = self.trimmed.saturating_add(base);
+        }
+        self.next_seq = self.next_seq.saturating_add(base);
+    }
+
+    /// A sequenced message from the client. Only the next in sequence is accepted: a jump
+    /// would make the cumulative ack cover messages never received.
+    pub(crate) fn data(&mut self, seq: u64) -> Result<DataOutcome, Violation> {
+        if seq <= self.received {
+            return Ok(DataOutcome::Duplicate);
+        }
+        let expected = self.received + 1;
+        if seq != expected {
+            return Err(Violation::protocol(format!(
+                "sequence gap: expected {expected}, got {seq}"
+            )));
+        }
+        self.received = seq;
+        Ok(DataOutcome::Deliver)
+    }
+
+    /// The application took messages up to `seq` (a handover of `epoch` completed).
+    pub(crate) fn took(&mut self, seq: u64, epoch: u64) -> bool {
+        if epoch != self.epoch || seq <= self.taken {
+            return false;
+        }
+        self.taken = seq;
+        true
+    }
+
+    /// The application could not take `seq`: everything accepted after the last taken
+    /// message is given up, to be sent again by the client.
+    pub(crate) fn not_taken(&mut self, epoch: u64) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        self.epoch += 1;
+        self.received = self.taken;
+        true
+    }
+
+    /// A cumulative ack from the client.
+    pub(crate) fn ack(&mut self, seq: u64) -> Result<(), Violation> {
+        if seq > self.next_seq {
+            return Err(Violation::protocol(format!(
+                "ack {seq} for a message never sent (last sent {})",
+                self.next_seq
+            )));
+        }
+        while self.history.front().is_some_and(|(s, _)| *s <= seq) {
+            self.history.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The session `id` ended (or was closed by the hub); true if it was the live one.
+    pub(crate) fn gone(&mut self, id: u64, now: Instant) -> bool {
+        if self.is_current(id) {
+            self.session = None;
+            self.idle_since = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: u64) -> (Session, actix::Addr<Sink>) {
+        use actix::Actor;
+        let addr = Sink.start();
+        (Session::for_test(id, addr.clone().recipient()), addr)
+    }
+
+    struct Sink;
+    impl actix::Actor for Sink {
+        type Context = actix::Context<Self>;
+    }
+    impl actix::Handler<super::super::super::Command> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: super::super::super::Command, _: &mut Self::Context) {}
+    }
+
+    fn queued(state: &mut ClientState, n: usize) {
+        for i in 0..n {
+            state.queue(format!("{i}").into(), 5);
+        }
+    }
+
+    fn seqs(state: &ClientState) -> Vec<u64> {
+        state.history.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_fresh_hub_renumbers_what_it_queued_above_the_clients_last_seq() {
+        let mut state = ClientState::new(Instant::now());
+        queued(&mut state, 3);
+        let (s, _a) = session(1);
+        let welcome = state.hello(40, s).unwrap();
+        assert_eq!(welcome.gap, None);
+        assert!(!welcome.resumed);
+        assert_eq!(seqs(&state), [41, 42, 43]);
+        assert_eq!(state.queue("next".into(), 5).map(|_| ()), Some(()));
+        assert_eq!(seqs(&state), [41, 42, 43, 44]);
+    }
+
+    #[actix_rt::test]
+    async fn a_trimmed_history_is_a_gap_above_last_seq_after_a_restart() {
+        let mut state = ClientState::new(Instant::now());
+        queued(&mut state, 8); // keeps 4..8, trimmed 3
+        let (s, _a) = session(1);
+        let welcome = state.hello(10, s).unwrap();
+        assert_eq!(welcome.gap, Some(Gap { from: 11, to: 13 }));
+        assert_eq!(seqs(&state), [14, 15, 16, 17, 18]);
+    }
+
+    #[actix_rt::test]
+    async fn poisoned_sequence_numbers_are_violations_not_panics() {
+        let mut state = ClientState::new(Instant::now());
+        let (s, _a) = session(1);
+        assert_eq!(state.hello(u64::MAX, s.clone()).unwrap_err().code, 1008);
+        state.hello(0, s.clone()).unwrap();
+        queued(&mut state, 2);
+        assert_eq!(state.hello(3, s.clone()).unwrap_err().code, 1008);
+        assert_eq!(state.ack(3).unwrap_err().code, 1002);
+        assert_eq!(state.ack(u64::MAX).unwrap_err().code, 1002);
+        state.ack(2).unwrap();
+        assert_eq!(state.data(u64::MAX).unwrap_err().code, 1002);
+        assert_eq!(state.data(2).unwrap_err().code, 1002);
+        assert_eq!(state.data(1), Ok(DataOutcome::Deliver));
+        assert_eq!(state.data(1), Ok(DataOutcome::Duplicate));
+    }
+
+    #[actix_rt::test]
+    async fn a_handover_from_before_a_give_up_cannot_move_taken() {
+        let mut state = ClientState::new(Instant::now());
+        let (s, _a) = session(1);
+        state.hello(0, s).unwrap();
+        for seq in 1..=3 {
+            state.data(seq).unwrap();
+        }
+        assert!(state.took(1, 0));
+        assert!(state.not_taken(0));
+        assert_eq!(state.received, 1);
+        assert!(!state.took(3, 0), "a stale handover");
+        assert_eq!(state.taken, 1);
+        assert_eq!(state.data(2), Ok(DataOutcome::Deliver));
+    }
+}
