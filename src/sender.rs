@@ -53,7 +53,11 @@ impl SharedOutbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Refuses every later push. Taken under the queue's lock, as `push` checks it, so that
+    /// a push either lands before the close (and is in whatever is drained after it) or is
+    /// refused: never queued into an outbox nobody will drain.
     pub(crate) fn close(&self) {
+        let _queue = self.lock();
         self.closed.store(true, Ordering::Release);
     }
 
@@ -68,15 +72,6 @@ impl SharedOutbox {
 
     /// Queues `message` under the outbox policy; wakes the driver if the outbox was empty.
     pub(crate) fn push(&self, message: Outgoing) -> Pushing {
-        if self.is_closed() {
-            return Pushing::Refused(
-                SendError {
-                    error: Error::Closed,
-                    message,
-                },
-                false,
-            );
-        }
         if self.acked {
             if let Err(error) = AckedLink::accepts(&message) {
                 return Pushing::Refused(SendError { error, message }, false);
@@ -84,6 +79,11 @@ impl SharedOutbox {
         }
         let (outcome, was_empty) = {
             let mut queue = self.lock();
+            // Checked under the lock `close` takes: see there.
+            if self.is_closed() {
+                let error = Error::Closed;
+                return Pushing::Refused(SendError { error, message }, false);
+            }
             let was_empty = queue.is_empty();
             (queue.push(message), was_empty)
         };
@@ -153,5 +153,42 @@ impl Sender {
     /// Whether the socket accepts no more messages.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A push racing `close` either lands before it (and is drained) or is refused: every push
+    /// that said Ok is in the drain. (Before the closed flag was checked under the lock, a push
+    /// could pass the check, lose the race for the lock, and land after the drain.)
+    #[test]
+    fn a_push_racing_close_is_drained_or_refused() {
+        for _ in 0..500 {
+            let shared = Arc::new(SharedOutbox::new(Outbox::bounded(1_000_000), false));
+            let started = Arc::new(AtomicBool::new(false));
+            let pusher = {
+                let (shared, started) = (shared.clone(), started.clone());
+                std::thread::spawn(move || {
+                    let mut ok = 0usize;
+                    for n in 0..1_000_000u32 {
+                        match shared.push(Outgoing::from(n.to_string())) {
+                            Pushing::Ok => ok += 1,
+                            _ => break,
+                        }
+                        started.store(true, Ordering::Release);
+                    }
+                    ok
+                })
+            };
+            while !started.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            shared.close();
+            let drained = shared.lock().drain().len();
+            let ok = pusher.join().unwrap_or(0);
+            assert_eq!(ok, drained, "a push said Ok but was never drained");
+        }
     }
 }
