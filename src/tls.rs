@@ -2,7 +2,7 @@
 //! WebSocket upgrade cannot run over HTTP/2), and TLS failures told apart from other connect
 //! failures.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 pub use rustls::{ClientConfig, RootCertStore};
@@ -55,10 +55,16 @@ pub(crate) fn http11(mut config: ClientConfig) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+/// Clients kept per thread, most recently used first. Past it the least recently used is
+/// dropped (connections it opened live on; only its idle pool goes), so a process that builds
+/// a new TLS configuration per socket holds a bounded number of awc clients.
+pub(crate) const CLIENT_CACHE: usize = 16;
+
 thread_local! {
-    // One awc client per TLS configuration per thread (building one loads a root store).
-    static CLIENTS: std::cell::RefCell<HashMap<usize, awc::Client>> =
-        std::cell::RefCell::new(HashMap::new());
+    // One awc client per TLS configuration per thread (building one loads a root store), keyed
+    // by the configuration's address. The cached client's connector holds a clone of the
+    // `Arc`, so the address cannot be reused by another configuration while it is cached.
+    static CLIENTS: RefCell<Vec<(usize, awc::Client)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The calling thread's client for `config`.
@@ -66,23 +72,29 @@ pub(crate) fn client(config: &Arc<ClientConfig>, tcp_timeout: std::time::Duratio
     install_provider();
     let key = Arc::as_ptr(config) as usize;
     CLIENTS.with(|clients| {
-        clients
-            .borrow_mut()
-            .entry(key)
-            .or_insert_with(|| {
-                awc::Client::builder()
-                    .connector(
-                        awc::Connector::new()
-                            .rustls_0_23(config.clone())
-                            .limit(0)
-                            .timeout(tcp_timeout)
-                            .handshake_timeout(tcp_timeout),
-                    )
-                    .disable_timeout()
-                    .finish()
-            })
-            .clone()
+        let mut clients = clients.borrow_mut();
+        let client = match clients.iter().position(|(k, _)| *k == key) {
+            Some(i) => clients.remove(i).1,
+            None => awc::Client::builder()
+                .connector(
+                    awc::Connector::new()
+                        .rustls_0_23(config.clone())
+                        .limit(0)
+                        .timeout(tcp_timeout)
+                        .handshake_timeout(tcp_timeout),
+                )
+                .disable_timeout()
+                .finish(),
+        };
+        clients.insert(0, (key, client.clone()));
+        clients.truncate(CLIENT_CACHE);
+        client
     })
+}
+
+#[cfg(test)]
+fn cached_clients() -> usize {
+    CLIENTS.with(|c| c.borrow().len())
 }
 
 /// A TLS failure inside a connect error, as a fatal [`Error::Tls`].
@@ -102,4 +114,25 @@ pub(crate) fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<Err
         current = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn the_client_cache_is_bounded_and_reuses_a_configuration_s_client() {
+        let configs: Vec<_> = (0..100)
+            .map(|_| with_roots(RootCertStore::empty()))
+            .collect();
+        for config in &configs {
+            client(config, std::time::Duration::from_secs(1));
+        }
+        assert_eq!(cached_clients(), CLIENT_CACHE);
+        let first = &configs[99];
+        client(first, std::time::Duration::from_secs(1));
+        assert_eq!(cached_clients(), CLIENT_CACHE);
+        let key = Arc::as_ptr(first) as usize;
+        assert_eq!(CLIENTS.with(|c| c.borrow()[0].0), key, "most recent first");
+    }
 }
