@@ -1,18 +1,19 @@
 //! Fuzzing entry points (feature `fuzzing`, used by `fuzz/`). Not part of the supported API.
 
 use actix_codec::Decoder;
-use actix_http::ws::{Codec, ProtocolError};
+use actix_http::ws::Codec;
 use bytes::BytesMut;
 
 use crate::acked::{wire, AckedLink};
+use crate::frame_guard::{FrameError, FrameGuard};
 use crate::reassembly::{Inbound, Reassembler};
 
 /// The inbound path on arbitrary bytes from a peer: frame decoding (client side, as awc does),
-/// reassembly under a size cap, UTF-8 validation, the acked protocol's frame decoding and
+/// the frame guard, reassembly under a size cap, UTF-8 validation, the acked protocol's frame decoding and
 /// dedup, and payload decoding. Must never panic, whatever the bytes.
 pub fn inbound(data: &[u8]) {
     const MAX: usize = 4096;
-    let mut codec = Codec::new().max_size(MAX).client_mode();
+    let mut codec = FrameGuard::new(Codec::new().max_size(MAX).client_mode(), MAX);
     let mut buffer = BytesMut::from(data);
     let mut reassembler = Reassembler::new(MAX);
     let mut link = AckedLink::new("fuzz".into(), 16);
@@ -21,8 +22,8 @@ pub fn inbound(data: &[u8]) {
         let frame = match codec.decode(&mut buffer) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
-            Err(ProtocolError::Overflow) => {
-                let _ = reassembler.oversized_frame();
+            Err(FrameError::Oversized(position)) => {
+                let _ = reassembler.oversized_frame(position);
                 continue;
             }
             Err(_) => break,

@@ -56,26 +56,51 @@ impl Default for Heartbeat {
 /// What a heartbeat tick decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tick {
-    /// The peer spoke recently enough: send a Ping (and the keepalive).
+    /// The peer spoke recently enough (or this tick cannot judge): send a Ping (and the
+    /// keepalive).
     Ping,
+    /// The peer looks silent past the timeout: read what is already waiting, then
+    /// [`recheck`](Liveness::recheck) before deciding.
+    Suspect,
     /// The peer has been silent for this long: drop the connection.
     Dead(Duration),
 }
 
-/// When the peer was last heard from.
+/// How long a suspected peer is given for data already waiting to be read.
+pub(crate) const RECHECK_AFTER: Duration = Duration::from_millis(20);
+
+/// When the peer was last heard from, and the rules that make silence a verdict.
+///
+/// Silence is judged only from what this side could have seen: a tick that fires late by more
+/// than an interval means this thread was stalled (CPU starvation, a long handler), and what
+/// looks like silence may be data not yet read, so that tick does not judge; a tick that finds
+/// silence first lets the socket read what is waiting and judges on a recheck. Bytes of a frame
+/// still arriving count as life, so one large message sent slowly is not taken for death.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Liveness {
     last_seen: Instant,
+    last_tick: Instant,
+    /// A tick was skipped as a local stall; the next one judges whatever its timing.
+    skipped: bool,
 }
 
 impl Liveness {
     pub(crate) fn new(now: Instant) -> Self {
-        Liveness { last_seen: now }
+        Liveness {
+            last_seen: now,
+            last_tick: now,
+            skipped: false,
+        }
     }
 
     /// Record a frame from the peer.
     pub(crate) fn saw_frame(&mut self, now: Instant) {
-        self.last_seen = now;
+        self.last_seen = self.last_seen.max(now);
+    }
+
+    /// Record that bytes arrived at `at` (part of a frame, perhaps).
+    pub(crate) fn saw_bytes(&mut self, at: Instant) {
+        self.last_seen = self.last_seen.max(at);
     }
 
     /// When the peer was last heard from.
@@ -84,13 +109,34 @@ impl Liveness {
     }
 
     /// Decide at a heartbeat tick.
-    pub(crate) fn tick(&self, now: Instant, timeout: Duration) -> Tick {
-        let silent = now.saturating_duration_since(self.last_seen);
+    pub(crate) fn tick(&mut self, now: Instant, interval: Duration, timeout: Duration) -> Tick {
+        let since_tick = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        let stalled = since_tick > interval.saturating_mul(2);
+        if stalled && !self.skipped {
+            self.skipped = true;
+            return Tick::Ping;
+        }
+        self.skipped = false;
+        if self.silence(now) > timeout {
+            Tick::Suspect
+        } else {
+            Tick::Ping
+        }
+    }
+
+    /// Decide a suspected peer, once waiting data has had its chance to be read.
+    pub(crate) fn recheck(&self, now: Instant, timeout: Duration) -> Tick {
+        let silent = self.silence(now);
         if silent > timeout {
             Tick::Dead(silent)
         } else {
             Tick::Ping
         }
+    }
+
+    fn silence(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_seen)
     }
 }
 
@@ -98,19 +144,44 @@ impl Liveness {
 mod tests {
     use super::*;
 
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
     #[test]
-    fn silence_past_the_timeout_is_death() {
+    fn silence_past_the_timeout_is_suspected_then_death_on_recheck() {
         let t0 = Instant::now();
         let mut l = Liveness::new(t0);
-        let timeout = Duration::from_secs(10);
-        assert_eq!(l.tick(t0 + Duration::from_secs(5), timeout), Tick::Ping);
-        assert_eq!(l.tick(t0 + Duration::from_secs(10), timeout), Tick::Ping);
-        assert_eq!(
-            l.tick(t0 + Duration::from_secs(11), timeout),
-            Tick::Dead(Duration::from_secs(11))
-        );
-        l.saw_frame(t0 + Duration::from_secs(9));
-        assert_eq!(l.tick(t0 + Duration::from_secs(15), timeout), Tick::Ping);
+        let (interval, timeout) = (S(5), S(10));
+        assert_eq!(l.tick(t0 + S(5), interval, timeout), Tick::Ping);
+        assert_eq!(l.tick(t0 + S(10), interval, timeout), Tick::Ping);
+        assert_eq!(l.tick(t0 + S(15), interval, timeout), Tick::Suspect);
+        assert_eq!(l.recheck(t0 + S(15), timeout), Tick::Dead(S(15)));
+        // Data that was waiting, read before the recheck, clears the suspicion.
+        l.saw_frame(t0 + S(15));
+        assert_eq!(l.recheck(t0 + S(15), timeout), Tick::Ping);
+        l.saw_frame(t0 + S(9));
+        assert_eq!(l.tick(t0 + S(20), interval, timeout), Tick::Ping);
+    }
+
+    #[test]
+    fn a_late_tick_is_a_local_stall_and_does_not_judge_but_the_next_one_does() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0);
+        let (interval, timeout) = (S(5), S(10));
+        // The thread was stuck for 30 s: the first tick after it does not judge.
+        assert_eq!(l.tick(t0 + S(30), interval, timeout), Tick::Ping);
+        // A peer that is really dead is still found, one tick later, however late.
+        assert_eq!(l.tick(t0 + S(60), interval, timeout), Tick::Suspect);
+    }
+
+    #[test]
+    fn bytes_of_a_frame_still_arriving_count_as_life() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0);
+        let (interval, timeout) = (S(5), S(10));
+        for t in (5..=60).step_by(5) {
+            l.saw_bytes(t0 + S(t) - S(1));
+            assert_eq!(l.tick(t0 + S(t), interval, timeout), Tick::Ping);
+        }
     }
 
     #[test]

@@ -72,6 +72,7 @@ mod backoff;
 mod config;
 mod error;
 mod events;
+mod frame_guard;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -5,6 +5,7 @@ use actix_http::ws::{CloseReason, Frame, Item};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
+use crate::frame_guard::Position;
 use crate::Error;
 
 /// A whole inbound message or control frame.
@@ -56,12 +57,17 @@ impl Reassembler {
         }
     }
 
-    /// The codec refused a frame as too large: forget any message in progress.
-    pub(crate) fn oversized_frame(&mut self) -> Error {
-        if !matches!(self.partial, Partial::None) {
-            self.partial = Partial::Discarding;
-        }
-        Error::MessageTooLarge { limit: self.max }
+    /// A frame was refused as too large at its header (its payload skipped): the message it
+    /// belongs to is discarded. The error is returned once per message (None for a later
+    /// fragment of a message already refused).
+    pub(crate) fn oversized_frame(&mut self, position: Position) -> Option<Error> {
+        let already_reported =
+            matches!(self.partial, Partial::Discarding) && position != Position::First;
+        self.partial = match position {
+            Position::Whole | Position::Last => Partial::None,
+            Position::First | Position::Middle => Partial::Discarding,
+        };
+        (!already_reported).then_some(Error::MessageTooLarge { limit: self.max })
     }
 
     fn whole(&self, text: bool, bytes: Bytes) -> Result<Inbound, Error> {
@@ -260,7 +266,7 @@ mod properties {
                     }
                 }
             }
-            let _ = r.oversized_frame();
+            let _ = r.oversized_frame(Position::Middle);
             prop_assert_eq!(
                 r.frame(Frame::Text(Bytes::from_static(b"k"))).unwrap(),
                 Some(Inbound::Text("k".into()))

@@ -12,18 +12,19 @@ mod handlers;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::frame_guard::FrameError;
 use actix::fut::wrap_future;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, SpawnHandle,
 };
-use actix_http::ws::{Frame, ProtocolError};
+use actix_http::ws::Frame;
 use log::{debug, warn};
 
 use self::connect::WsFramed;
 use self::connection::{Driver, OpenConnection};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
-use crate::heartbeat::Tick;
+use crate::heartbeat::{Tick, RECHECK_AFTER};
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
 use crate::sender::{Pushing, SharedOutbox};
@@ -457,21 +458,24 @@ impl SocketActor {
         if conn.closing.is_some() {
             return;
         }
+        let now = Instant::now();
         if self.deliveries_waiting > 0 {
             // Not reading (a subscriber is slow): the silence is ours, not the peer's.
-            conn.liveness.saw_frame(Instant::now());
+            conn.liveness.saw_frame(now);
         }
-        match conn
-            .liveness
-            .tick(Instant::now(), self.config.heartbeat.timeout)
-        {
-            Tick::Dead(silent) => {
-                debug!(
-                    "resocket {}: peer silent for {silent:?}",
-                    self.config.shown_url
-                );
-                self.subscribers.error(&Error::HeartbeatTimeout(silent));
-                self.connection_ended(Disconnect::HeartbeatTimeout(silent), ctx);
+        conn.liveness.saw_bytes(conn.framed.codec_ref().last_read());
+        let (interval, timeout) = (
+            self.config.heartbeat.interval,
+            self.config.heartbeat.timeout,
+        );
+        match conn.liveness.tick(now, interval, timeout) {
+            Tick::Dead(silent) => self.peer_dead(silent, ctx),
+            Tick::Suspect => {
+                // Read what is already waiting (the driver runs meanwhile), then decide.
+                let id = conn.id;
+                ctx.run_later(RECHECK_AFTER, move |act, ctx| {
+                    act.heartbeat_recheck(id, ctx)
+                });
             }
             Tick::Ping => {
                 conn.queue_once(awc::ws::Message::Ping(bytes::Bytes::new()));
@@ -483,8 +487,38 @@ impl SocketActor {
         }
     }
 
+    /// A suspected peer, once what was waiting has had its chance to be read.
+    fn heartbeat_recheck(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        if conn.id != id || conn.closing.is_some() {
+            return;
+        }
+        if self.deliveries_waiting > 0 {
+            conn.liveness.saw_frame(Instant::now());
+        }
+        conn.liveness.saw_bytes(conn.framed.codec_ref().last_read());
+        if let Tick::Dead(silent) = conn
+            .liveness
+            .recheck(Instant::now(), self.config.heartbeat.timeout)
+        {
+            self.peer_dead(silent, ctx);
+        }
+    }
+
+    /// The peer has been silent for `silent`: the connection is dead.
+    fn peer_dead(&mut self, silent: std::time::Duration, ctx: &mut Context<Self>) {
+        debug!(
+            "resocket {}: peer silent for {silent:?}",
+            self.config.shown_url
+        );
+        self.subscribers.error(&Error::HeartbeatTimeout(silent));
+        self.connection_ended(Disconnect::HeartbeatTimeout(silent), ctx);
+    }
+
     /// One frame (or codec error) from the driver.
-    fn frame_received(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Context<Self>) {
+    fn frame_received(&mut self, item: Result<Frame, FrameError>, ctx: &mut Context<Self>) {
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
@@ -493,11 +527,13 @@ impl SocketActor {
                 conn.liveness.saw_frame(Instant::now());
                 conn.reassembler.frame(frame)
             }
-            Err(ProtocolError::Overflow) => {
+            Err(FrameError::Oversized(position)) => {
                 conn.liveness.saw_frame(Instant::now());
-                Err(conn.reassembler.oversized_frame())
+                conn.reassembler
+                    .oversized_frame(position)
+                    .map_or(Ok(None), Err)
             }
-            Err(e) => {
+            Err(FrameError::Protocol(e)) => {
                 let error = Error::Connection(e.to_string());
                 self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
                 return;

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use awc::error::WsClientError;
-use awc::ws::Codec;
 use awc::BoxedSocket;
 
+use crate::frame_guard::FrameGuard;
 use crate::{Error, SocketConfig};
 
-/// An open WebSocket connection as awc gives it.
-pub(crate) type WsFramed = Framed<BoxedSocket, Codec>;
+/// An open WebSocket connection: awc's, with its codec guarded (see [`FrameGuard`]).
+pub(crate) type WsFramed = Framed<BoxedSocket, FrameGuard>;
 
 /// awc's own TCP connect limit; our `connect_timeout` (usually shorter) governs.
 const TCP_CONNECT_LIMIT: Duration = Duration::from_secs(60);
@@ -47,7 +47,8 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
             });
         }
     }
-    Ok(framed)
+    let max = config.max_message;
+    Ok(framed.into_map_codec(|codec| FrameGuard::new(codec, max)))
 }
 
 /// The calling thread's awc client for this socket's scheme.

@@ -515,6 +515,7 @@ pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
 }
 pub mod proxy;
 pub mod raw;
+pub mod raw_server;
 
 /// The application behind a hub: records every client message.
 pub struct AppLog {
