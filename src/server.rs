@@ -30,6 +30,7 @@
 //! ```
 
 mod hub;
+mod payload_guard;
 
 use std::time::{Duration, Instant};
 
@@ -169,8 +170,12 @@ pub fn accept<H: SessionHandler>(
 ) -> actix_web::Result<HttpResponse> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let refused = std::sync::Arc::new(AtomicU64::new(0));
+    let payload = payload_guard::PayloadGuard::new(payload, config.max_message, refused.clone());
     let actor = SessionActor {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        refused,
+        frames: 0,
         handler,
         config,
         last_seen: Instant::now(),
@@ -206,6 +211,11 @@ pub fn accept_acked(
 
 struct SessionActor<H: SessionHandler> {
     id: u64,
+    /// The number of the first inbound frame whose header announced more than `max_message`
+    /// (0: none), set by the payload guard as soon as that header arrived.
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Inbound frames handled.
+    frames: u64,
     handler: H,
     config: ServerConfig,
     last_seen: Instant,
@@ -273,12 +283,29 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
         msg: Result<ws::Message, ws::ProtocolError>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
+        if msg.is_ok() {
+            self.frames += 1;
+        }
         if self.silent {
             return;
         }
         self.last_seen = Instant::now();
         let msg = match msg {
-            Ok(msg) => msg,
+            Ok(msg) => {
+                let refused = self.refused.load(std::sync::atomic::Ordering::Acquire);
+                if refused != 0 && refused == self.frames {
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Size,
+                        description: Some(format!(
+                            "message larger than {} bytes",
+                            self.config.max_message
+                        )),
+                    }));
+                    ctx.stop();
+                    return;
+                }
+                msg
+            }
             Err(e) => {
                 log::debug!("resocket server session {}: {e}", self.id);
                 ctx.stop();

@@ -181,3 +181,28 @@ async fn a_stalled_client_thread_does_not_take_its_live_peer_for_dead() {
         watch.errors()
     );
 }
+
+#[actix_rt::test]
+async fn a_server_session_refuses_a_huge_frame_at_its_header_with_1009() {
+    let server = TestServer::start_with(ServerConfig {
+        max_message: 64 * 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.addr;
+    // The client announces 1 GiB and sends 100 bytes of it, then waits: a session that
+    // buffers the whole frame before checking never answers.
+    let code = actix_rt::task::spawn_blocking(move || {
+        let mut stream = common::raw_server::raw_upgrade(addr, "/ws");
+        let mut bytes = vec![FIN | TEXT, 0x80 | 127];
+        bytes.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        bytes.extend_from_slice(&[b'x'; 100]);
+        stream.write_all(&bytes).unwrap();
+        common::raw_server::read_close_code(&mut stream)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1009));
+    assert!(server.received().is_empty());
+}

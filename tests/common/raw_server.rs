@@ -102,3 +102,54 @@ fn handshake(stream: &mut TcpStream) -> std::io::Result<()> {
     )?;
     stream.flush()
 }
+
+/// A raw TCP WebSocket client: the upgrade by hand, then whatever bytes the test writes (a
+/// header announcing 1 GiB, say). Returns the stream after the 101 answer.
+pub fn raw_upgrade(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(super::DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        assert!(stream.read(&mut byte).unwrap() == 1, "no upgrade answer");
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    stream
+}
+
+/// Reads server frames until a Close; returns its code. Bounded by the read timeout.
+pub fn read_close_code(stream: &mut TcpStream) -> Option<u16> {
+    for _ in 0..10_000 {
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).ok()?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                stream.read_exact(&mut b).ok()?;
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                stream.read_exact(&mut b).ok()?;
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; len as usize];
+        stream.read_exact(&mut payload).ok()?;
+        if head[0] & 0x0f == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+    None
+}
