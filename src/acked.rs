@@ -38,6 +38,8 @@ pub(crate) enum Inbound {
 #[derive(Debug)]
 pub(crate) struct AckedLink {
     client: String,
+    /// Tells this link apart from another process or device using the same client id.
+    instance: u64,
     window: usize,
     next_seq: u64,
     in_flight: VecDeque<InFlight>,
@@ -54,8 +56,10 @@ pub(crate) struct AckedLink {
 
 impl AckedLink {
     pub(crate) fn new(client: String, window: usize) -> Self {
+        use crate::RandomSource;
         AckedLink {
             client,
+            instance: crate::SplitMix64::from_entropy().next_u64() & MAX_SEQ,
             window,
             next_seq: 1,
             in_flight: VecDeque::new(),
@@ -83,18 +87,25 @@ impl AckedLink {
         self.cursor = 0;
         // Nothing but the hello before the welcome (an ack is sent again after it).
         self.ack_due = false;
-        wire::hello(&self.client, self.last_inbound)
+        wire::hello(&self.client, self.last_inbound, self.instance)
     }
 
-    /// The server's welcome: drop what it already has; everything else is written again,
-    /// numbered on from `acked`. False (and ignored) when this connection was already
-    /// welcomed; an error when the welcome is one the server could not honestly send.
+    /// The server's welcome: drop what it already has of this link's messages; everything
+    /// else is written again, numbered on from `acked`. False (and ignored) when this
+    /// connection was already welcomed; an error when the welcome is one the server could not
+    /// honestly send.
     ///
-    /// Renumbering covers both restart cases: a server that lost its state (it acks less than
-    /// it did) gets the unacknowledged messages numbered from its `acked + 1`, and a client
-    /// that restarted numbers on from what the server has. A link that was welcomed before
-    /// refuses an `acked` beyond what it ever sent.
-    pub(crate) fn welcome(&mut self, acked: u64, gap: Option<Gap>) -> Result<bool, Error> {
+    /// `acked` is where the server's numbering of this client id stands; `yours`, when given,
+    /// is the last of *this link's* messages it took (another process or device with the same
+    /// id wrote since). Renumbering from `acked + 1` covers every restart: a server that lost
+    /// its state (it acks less than it did), a client that restarted, another instance that
+    /// moved the numbering on.
+    pub(crate) fn welcome(
+        &mut self,
+        acked: u64,
+        gap: Option<Gap>,
+        yours: Option<u64>,
+    ) -> Result<bool, Error> {
         if self.welcomed {
             return Ok(false);
         }
@@ -104,10 +115,12 @@ impl AckedLink {
             )));
         }
         let last_sent = self.next_seq - 1;
-        if self.ever_welcomed && acked > last_sent {
-            return Err(Error::Protocol(format!(
-                "welcome acknowledges {acked}, but the last message sent was {last_sent}"
-            )));
+        if let Some(yours) = yours {
+            if yours > last_sent || yours > acked {
+                return Err(Error::Protocol(format!(
+                    "welcome says {yours} of this client's messages arrived (acked {acked}), but the last sent was {last_sent}"
+                )));
+            }
         }
         if let Some(gap) = gap {
             if gap.from > gap.to || gap.to > MAX_SEQ || gap.from <= self.last_inbound {
@@ -119,16 +132,27 @@ impl AckedLink {
             // The gap is reported (once, by the socket); what follows it is the next in order.
             self.last_inbound = gap.to;
         }
-        self.prune(acked);
+        let mine = match yours {
+            Some(yours) => yours,
+            None if self.ever_welcomed && acked > last_sent => {
+                // The numbering moved past this link and the server does not say how much of
+                // it was ours: keep everything (sent again, perhaps twice) rather than lose.
+                log::warn!(
+                    "resocket acked {:?}: the server acknowledges {acked}, more than this link sent ({last_sent}); another process with the same client id? Unacknowledged messages are sent again",
+                    self.client
+                );
+                0
+            }
+            None => acked,
+        };
+        self.prune(mine);
         let mut seq = acked;
         for m in &mut self.in_flight {
             seq += 1;
             if m.seq != seq {
                 m.seq = seq;
-                m.frame = ByteString::from(wire::msg(
-                    Some(seq),
-                    m.original.as_text().unwrap_or_default(),
-                ));
+                let text = m.original.as_text().unwrap_or_default();
+                m.frame = ByteString::from(wire::msg(Some(seq), text));
             }
         }
         self.next_seq = seq + 1;
@@ -287,13 +311,13 @@ mod tests {
         let mut q = outbox(5);
         assert!(link.connected().contains(r#""last_seq":0"#));
         assert_eq!(link.next_frame(&mut q), None);
-        link.welcome(0, None).unwrap();
+        link.welcome(0, None, None).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4, 5]);
         link.ack(2).unwrap();
         assert_eq!(link.unacked(), 3);
         // The connection dies; after the next welcome (server has up to 3) 4 and 5 go again.
         link.connected();
-        link.welcome(3, None).unwrap();
+        link.welcome(3, None, None).unwrap();
         q.push(Outgoing::from("new"));
         assert_eq!(drain(&mut link, &mut q), [4, 5, 6]);
     }
@@ -303,7 +327,7 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 3);
         let mut q = outbox(10);
         link.connected();
-        link.welcome(0, None).unwrap();
+        link.welcome(0, None, None).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3]);
         assert!(!link.has_next(&q));
         link.ack(1).unwrap();
@@ -329,10 +353,10 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 10);
         let mut q = outbox(2);
         link.connected();
-        assert!(link.welcome(41, None).unwrap());
+        assert!(link.welcome(41, None, None).unwrap());
         assert_eq!(drain(&mut link, &mut q), [42, 43]);
         assert!(
-            !link.welcome(0, None).unwrap(),
+            !link.welcome(0, None, None).unwrap(),
             "a second welcome on one connection is ignored"
         );
     }
@@ -342,12 +366,12 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 10);
         let mut q = outbox(7);
         link.connected();
-        link.welcome(0, None).unwrap();
+        link.welcome(0, None, None).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4, 5, 6, 7]);
         link.ack(4).unwrap();
         // A fresh hub: it has nothing, and expects 1 next.
         link.connected();
-        assert!(link.welcome(0, None).unwrap());
+        assert!(link.welcome(0, None, None).unwrap());
         q.push(Outgoing::from("new"));
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4]);
     }
@@ -358,21 +382,25 @@ mod tests {
         let mut q = outbox(2);
         link.connected();
         assert!(matches!(
-            link.welcome(u64::MAX, None),
+            link.welcome(u64::MAX, None, None),
             Err(Error::Protocol(_))
         ));
-        link.welcome(0, None).unwrap();
+        link.welcome(0, None, None).unwrap();
         drain(&mut link, &mut q);
         assert!(matches!(link.ack(3), Err(Error::Protocol(_))));
         assert!(matches!(link.ack(u64::MAX), Err(Error::Protocol(_))));
         link.ack(2).unwrap();
         link.connected();
         assert!(
-            matches!(link.welcome(5, None), Err(Error::Protocol(_))),
-            "a link welcomed before cannot have had 5 acknowledged"
+            matches!(link.welcome(5, None, Some(3)), Err(Error::Protocol(_))),
+            "3 of this link's messages cannot have arrived: it sent 2"
         );
+        link.connected();
         let gap = Some(Gap { from: 3, to: 1 });
-        assert!(matches!(link.welcome(2, gap), Err(Error::Protocol(_))));
+        assert!(matches!(
+            link.welcome(2, gap, None),
+            Err(Error::Protocol(_))
+        ));
     }
 
     #[test]
@@ -395,11 +423,32 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 3);
         assert_eq!(link.inbound(1), Ok(Inbound::Deliver));
         link.connected();
-        link.welcome(0, Some(Gap { from: 2, to: 6 })).unwrap();
+        link.welcome(0, Some(Gap { from: 2, to: 6 }), None).unwrap();
         assert_eq!(link.inbound(7), Ok(Inbound::Deliver));
         assert!(link.connected().contains(r#""last_seq":7"#));
-        link.welcome(0, None).unwrap();
+        link.welcome(0, None, None).unwrap();
         assert_eq!(link.inbound(7), Ok(Inbound::Duplicate));
+    }
+
+    #[test]
+    fn another_instance_moving_the_numbering_on_loses_nothing_of_this_one() {
+        let mut link = AckedLink::new("c".into(), 10);
+        let mut q = outbox(3);
+        link.connected();
+        link.welcome(0, None, None).unwrap();
+        assert_eq!(drain(&mut link, &mut q), [1, 2, 3]);
+        // The server took 1 of ours, then another device wrote up to 7.
+        link.connected();
+        assert!(link.welcome(7, None, Some(1)).unwrap());
+        assert_eq!(
+            drain(&mut link, &mut q),
+            [8, 9],
+            "2 and 3 again, numbered on"
+        );
+        // Not told how much was ours: everything unacknowledged goes again.
+        link.connected();
+        assert!(link.welcome(20, None, None).unwrap());
+        assert_eq!(drain(&mut link, &mut q), [21, 22]);
     }
 
     #[test]
@@ -453,7 +502,7 @@ mod properties {
             let mut outbox = OutboxQueue::new(Outbox::bounded(10_000));
             let (mut sent, mut server_has, mut last_on_conn) = (0u64, 0u64, 0u64);
             link.connected();
-            assert!(link.welcome(0, None).unwrap());
+            assert!(link.welcome(0, None, None).unwrap());
             for op in ops {
                 match op {
                     Op::Send => {
@@ -474,7 +523,7 @@ mod properties {
                     Op::Ack => link.ack(server_has).unwrap(),
                     Op::Reconnect => {
                         link.connected();
-                        link.welcome(server_has, None).unwrap();
+                        link.welcome(server_has, None, None).unwrap();
                         last_on_conn = 0;
                     }
                 }
@@ -482,7 +531,7 @@ mod properties {
             }
             // Drain: reconnect once, then write until nothing is left, acking as we go.
             link.connected();
-            link.welcome(server_has, None).unwrap();
+            link.welcome(server_has, None, None).unwrap();
             while let Some(frame) = link.next_frame(&mut outbox) {
                 let seq = seq_of(&frame);
                 prop_assert_eq!(seq, server_has + 1, "a gap or a duplicate");

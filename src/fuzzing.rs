@@ -43,8 +43,8 @@ fn route(text: &str, link: &mut AckedLink) {
             }
             let _ = serde_json::from_str::<serde_json::Value>(body.as_str());
         }
-        Some(wire::Frame::Welcome { acked, gap }) => {
-            let _ = link.welcome(acked, gap);
+        Some(wire::Frame::Welcome { acked, gap, yours }) => {
+            let _ = link.welcome(acked, gap, yours);
         }
         Some(wire::Frame::Ack { seq }) => {
             let _ = link.ack(seq);

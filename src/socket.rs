@@ -603,8 +603,8 @@ impl SocketActor {
             return;
         };
         let deliver = match wire::decode(&text) {
-            Some(wire::Frame::Welcome { acked, gap }) => {
-                match link.welcome(acked, gap) {
+            Some(wire::Frame::Welcome { acked, gap, yours }) => {
+                match link.welcome(acked, gap, yours) {
                     Ok(true) => {}
                     Ok(false) => return, // a second welcome on one connection: ignored
                     Err(error) => return self.protocol_violated(error, ctx),

@@ -22,10 +22,20 @@ pub struct Gap {
 /// One decoded frame of the protocol. Borrowed from the frame's text where possible.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Frame<'a> {
-    /// client → server, first on every connection.
-    Hello { client: Cow<'a, str>, last_seq: u64 },
-    /// server → client, the answer to hello.
-    Welcome { acked: u64, gap: Option<Gap> },
+    /// client → server, first on every connection. `instance` tells apart two processes
+    /// (or devices) using one client id.
+    Hello {
+        client: Cow<'a, str>,
+        last_seq: u64,
+        instance: Option<u64>,
+    },
+    /// server → client, the answer to hello. `yours`: the highest of this instance's messages
+    /// the server has taken, when it differs from `acked` (another instance wrote since).
+    Welcome {
+        acked: u64,
+        gap: Option<Gap>,
+        yours: Option<u64>,
+    },
     /// Either way: application data. `seq` None: not sequenced (identify messages).
     Msg { seq: Option<u64>, body: Body<'a> },
     /// Either way: everything up to `seq` arrived.
@@ -66,6 +76,8 @@ struct Raw<'a> {
     last_seq: Option<u64>,
     acked: Option<u64>,
     gap: Option<Gap>,
+    instance: Option<u64>,
+    yours: Option<u64>,
 }
 
 /// `Some` whenever the field is present, `null` included (plain `Option` would read `null` as
@@ -84,10 +96,12 @@ pub(crate) fn decode(text: &str) -> Option<Frame<'_>> {
         "hello" => Some(Frame::Hello {
             client: raw.client?,
             last_seq: raw.last_seq.unwrap_or(0),
+            instance: raw.instance,
         }),
         "welcome" => Some(Frame::Welcome {
             acked: raw.acked.unwrap_or(0),
             gap: raw.gap,
+            yours: raw.yours,
         }),
         "msg" => {
             let body = match (raw.data, raw.text) {
@@ -102,20 +116,24 @@ pub(crate) fn decode(text: &str) -> Option<Frame<'_>> {
     }
 }
 
-/// `{"type":"hello","client":…,"last_seq":…}`
-pub(crate) fn hello(client: &str, last_seq: u64) -> String {
+/// `{"type":"hello","client":…,"last_seq":…,"instance":…}`
+pub(crate) fn hello(client: &str, last_seq: u64, instance: u64) -> String {
     let client = serde_json::to_string(client).unwrap_or_else(|_| "\"\"".into());
-    format!(r#"{{"type":"hello","client":{client},"last_seq":{last_seq}}}"#)
+    format!(r#"{{"type":"hello","client":{client},"last_seq":{last_seq},"instance":{instance}}}"#)
 }
 
-/// `{"type":"welcome","acked":…,"gap":…}`
+/// `{"type":"welcome","acked":…,"gap":…}`, and `"yours":…` when given.
 #[cfg(any(feature = "server", test))]
-pub(crate) fn welcome(acked: u64, gap: Option<Gap>) -> String {
-    match gap {
-        Some(Gap { from, to }) => {
-            format!(r#"{{"type":"welcome","acked":{acked},"gap":{{"from":{from},"to":{to}}}}}"#)
+pub(crate) fn welcome(acked: u64, gap: Option<Gap>, yours: Option<u64>) -> String {
+    let gap = match gap {
+        Some(Gap { from, to }) => format!(r#"{{"from":{from},"to":{to}}}"#),
+        None => "null".into(),
+    };
+    match yours {
+        Some(yours) => {
+            format!(r#"{{"type":"welcome","acked":{acked},"gap":{gap},"yours":{yours}}}"#)
         }
-        None => format!(r#"{{"type":"welcome","acked":{acked},"gap":null}}"#),
+        None => format!(r#"{{"type":"welcome","acked":{acked},"gap":{gap}}}"#),
     }
 }
 
@@ -146,23 +164,29 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(
-            decode(&hello("c \"1\"", 7)),
+            decode(&hello("c \"1\"", 7, 99)),
             Some(Frame::Hello {
                 client: "c \"1\"".into(),
-                last_seq: 7
+                last_seq: 7,
+                instance: Some(99),
             })
         );
         assert_eq!(
-            decode(&welcome(3, None)),
+            decode(&welcome(3, None, None)),
             Some(Frame::Welcome {
                 acked: 3,
-                gap: None
+                gap: None,
+                yours: None,
             })
         );
         let gap = Some(Gap { from: 2, to: 9 });
         assert_eq!(
-            decode(&welcome(0, gap)),
-            Some(Frame::Welcome { acked: 0, gap })
+            decode(&welcome(0, gap, Some(1))),
+            Some(Frame::Welcome {
+                acked: 0,
+                gap,
+                yours: Some(1)
+            })
         );
         assert_eq!(decode(&ack(42)), Some(Frame::Ack { seq: 42 }));
         assert_eq!(

@@ -35,6 +35,12 @@ pub struct HubConfig {
     /// position) is kept. Past it the client is evicted ([`ClientEvent::Evicted`]): if it comes
     /// back it starts afresh. Defaults to 1 hour.
     pub idle_client_ttl: Duration,
+    /// Messages of one client accepted and not yet taken by the application. A client that
+    /// sends past it (it ignores its ack window, or its window is larger) has its session
+    /// closed with 1013 and sends again after reconnecting: a client cannot make the hub queue
+    /// without bound. Keep it at least the clients' `ack_window`. Defaults to 1,000
+    /// ([`DEFAULT_ACK_WINDOW`](crate::DEFAULT_ACK_WINDOW)).
+    pub max_pending_per_client: usize,
 }
 
 /// The longest client id accepted.
@@ -47,6 +53,7 @@ impl Default for HubConfig {
             ack_delay: Duration::from_millis(1),
             max_clients: 100_000,
             idle_client_ttl: Duration::from_secs(3600),
+            max_pending_per_client: crate::DEFAULT_ACK_WINDOW,
         }
     }
 }
@@ -171,6 +178,9 @@ pub struct HubStats {
     pub evicted: u64,
     /// Hellos refused because the hub was full.
     pub refused: u64,
+    /// Sessions closed because their client had `max_pending_per_client` messages waiting for
+    /// the application.
+    pub over_limit: u64,
     /// Client messages taken by the application and acknowledged.
     pub taken: u64,
 }
@@ -183,9 +193,11 @@ pub struct GetHubStats;
 /// A client message on its way to the application.
 struct Handover {
     message: FromClient,
+    /// The client state it was accepted by (a state evicted and created afresh is another).
+    incarnation: u64,
+    /// The instance of the session it arrived on.
+    instance: Option<u64>,
     epoch: u64,
-    /// The session it arrived on (closed if the application cannot take it).
-    session: u64,
 }
 
 /// The acked-protocol server state for every client. Start one per application and pass its
@@ -207,6 +219,8 @@ pub struct Hub {
     handovers: VecDeque<Handover>,
     /// Whether a handover is in progress.
     handing: bool,
+    /// The next client state's incarnation.
+    next_incarnation: u64,
     stats: HubStats,
 }
 
@@ -222,6 +236,7 @@ impl Hub {
             ack_timer: None,
             handovers: VecDeque::new(),
             handing: false,
+            next_incarnation: 1,
             stats: HubStats::default(),
         }
     }
@@ -231,6 +246,15 @@ impl Hub {
         for e in &self.events {
             e.do_send(event.clone());
         }
+    }
+
+    /// `client`'s state, created if the hub knows nothing of it.
+    fn state(&mut self, client: String) -> &mut ClientState {
+        let incarnation = &mut self.next_incarnation;
+        self.clients.entry(client).or_insert_with(|| {
+            *incarnation += 1;
+            ClientState::new(Instant::now(), *incarnation)
+        })
     }
 
     fn schedule_acks(&mut self, ctx: &mut Context<Self>) {
@@ -287,8 +311,10 @@ impl Hub {
             .clients
             .iter()
             .filter(|(_, c)| {
-                c.idle_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
+                c.pending == 0
+                    && c.parked.is_none()
+                    && c.idle_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -306,12 +332,26 @@ impl Hub {
     }
 
     /// Hands the oldest accepted message to the application, if none is being handed now.
+    /// Messages of a client whose accepted messages were given up since (a rollback, an
+    /// eviction) are dropped here: the client sends them again.
     fn hand_over(&mut self, ctx: &mut Context<Self>) {
         if self.handing {
             return;
         }
-        let Some(next) = self.handovers.pop_front() else {
-            return;
+        let next = loop {
+            let Some(next) = self.handovers.pop_front() else {
+                return;
+            };
+            let Some(state) = self.clients.get_mut(&next.message.client) else {
+                continue;
+            };
+            if state.incarnation != next.incarnation {
+                continue;
+            }
+            if state.epoch == next.epoch {
+                break next;
+            }
+            state.pending = state.pending.saturating_sub(1);
         };
         self.apps.retain(Recipient::connected);
         self.handing = true;
@@ -329,29 +369,49 @@ impl Hub {
     fn handed(&mut self, handover: Handover, taken: bool, ctx: &mut Context<Self>) {
         let Handover {
             message,
+            incarnation,
+            instance,
             epoch,
-            session,
         } = handover;
-        let Some(state) = self.clients.get_mut(&message.client) else {
+        let client = message.client;
+        let Some(state) = self.clients.get_mut(&client) else {
             return;
         };
-        let Some(seq) = message.seq else {
-            return; // identify messages are not acknowledged
-        };
-        if taken {
-            if state.took(seq, epoch) {
-                self.stats.taken += 1;
-                self.acks_due.insert(message.client);
-                self.schedule_acks(ctx);
-            }
-        } else if state.not_taken(epoch) {
-            warn!(
-                "resocket hub: the application stopped before taking message {seq} of client {:?}",
-                message.client
-            );
-            if state.is_current(session) {
+        if state.incarnation != incarnation {
+            return; // evicted meanwhile, and a new state created under the same id
+        }
+        state.pending = state.pending.saturating_sub(1);
+        if let Some(seq) = message.seq {
+            if taken {
+                if state.took(seq, epoch, instance) {
+                    self.stats.taken += 1;
+                    self.acks_due.insert(client.clone());
+                    self.schedule_acks(ctx);
+                }
+            } else if state.not_taken(epoch) {
+                warn!(
+                    "resocket hub: the application stopped before taking message {seq} of client {client:?}"
+                );
+                // Whichever session is live now holds the given-up messages unacknowledged:
+                // it must reconnect to send them again.
                 let reason = "the application is not taking messages; try again later".into();
-                self.end_session(&message.client, 1013, reason);
+                self.end_session(&client, 1013, reason);
+            }
+        }
+        self.welcome_parked(&client);
+    }
+
+    /// Welcomes a parked hello once every earlier message has been handed over.
+    fn welcome_parked(&mut self, client: &str) {
+        let Some(state) = self.clients.get_mut(client) else {
+            return;
+        };
+        if state.handing_over() {
+            return;
+        }
+        if let Some((last_seq, instance, session)) = state.parked.take() {
+            if session.connected() {
+                self.welcome(client.to_string(), last_seq, instance, session);
             }
         }
     }
@@ -408,10 +468,7 @@ impl Handler<ToClient> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ToClient, _: &mut Context<Self>) {
         let limit = self.config.history;
-        let state = self
-            .clients
-            .entry(msg.client)
-            .or_insert_with(|| ClientState::new(Instant::now()));
+        let state = self.state(msg.client);
         if let Some(frame) = state.queue(msg.text.into(), limit) {
             if let Some(session) = &state.session {
                 session.text(frame);
@@ -426,6 +483,7 @@ impl Handler<ToClient> for Hub {
 struct Hello {
     client: String,
     last_seq: u64,
+    instance: Option<u64>,
     session: Session,
 }
 
@@ -435,6 +493,7 @@ impl Handler<Hello> for Hub {
         let Hello {
             client,
             last_seq,
+            instance,
             session,
         } = hello;
         if !self.clients.contains_key(&client) && self.clients.len() >= self.config.max_clients {
@@ -452,11 +511,39 @@ impl Handler<Hello> for Hub {
                 return;
             }
         }
-        let state = self
-            .clients
-            .entry(client.clone())
-            .or_insert_with(|| ClientState::new(Instant::now()));
-        let welcome = match state.hello(last_seq, session.clone()) {
+        let state = self.state(client.clone());
+        if state.handing_over() {
+            // Messages of an earlier session (perhaps of the client's previous process) are
+            // still on their way to the application: the welcome must say what it has taken,
+            // so it waits for them. The earlier session is done.
+            debug!("resocket hub: client {client:?}: hello waits for earlier messages");
+            let replaced = state.session.take();
+            if let Some((_, _, older)) = state.parked.replace((last_seq, instance, session)) {
+                replace_session(&older);
+            }
+            if let Some(old) = replaced {
+                replace_session(&old);
+                self.stats.replaced += 1;
+                self.event(ClientEvent::Disconnected { client });
+            }
+            return;
+        }
+        self.welcome(client, last_seq, instance, session);
+    }
+}
+
+fn replace_session(old: &Session) {
+    old.command(Command::Close(
+        4001,
+        Some("replaced by a newer session for this client".into()),
+    ));
+}
+
+impl Hub {
+    /// Answers a hello: the welcome, then the history.
+    fn welcome(&mut self, client: String, last_seq: u64, instance: Option<u64>, session: Session) {
+        let state = self.state(client.clone());
+        let welcome = match state.hello(last_seq, session.clone(), instance) {
             Ok(welcome) => welcome,
             Err(violation) => {
                 self.stats.violations += 1;
@@ -486,10 +573,7 @@ impl Handler<Hello> for Hub {
         if let Some(old) = welcome.replaced {
             self.stats.replaced += 1;
             debug!("resocket hub: client {client:?}: a newer session replaces the old one");
-            old.command(Command::Close(
-                4001,
-                Some("replaced by a newer session for this client".into()),
-            ));
+            replace_session(&old);
         }
         debug!(
             "resocket hub: client {client:?} connected (resumed: {})",
@@ -536,6 +620,20 @@ impl Handler<Data> for Hub {
             let reason = "no application is subscribed; try again later".into();
             return self.end_session(&data.client, 1013, reason);
         }
+        let duplicate = data.seq.is_some_and(|seq| seq <= state.received);
+        if !duplicate && state.pending >= self.config.max_pending_per_client {
+            // The client ignores its ack window (or the window is larger than this bound):
+            // not accepted, not acked; it sends again after it reconnects.
+            let limit = self.config.max_pending_per_client;
+            warn!(
+                "resocket hub: client {:?} has {limit} messages waiting for the application",
+                data.client
+            );
+            self.stats.over_limit += 1;
+            let reason =
+                format!("more than {limit} messages waiting for the application; try again later");
+            return self.end_session(&data.client, 1013, reason);
+        }
         if let Some(seq) = data.seq {
             match state.data(seq) {
                 Ok(DataOutcome::Deliver) => {}
@@ -548,9 +646,11 @@ impl Handler<Data> for Hub {
             }
         }
         self.stats.delivered += 1;
+        state.pending += 1;
         self.handovers.push_back(Handover {
+            incarnation: state.incarnation,
+            instance: state.instance,
             epoch: state.epoch,
-            session: data.session,
             message: FromClient {
                 client: data.client,
                 text: data.text,
@@ -599,6 +699,14 @@ impl Handler<Gone> for Hub {
         let Some(state) = self.clients.get_mut(&gone.client) else {
             return;
         };
+        if state
+            .parked
+            .as_ref()
+            .is_some_and(|(_, _, s)| s.id() == gone.session)
+        {
+            state.parked = None;
+            state.idle_since = Some(Instant::now());
+        }
         if state.gone(gone.session, Instant::now()) {
             self.event(ClientEvent::Disconnected {
                 client: gone.client,
@@ -631,7 +739,7 @@ pub(crate) struct HubSession {
 }
 
 impl HubSession {
-    fn hello(&mut self, session: &Session, client: &str, last_seq: u64) {
+    fn hello(&mut self, session: &Session, client: &str, last_seq: u64, instance: Option<u64>) {
         if self.client.is_some() {
             debug!("resocket hub: a second hello on one connection ignored");
             return;
@@ -658,6 +766,7 @@ impl HubSession {
         self.hub.do_send(Hello {
             client: client.to_string(),
             last_seq,
+            instance,
             session: session.clone(),
         });
     }
@@ -670,7 +779,11 @@ fn refuse(session: &Session, reason: String) {
 impl SessionHandler for HubSession {
     fn text(&mut self, session: &Session, text: &str) {
         match wire::decode(text) {
-            Some(wire::Frame::Hello { client, last_seq }) => self.hello(session, &client, last_seq),
+            Some(wire::Frame::Hello {
+                client,
+                last_seq,
+                instance,
+            }) => self.hello(session, &client, last_seq, instance),
             Some(wire::Frame::Msg { seq, body }) => {
                 let Some(client) = self.client.clone() else {
                     debug!("resocket hub: data before hello ignored");

@@ -12,6 +12,9 @@ use bytestring::ByteString;
 use super::super::Session;
 use crate::acked::wire::{self, Gap, MAX_SEQ};
 
+/// Instances remembered per client id (see [`ClientState::took`]).
+const RECENT_INSTANCES: usize = 8;
+
 /// A frame the peer could not honestly have sent: the session is closed with `code`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Violation {
@@ -55,6 +58,20 @@ pub(crate) struct Welcome {
 /// One client's state. It outlives connections; the hub evicts it only when the client has
 /// been disconnected for longer than the configured idle time.
 pub(crate) struct ClientState {
+    /// Unique in the hub's life: handovers from a state since evicted and created afresh are
+    /// told apart by it.
+    pub(crate) incarnation: u64,
+    /// Messages (identify messages included) accepted and not yet handed over.
+    pub(crate) pending: usize,
+    /// The instance (process or device) of the live session, from its hello.
+    pub(crate) instance: Option<u64>,
+    /// The last message taken from each recent instance, most recent first: a client id
+    /// used by two instances in turn tells each on its welcome how much of *its* messages
+    /// arrived.
+    taken_by: VecDeque<(u64, u64)>,
+    /// A hello waiting for the messages of an earlier session to be handed over: its welcome
+    /// must say what the application has taken.
+    pub(crate) parked: Option<(u64, Option<u64>, Session)>,
     /// The highest client sequence number accepted (handed, or being handed, to the app).
     pub(crate) received: u64,
     /// The highest client sequence number the application has taken: what acks carry.
@@ -79,8 +96,13 @@ pub(crate) struct ClientState {
 
 impl ClientState {
     /// A client the hub knows nothing of yet.
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant, incarnation: u64) -> Self {
         ClientState {
+            incarnation,
+            pending: 0,
+            instance: None,
+            taken_by: VecDeque::new(),
+            parked: None,
             received: 0,
             taken: 0,
             epoch: 0,
@@ -91,6 +113,11 @@ impl ClientState {
             session: None,
             idle_since: Some(now),
         }
+    }
+
+    /// Whether messages accepted from the client are still on their way to the application.
+    pub(crate) fn handing_over(&self) -> bool {
+        self.received > self.taken
     }
 
     /// Whether `session` is this client's live session.
@@ -135,7 +162,12 @@ impl ClientState {
     /// renumbers what it queued before the hello above it, so nothing queued is lost and the
     /// client sees no jump. A hub that has welcomed the client refuses a `last_seq` beyond
     /// what it ever sent.
-    pub(crate) fn hello(&mut self, last_seq: u64, session: Session) -> Result<Welcome, Violation> {
+    pub(crate) fn hello(
+        &mut self,
+        last_seq: u64,
+        session: Session,
+        instance: Option<u64>,
+    ) -> Result<Welcome, Violation> {
         if last_seq > MAX_SEQ {
             return Err(Violation::policy(format!(
                 "last_seq {last_seq} is above the largest sequence number ({MAX_SEQ})"
@@ -161,8 +193,14 @@ impl ClientState {
         });
         let replaced = self.session.replace(session).filter(|old| old.connected());
         self.idle_since = None;
+        self.instance = instance;
+        // What of this instance's messages arrived, when others wrote since.
+        let yours = instance
+            .and_then(|i| self.taken_by.iter().find(|(who, _)| *who == i))
+            .map(|(_, seq)| *seq)
+            .filter(|seq| *seq != self.taken);
         Ok(Welcome {
-            frame: wire::welcome(self.taken, gap),
+            frame: wire::welcome(self.taken, gap, yours),
             gap,
             resumed,
             replaced,
@@ -199,12 +237,23 @@ impl ClientState {
         Ok(DataOutcome::Deliver)
     }
 
-    /// The application took messages up to `seq` (a handover of `epoch` completed).
-    pub(crate) fn took(&mut self, seq: u64, epoch: u64) -> bool {
-        if epoch != self.epoch || seq <= self.taken {
+    /// The application took messages up to `seq`, sent by `instance` (a handover of `epoch`
+    /// completed).
+    pub(crate) fn took(&mut self, seq: u64, epoch: u64, instance: Option<u64>) -> bool {
+        if epoch != self.epoch || seq <= self.taken || seq > self.received {
             return false;
         }
         self.taken = seq;
+        if let Some(instance) = instance {
+            match self.taken_by.front_mut() {
+                Some((who, last)) if *who == instance => *last = seq,
+                _ => {
+                    self.taken_by.retain(|(who, _)| *who != instance);
+                    self.taken_by.push_front((instance, seq));
+                    self.taken_by.truncate(RECENT_INSTANCES);
+                }
+            }
+        }
         true
     }
 
@@ -276,10 +325,10 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_fresh_hub_renumbers_what_it_queued_above_the_clients_last_seq() {
-        let mut state = ClientState::new(Instant::now());
+        let mut state = ClientState::new(Instant::now(), 1);
         queued(&mut state, 3);
         let (s, _a) = session(1);
-        let welcome = state.hello(40, s).unwrap();
+        let welcome = state.hello(40, s, None).unwrap();
         assert_eq!(welcome.gap, None);
         assert!(!welcome.resumed);
         assert_eq!(seqs(&state), [41, 42, 43]);
@@ -289,22 +338,25 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_trimmed_history_is_a_gap_above_last_seq_after_a_restart() {
-        let mut state = ClientState::new(Instant::now());
+        let mut state = ClientState::new(Instant::now(), 1);
         queued(&mut state, 8); // keeps 4..8, trimmed 3
         let (s, _a) = session(1);
-        let welcome = state.hello(10, s).unwrap();
+        let welcome = state.hello(10, s, None).unwrap();
         assert_eq!(welcome.gap, Some(Gap { from: 11, to: 13 }));
         assert_eq!(seqs(&state), [14, 15, 16, 17, 18]);
     }
 
     #[actix_rt::test]
     async fn poisoned_sequence_numbers_are_violations_not_panics() {
-        let mut state = ClientState::new(Instant::now());
+        let mut state = ClientState::new(Instant::now(), 1);
         let (s, _a) = session(1);
-        assert_eq!(state.hello(u64::MAX, s.clone()).unwrap_err().code, 1008);
-        state.hello(0, s.clone()).unwrap();
+        assert_eq!(
+            state.hello(u64::MAX, s.clone(), None).unwrap_err().code,
+            1008
+        );
+        state.hello(0, s.clone(), None).unwrap();
         queued(&mut state, 2);
-        assert_eq!(state.hello(3, s.clone()).unwrap_err().code, 1008);
+        assert_eq!(state.hello(3, s.clone(), None).unwrap_err().code, 1008);
         assert_eq!(state.ack(3).unwrap_err().code, 1002);
         assert_eq!(state.ack(u64::MAX).unwrap_err().code, 1002);
         state.ack(2).unwrap();
@@ -316,16 +368,16 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_handover_from_before_a_give_up_cannot_move_taken() {
-        let mut state = ClientState::new(Instant::now());
+        let mut state = ClientState::new(Instant::now(), 1);
         let (s, _a) = session(1);
-        state.hello(0, s).unwrap();
+        state.hello(0, s, None).unwrap();
         for seq in 1..=3 {
             state.data(seq).unwrap();
         }
-        assert!(state.took(1, 0));
+        assert!(state.took(1, 0, None));
         assert!(state.not_taken(0));
         assert_eq!(state.received, 1);
-        assert!(!state.took(3, 0), "a stale handover");
+        assert!(!state.took(3, 0, None), "a stale handover");
         assert_eq!(state.taken, 1);
         assert_eq!(state.data(2), Ok(DataOutcome::Deliver));
     }
