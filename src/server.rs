@@ -31,6 +31,9 @@
 
 mod hub;
 mod payload_guard;
+mod rate_limit;
+
+use self::rate_limit::RateLimit;
 
 use std::time::{Duration, Instant};
 
@@ -47,14 +50,25 @@ pub use self::hub::{
 };
 
 /// Server session settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Time between pings to the client. Defaults to 5 s.
     pub heartbeat_interval: Duration,
     /// Silence after which the client is dropped. Defaults to 10 s.
     pub heartbeat_timeout: Duration,
-    /// The largest inbound frame or reassembled message. Defaults to 16 MiB.
+    /// The largest inbound frame or reassembled message. A larger one ends the session with
+    /// 1009 as soon as its header arrives. Defaults to 16 MiB.
     pub max_message: usize,
+    /// The `Origin`s a browser may connect from (e.g. `"https://app.example.com"`, compared
+    /// exactly). A request with another `Origin` is refused with 403 before the upgrade.
+    /// Set it whenever browsers authenticate with cookies: without it any web page the user
+    /// visits can open a socket in the user's name (cross-site WebSocket hijacking). Requests
+    /// without an `Origin` header (non-browser clients) are not affected. Defaults to `None`
+    /// (every origin).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Inbound messages (data frames) per second a session may send, with bursts of as many;
+    /// past it the session is closed with 1013 (try again later). Defaults to `None` (no limit).
+    pub max_messages_per_second: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -63,7 +77,22 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(10),
             max_message: 16 * 1024 * 1024,
+            allowed_origins: None,
+            max_messages_per_second: None,
         }
+    }
+}
+
+/// Whether `req` may be upgraded under `config`'s origin allow-list.
+fn origin_allowed(req: &HttpRequest, config: &ServerConfig) -> bool {
+    let Some(allowed) = &config.allowed_origins else {
+        return true;
+    };
+    match req.headers().get(actix_web::http::header::ORIGIN) {
+        None => true,
+        Some(origin) => origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a == o)),
     }
 }
 
@@ -170,6 +199,12 @@ pub fn accept<H: SessionHandler>(
 ) -> actix_web::Result<HttpResponse> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    if !origin_allowed(req, &config) {
+        log::warn!("resocket server: upgrade refused: origin not allowed");
+        return Ok(HttpResponse::Forbidden().body("origin not allowed"));
+    }
+    let max_message = config.max_message;
+    let rate = config.max_messages_per_second.map(RateLimit::new);
     let refused = std::sync::Arc::new(AtomicU64::new(0));
     let payload = payload_guard::PayloadGuard::new(payload, config.max_message, refused.clone());
     let actor = SessionActor {
@@ -183,9 +218,10 @@ pub fn accept<H: SessionHandler>(
         partial: None,
         session: None,
         close_code: None,
+        rate,
     };
     ws::WsResponseBuilder::new(actor, req, payload)
-        .frame_size(config.max_message)
+        .frame_size(max_message)
         .start()
 }
 
@@ -225,6 +261,8 @@ struct SessionActor<H: SessionHandler> {
     session: Option<Session>,
     /// The client's close code, reported once the session stops.
     close_code: Option<u16>,
+    /// The inbound message rate limit, if configured.
+    rate: Option<RateLimit>,
 }
 
 impl<H: SessionHandler> SessionActor<H> {
@@ -312,6 +350,27 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
                 return;
             }
         };
+        let is_data = matches!(
+            msg,
+            ws::Message::Text(_) | ws::Message::Binary(_) | ws::Message::Continuation(_)
+        );
+        if is_data {
+            if let Some(rate) = self.rate.as_mut() {
+                if !rate.take(Instant::now()) {
+                    let limit = rate.per_second;
+                    log::warn!(
+                        "resocket server session {}: over {limit} messages a second",
+                        self.id
+                    );
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Again,
+                        description: Some(format!("more than {limit} messages a second")),
+                    }));
+                    ctx.stop();
+                    return;
+                }
+            }
+        }
         match msg {
             ws::Message::Ping(p) => ctx.pong(&p),
             ws::Message::Pong(_) => {

@@ -451,3 +451,99 @@ async fn the_hub_acknowledges_only_what_the_application_has_taken() {
     }
     assert_eq!(taken.load(Ordering::SeqCst), N);
 }
+
+// ---- origins and rate limits (issue 16.5, 16.6) ----
+
+#[actix_rt::test]
+async fn an_origin_outside_the_allow_list_is_refused_before_the_upgrade() {
+    let server = TestServer::start_with(ServerConfig {
+        allowed_origins: Some(vec!["https://app.example".into()]),
+        ..ServerConfig::default()
+    })
+    .await;
+    let connect = |origin: Option<&'static str>| {
+        let url = server.url();
+        async move {
+            let mut request = awc::Client::new().ws(url);
+            if let Some(origin) = origin {
+                request = request.origin(origin);
+            }
+            match request.connect().await {
+                Ok(_) => 101,
+                Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(connect(Some("https://evil.example")).await, 403);
+    assert_eq!(connect(Some("https://app.example")).await, 101);
+    assert_eq!(
+        connect(None).await,
+        101,
+        "non-browser clients send no Origin"
+    );
+    // Through the library: a fatal handshake status.
+    let socket = SocketActor::start(
+        fast(&server.url())
+            .header("origin", "https://evil.example")
+            .build()
+            .unwrap(),
+    );
+    let watch = Watch::attach(&socket);
+    watch
+        .wait_error("refused", |e| *e == Error::HandshakeStatus(403))
+        .await;
+}
+
+#[actix_rt::test]
+async fn a_session_sending_faster_than_its_rate_limit_is_closed_with_1013() {
+    let server = TestServer::start_with(ServerConfig {
+        max_messages_per_second: Some(20),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut raw = RawClient::connect(&server.url()).await;
+    for n in 0..100 {
+        raw.send(&format!("m{n}")).await;
+    }
+    let (code, reason) = raw.closed().await;
+    assert_eq!(code, Some(1013));
+    assert_eq!(reason.as_deref(), Some("more than 20 messages a second"));
+    let received = server.received().len();
+    assert!((20..100).contains(&received), "{received} taken");
+}
+
+#[actix_rt::test]
+async fn a_hello_flood_for_one_client_id_is_refused_and_counted() {
+    let hub = Hub::new(HubConfig {
+        max_hellos_per_second: 3,
+        ..HubConfig::default()
+    })
+    .start();
+    let server = TestServer::start_full(ServerConfig::default(), hub.clone()).await;
+    let mut refused = 0;
+    for _ in 0..10 {
+        let mut raw = RawClient::connect(&server.acked_url()).await;
+        raw.send(r#"{"type":"hello","client":"f","last_seq":0}"#)
+            .await;
+        match raw.next().await {
+            Seen::Text(t) => assert!(t.contains("welcome"), "{t}"),
+            Seen::Close(code, reason) => {
+                assert_eq!(code, Some(1013));
+                assert_eq!(
+                    reason.as_deref(),
+                    Some("more than 3 hellos a second for this client id")
+                );
+                refused += 1;
+            }
+            Seen::Ended => panic!("ended without a Close"),
+        }
+    }
+    // At least the burst is welcomed; past it, hellos are refused (a few may be welcomed as
+    // the bucket refills on a slow machine).
+    assert!(refused >= 1, "no hello refused");
+    assert_eq!(hub.send(GetHubStats).await.unwrap().rate_limited, refused);
+    // Another client id is not affected.
+    let mut other = RawClient::connect(&server.acked_url()).await;
+    other.hello("g", 0).await;
+}

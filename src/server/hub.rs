@@ -41,6 +41,9 @@ pub struct HubConfig {
     /// without bound. Keep it at least the clients' `ack_window`. Defaults to 1,000
     /// ([`DEFAULT_ACK_WINDOW`](crate::DEFAULT_ACK_WINDOW)).
     pub max_pending_per_client: usize,
+    /// Hellos per second one client id may send (bursts of as many); past it the hello is
+    /// refused with 1013, so a reconnect loop or a flood cannot churn the hub. Defaults to 10.
+    pub max_hellos_per_second: u32,
 }
 
 /// The longest client id accepted.
@@ -54,6 +57,7 @@ impl Default for HubConfig {
             max_clients: 100_000,
             idle_client_ttl: Duration::from_secs(3600),
             max_pending_per_client: crate::DEFAULT_ACK_WINDOW,
+            max_hellos_per_second: 10,
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct HubStats {
     /// Sessions closed because their client had `max_pending_per_client` messages waiting for
     /// the application.
     pub over_limit: u64,
+    /// Hellos refused because their client id said hello more than `max_hellos_per_second`.
+    pub rate_limited: u64,
     /// Client messages taken by the application and acknowledged.
     pub taken: u64,
 }
@@ -511,7 +517,24 @@ impl Handler<Hello> for Hub {
                 return;
             }
         }
+        let per_second = self.config.max_hellos_per_second;
         let state = self.state(client.clone());
+        let hellos = state
+            .hellos
+            .get_or_insert_with(|| super::rate_limit::RateLimit::new(per_second));
+        if !hellos.take(Instant::now()) {
+            warn!(
+                "resocket hub: client {client:?} says hello more than {per_second} times a second"
+            );
+            self.stats.rate_limited += 1;
+            session.command(Command::Close(
+                1013,
+                Some(format!(
+                    "more than {per_second} hellos a second for this client id"
+                )),
+            ));
+            return;
+        }
         if state.handing_over() {
             // Messages of an earlier session (perhaps of the client's previous process) are
             // still on their way to the application: the welcome must say what it has taken,

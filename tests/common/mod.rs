@@ -134,12 +134,12 @@ impl TestServer {
         let listener = listener.unwrap_or_else(|| panic!("could not bind {}", self.addr));
         self.addr = listener.local_addr().unwrap();
         let shared = Arc::clone(&self.shared);
-        let config = self.config;
+        let config = self.config.clone();
         let hub = self.hub.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(Arc::clone(&shared)))
-                .app_data(web::Data::new(config))
+                .app_data(web::Data::new(config.clone()))
                 .app_data(web::Data::new(hub.clone()))
                 .route("/ws", web::get().to(ws_route))
                 .route("/acked", web::get().to(acked_route))
@@ -247,7 +247,7 @@ async fn ws_route(
     let handler = Recording {
         shared: shared.into_inner(),
     };
-    accept(&req, payload, handler, **config)
+    accept(&req, payload, handler, config.get_ref().clone())
 }
 
 async fn acked_route(
@@ -261,7 +261,7 @@ async fn acked_route(
         payload,
         hub.get_ref().clone(),
         resocket::server::ClientIdentity::TrustHello,
-        **config,
+        config.get_ref().clone(),
     )
 }
 
@@ -279,7 +279,7 @@ async fn authenticated_acked_route(
         payload,
         hub.get_ref().clone(),
         resocket::server::ClientIdentity::Authenticated(id.into_inner()),
-        **config,
+        config.get_ref().clone(),
     )
 }
 

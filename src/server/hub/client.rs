@@ -63,6 +63,8 @@ pub(crate) struct ClientState {
     pub(crate) incarnation: u64,
     /// Messages (identify messages included) accepted and not yet handed over.
     pub(crate) pending: usize,
+    /// The hello rate limit of this client id.
+    pub(crate) hellos: Option<crate::server::rate_limit::RateLimit>,
     /// The instance (process or device) of the live session, from its hello.
     pub(crate) instance: Option<u64>,
     /// The last message taken from each recent instance, most recent first: a client id
@@ -100,6 +102,7 @@ impl ClientState {
         ClientState {
             incarnation,
             pending: 0,
+            hellos: None,
             instance: None,
             taken_by: VecDeque::new(),
             parked: None,
