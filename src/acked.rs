@@ -52,6 +52,9 @@ pub(crate) struct AckedLink {
     /// The highest server sequence number delivered (or passed over by a reported gap).
     last_inbound: u64,
     ack_due: bool,
+    /// The oldest unacknowledged message's sequence number and how many connections in a row
+    /// the peer ended over it.
+    refusals: Option<(u64, u32)>,
 }
 
 impl AckedLink {
@@ -68,6 +71,7 @@ impl AckedLink {
             ever_welcomed: false,
             last_inbound: 0,
             ack_due: false,
+            refusals: None,
         }
     }
 
@@ -79,6 +83,33 @@ impl AckedLink {
                 "acked mode carries text messages only, not binary".into(),
             )),
         }
+    }
+
+    /// The size of `message` as it will be written: in its envelope, with the largest
+    /// sequence number, JSON-escaped if it is not JSON.
+    pub(crate) fn written_size(message: &Outgoing) -> usize {
+        wire::msg(Some(MAX_SEQ), message.as_text().unwrap_or_default()).len()
+    }
+
+    /// The peer ended the connection over the oldest unacknowledged message (if it was
+    /// written on that connection). After `max` times in a row it is given up and returned,
+    /// with the count; the next welcome numbers the rest on without it.
+    pub(crate) fn refused(&mut self, max: u32) -> Option<(Outgoing, u32)> {
+        if self.cursor == 0 {
+            return None; // nothing was written on that connection
+        }
+        let front = self.in_flight.front()?.seq;
+        let count = match self.refusals {
+            Some((seq, n)) if seq == front => n + 1,
+            _ => 1,
+        };
+        if count < max {
+            self.refusals = Some((front, count));
+            return None;
+        }
+        self.refusals = None;
+        self.cursor = self.cursor.saturating_sub(1);
+        self.in_flight.pop_front().map(|m| (m.original, count))
     }
 
     /// A new connection opened: say hello; nothing else until the welcome.

@@ -46,6 +46,10 @@ pub struct SocketConfig {
     pub(crate) reconnect_spread: Duration,
     pub(crate) outbox: Outbox,
     pub(crate) max_message: usize,
+    /// The largest message the peer takes, as it will be written (acked envelope included).
+    pub(crate) peer_max_message: Option<usize>,
+    /// Refusals in a row after which an acked message is given up.
+    pub(crate) max_refusals: u32,
     pub(crate) identify: Vec<Identify>,
     pub(crate) identify_fn: Option<IdentifyFn>,
     pub(crate) close_timeout: Duration,
@@ -118,6 +122,8 @@ impl SocketConfig {
             reconnect_spread: Self::DEFAULT_RECONNECT_SPREAD,
             outbox: Outbox::default(),
             max_message: Self::DEFAULT_MAX_MESSAGE,
+            peer_max_message: None,
+            max_refusals: 3,
             identify: Vec::new(),
             identify_fn: None,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
@@ -183,6 +189,8 @@ impl fmt::Debug for SocketConfig {
             .field("reconnect_spread", &self.reconnect_spread)
             .field("outbox", &self.outbox)
             .field("max_message", &self.max_message)
+            .field("peer_max_message", &self.peer_max_message)
+            .field("max_refusals", &self.max_refusals)
             .field("identify", &self.identify)
             .field("identify_with", &self.identify_fn.is_some())
             .field("close_timeout", &self.close_timeout)
@@ -208,6 +216,8 @@ pub struct SocketConfigBuilder {
     reconnect_spread: Duration,
     outbox: Outbox,
     max_message: usize,
+    peer_max_message: Option<usize>,
+    max_refusals: u32,
     identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
     close_timeout: Duration,
@@ -301,6 +311,24 @@ impl SocketConfigBuilder {
     /// Larger ones are discarded with an [`Error::MessageTooLarge`] event. Defaults to 16 MiB.
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
+        self
+    }
+
+    /// The largest message the peer accepts (its own `max_message`). A message that would be
+    /// written larger (in acked mode: with its envelope and JSON escaping) is refused when it
+    /// is sent, with [`Error::MessageTooLargeForPeer`] and the message handed back, instead
+    /// of being written and refused by the peer. Defaults to no check.
+    pub fn peer_max_message(mut self, bytes: usize) -> Self {
+        self.peer_max_message = Some(bytes);
+        self
+    }
+
+    /// In acked mode, how many times in a row the peer may end the connection over the same
+    /// message (closing with 1003, 1007 or 1009, the codes a server refuses a message with)
+    /// before it is given up: it leaves the link as an [`Error::MessageRefused`] event that
+    /// carries it, and the messages behind it flow. Defaults to 3.
+    pub fn max_refusals(mut self, times: u32) -> Self {
+        self.max_refusals = times;
         self
     }
 
@@ -441,6 +469,15 @@ impl SocketConfigBuilder {
         if self.max_message == 0 {
             return Err(Error::config("max_message", "must be greater than zero"));
         }
+        if self.peer_max_message == Some(0) {
+            return Err(Error::config(
+                "peer_max_message",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_refusals == 0 {
+            return Err(Error::config("max_refusals", "must be at least 1"));
+        }
         if self.acked.as_deref().is_some_and(str::is_empty) {
             return Err(Error::config("acked", "the client id must not be empty"));
         }
@@ -465,6 +502,8 @@ impl SocketConfigBuilder {
             reconnect_spread: self.reconnect_spread,
             outbox: self.outbox,
             max_message: self.max_message,
+            peer_max_message: self.peer_max_message,
+            max_refusals: self.max_refusals,
             identify: self.identify,
             identify_fn: self.identify_fn,
             close_timeout: self.close_timeout,

@@ -72,6 +72,25 @@ pub enum Error {
         /// Bytes the outbox holds at most.
         max_bytes: usize,
     },
+    /// A message would be written larger than the peer accepts
+    /// ([`peer_max_message`](crate::SocketConfigBuilder::peer_max_message)); it is handed back.
+    MessageTooLargeForPeer {
+        /// The message's size as it would be written, in bytes.
+        size: usize,
+        /// The peer's limit.
+        limit: usize,
+    },
+    /// In acked mode, the peer ended the connection over this message `attempts` times in a
+    /// row (close `code`: 1003, 1007 or 1009); it was given up so the messages behind it flow.
+    /// Reported as an event; the message is here, to log or to fix and send again.
+    MessageRefused {
+        /// The peer's last close code.
+        code: u16,
+        /// Connections it ended in a row.
+        attempts: u32,
+        /// The message.
+        message: crate::Outgoing,
+    },
     /// A single message is larger than the whole outbox byte limit; it can never be queued.
     MessageTooLargeForOutbox {
         /// The message size in bytes.
@@ -190,6 +209,19 @@ impl fmt::Display for Error {
                 write!(f, "{count} message(s) dropped from the full outbox")
             }
             Error::Protocol(msg) => write!(f, "acked protocol violated by the server: {msg}"),
+            Error::MessageTooLargeForPeer { size, limit } => write!(
+                f,
+                "message of {size} bytes (as written) is larger than the peer accepts ({limit} bytes)"
+            ),
+            Error::MessageRefused {
+                code,
+                attempts,
+                message,
+            } => write!(
+                f,
+                "the peer closed the connection ({code}) over a message of {} bytes {attempts} times in a row; it was given up",
+                message.len()
+            ),
             Error::ResumeGap { from, to } => write!(
                 f,
                 "server messages {from}..={to} are lost: its history no longer reaches back"

@@ -22,6 +22,8 @@ pub(crate) struct SharedOutbox {
     closed: AtomicBool,
     /// Acked mode carries text only.
     acked: bool,
+    /// The largest message the peer takes, as written.
+    peer_max: Option<usize>,
     /// Messages dropped by the overflow policy on the Sender path, not yet reported as events.
     dropped: AtomicUsize,
 }
@@ -35,12 +37,13 @@ pub(crate) enum Pushing {
 }
 
 impl SharedOutbox {
-    pub(crate) fn new(limits: Outbox, acked: bool) -> Self {
+    pub(crate) fn new(limits: Outbox, acked: bool, peer_max: Option<usize>) -> Self {
         SharedOutbox {
             queue: Mutex::new(OutboxQueue::new(limits)),
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
             acked,
+            peer_max,
             dropped: AtomicUsize::new(0),
         }
     }
@@ -74,6 +77,17 @@ impl SharedOutbox {
     pub(crate) fn push(&self, message: Outgoing) -> Pushing {
         if self.acked {
             if let Err(error) = AckedLink::accepts(&message) {
+                return Pushing::Refused(SendError { error, message }, false);
+            }
+        }
+        if let Some(limit) = self.peer_max {
+            let size = if self.acked {
+                AckedLink::written_size(&message)
+            } else {
+                message.len()
+            };
+            if size > limit {
+                let error = Error::MessageTooLargeForPeer { size, limit };
                 return Pushing::Refused(SendError { error, message }, false);
             }
         }
@@ -166,7 +180,7 @@ mod tests {
     #[test]
     fn a_push_racing_close_is_drained_or_refused() {
         for _ in 0..500 {
-            let shared = Arc::new(SharedOutbox::new(Outbox::bounded(1_000_000), false));
+            let shared = Arc::new(SharedOutbox::new(Outbox::bounded(1_000_000), false, None));
             let started = Arc::new(AtomicBool::new(false));
             let pusher = {
                 let (shared, started) = (shared.clone(), started.clone());

@@ -129,7 +129,11 @@ impl SocketActor {
             deliveries_waiting: 0,
             lagging: false,
             subscribers,
-            outbox: Arc::new(SharedOutbox::new(config.outbox, config.acked.is_some())),
+            outbox: Arc::new(SharedOutbox::new(
+                config.outbox,
+                config.acked.is_some(),
+                config.peer_max_message,
+            )),
             config: Arc::new(config),
             phase: Phase::Idle,
             counters: Counters::default(),
@@ -413,6 +417,27 @@ impl SocketActor {
             }
             self.enter_closed(CloseReason::ByUser, ctx);
             return;
+        }
+        if let (
+            Some(link),
+            Disconnect::PeerClosed {
+                code: Some(code), ..
+            },
+        ) = (self.acked.as_mut(), &cause)
+        {
+            // The codes a server refuses one message with: after a few times in a row over the
+            // same message, it is given up so that the rest flows.
+            if matches!(code, 1003 | 1007 | 1009) {
+                if let Some((message, attempts)) = link.refused(self.config.max_refusals) {
+                    let error = Error::MessageRefused {
+                        code: *code,
+                        attempts,
+                        message,
+                    };
+                    warn!("resocket {}: {error}", self.config.shown_url);
+                    self.subscribers.error(&error);
+                }
+            }
         }
         if let Disconnect::PeerClosed {
             code: Some(code),

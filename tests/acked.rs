@@ -603,3 +603,74 @@ async fn repeated_hellos_on_one_connection_do_not_replay_the_history_again() {
     wait_for("marker", DEADLINE, || app.lock().unwrap().len() == 1).await;
     assert_eq!(hub.send(GetHubStats).await.unwrap().replayed, 100);
 }
+
+// ---- a message the server will not take (issue 10.3) ----
+
+#[actix_rt::test]
+async fn a_message_the_server_keeps_refusing_is_given_up_and_the_rest_flows() {
+    let server = TestServer::start_with(ServerConfig {
+        max_message: 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    let app = record_app(&server.hub);
+    let socket = SocketActor::start(
+        fast(&server.acked_url())
+            .acked("big")
+            .max_refusals(2)
+            .build()
+            .unwrap(),
+    );
+    let watch = Watch::attach(&socket);
+    let big = format!(r#"{{"n":1,"pad":"{}"}}"#, "x".repeat(2000));
+    for text in [
+        r#"{"n":0}"#.to_string(),
+        big.clone(),
+        r#"{"n":2}"#.to_string(),
+    ] {
+        socket.send(Send::text(text)).await.unwrap().unwrap();
+    }
+    watch
+        .wait_error("given up", |e| {
+            matches!(e, Error::MessageRefused { code: 1009, attempts: 2, message }
+                if message.as_text() == Some(big.as_str()))
+        })
+        .await;
+    wait_for("the rest", DEADLINE, || {
+        numbers(&app.lock().unwrap()).len() == 2
+    })
+    .await;
+    assert_eq!(numbers(&app.lock().unwrap()), [0, 2]);
+    wait_unacked(&socket, "acked", |u| u == 0).await;
+}
+
+#[actix_rt::test]
+async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_escaping_included()
+{
+    let server = TestServer::start().await;
+    let socket = SocketActor::start(
+        fast(&server.acked_url())
+            .acked("p")
+            .peer_max_message(1024)
+            .build()
+            .unwrap(),
+    );
+    // 600 bytes of quotes: 1,200 once escaped in the envelope.
+    let quotes = "\"".repeat(600);
+    let refused = socket
+        .send(Send::text(quotes.clone()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(refused.error, Error::MessageTooLargeForPeer { size, limit: 1024 } if size > 1200),
+        "{:?}",
+        refused.error
+    );
+    assert_eq!(refused.message.as_text(), Some(quotes.as_str()));
+    socket
+        .send(Send::text("small"))
+        .await
+        .unwrap()
+        .expect("a small one is taken");
+}
