@@ -54,6 +54,8 @@ const OPCODE: u8 = 0x0f;
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
+/// The largest control frame payload (RFC 6455 5.5).
+const MAX_CONTROL: u64 = 125;
 
 /// awc's codec with the size limit applied at the frame header.
 pub(crate) struct FrameGuard {
@@ -127,13 +129,21 @@ impl Decoder for FrameGuard {
         }
         let opcode = first & OPCODE;
         let is_data = matches!(opcode, CONTINUATION | TEXT | BINARY);
+        if !is_data && length > MAX_CONTROL {
+            // RFC 6455 5.5: a control frame's payload is at most 125 bytes. Refused at the
+            // header, not after buffering what it announces.
+            return Err(FrameError::Protocol(ProtocolError::InvalidLength(
+                usize::try_from(length).unwrap_or(usize::MAX),
+            )));
+        }
         if !is_data || length <= self.max as u64 {
             return Ok(self.inner.decode(src)?);
         }
         // Too large: replay the header with an empty payload to the codec (which keeps the
-        // fragmentation state and refuses what it would have refused), skip the payload.
+        // fragmentation state and refuses what it would have refused: reserved bits, a mask,
+        // a continuation out of place), skip the payload.
         let fin = first & FIN != 0;
-        let mut empty = BytesMut::from(&[first & (FIN | OPCODE), 0][..]);
+        let mut empty = BytesMut::from(&[first, src[1] & 0x80][..]);
         self.inner.decode(&mut empty)?;
         src.advance(header_len);
         self.skip = length;

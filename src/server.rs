@@ -247,8 +247,8 @@ pub fn accept_acked(
 
 struct SessionActor<H: SessionHandler> {
     id: u64,
-    /// The number of the first inbound frame whose header announced more than `max_message`
-    /// (0: none), set by the payload guard as soon as that header arrived.
+    /// The first inbound frame whose header announced more than allowed, set by the payload
+    /// guard as soon as that header arrived (see `payload_guard::refused_frame`).
     refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Inbound frames handled.
     frames: u64,
@@ -330,17 +330,20 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
         self.last_seen = Instant::now();
         let msg = match msg {
             Ok(msg) => {
-                let refused = self.refused.load(std::sync::atomic::Ordering::Acquire);
-                if refused != 0 && refused == self.frames {
-                    ctx.close(Some(ws::CloseReason {
-                        code: ws::CloseCode::Size,
-                        description: Some(format!(
-                            "message larger than {} bytes",
-                            self.config.max_message
-                        )),
-                    }));
-                    ctx.stop();
-                    return;
+                if let Some((frame, code)) = payload_guard::refused_frame(&self.refused) {
+                    if frame == self.frames {
+                        let description = if code == 1009 {
+                            format!("message larger than {} bytes", self.config.max_message)
+                        } else {
+                            "control frame longer than 125 bytes".to_string()
+                        };
+                        ctx.close(Some(ws::CloseReason {
+                            code: ws::CloseCode::from(code),
+                            description: Some(description),
+                        }));
+                        ctx.stop();
+                        return;
+                    }
                 }
                 msg
             }

@@ -31,13 +31,14 @@ pub(crate) struct PayloadGuard<S> {
     header: Vec<u8>,
     /// Frames whose header has been read.
     frames: u64,
-    /// The number (1-based) of the first refused frame; 0 while none.
+    /// The first refused frame: its number (1-based) << 16 | the close code; 0 while none.
     refused: Arc<AtomicU64>,
 }
 
 impl<S> PayloadGuard<S> {
-    /// Guards `inner` with the limit `max`; `refused` is set to the number of the first frame
-    /// that announced more.
+    /// Guards `inner` with the limit `max`; `refused` is set (see [`refused_frame`]) for the
+    /// first frame that announced more (close code 1009), or a control frame announcing more
+    /// than 125 bytes (1002).
     pub(crate) fn new(inner: S, max: usize, refused: Arc<AtomicU64>) -> Self {
         PayloadGuard {
             inner,
@@ -83,10 +84,18 @@ impl<S> PayloadGuard<S> {
         self.frames += 1;
         let opcode = self.header[0] & 0x0f;
         let is_data = matches!(opcode, 0x0..=0x2);
-        if is_data && length > self.max {
-            let _ =
-                self.refused
-                    .compare_exchange(0, self.frames, Ordering::AcqRel, Ordering::Acquire);
+        let code = match (is_data, length) {
+            (true, n) if n > self.max => Some(1009),
+            (false, n) if n > 125 => Some(1002),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let _ = self.refused.compare_exchange(
+                0,
+                (self.frames << 16) | code,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             // The same frame, announcing no payload; the mask (if any) kept.
             let masked = self.header[1] & 0x80;
             out.extend_from_slice(&[self.header[0], masked]);
@@ -105,6 +114,12 @@ impl<S> PayloadGuard<S> {
         }
         self.header.clear();
     }
+}
+
+/// The frame number and close code a guard's `refused` holds, if any.
+pub(crate) fn refused_frame(refused: &AtomicU64) -> Option<(u64, u16)> {
+    let v = refused.load(Ordering::Acquire);
+    (v != 0).then_some((v >> 16, (v & 0xffff) as u16))
 }
 
 /// The payload length and header length of a complete header; None while incomplete.
@@ -198,7 +213,7 @@ mod tests {
         expected.extend(masked(0x81, b""));
         expected.extend(masked(0x81, b"two"));
         for chunk in [1, 5, 100, 10_000] {
-            assert_eq!(run(1024, &input, chunk), (expected.clone(), 2));
+            assert_eq!(run(1024, &input, chunk), (expected.clone(), 2 << 16 | 1009));
         }
     }
 
@@ -208,7 +223,12 @@ mod tests {
         input.extend_from_slice(&(1u64 << 30).to_be_bytes());
         input.extend_from_slice(&[1, 2, 3, 4]);
         let (out, refused) = run(1024, &input, 3);
-        assert_eq!(refused, 1);
+        assert_eq!(refused, 1 << 16 | 1009);
         assert_eq!(out, [0x82, 0x80, 1, 2, 3, 4]);
+        // A ping announcing 1 GiB: a protocol error, caught at the header too.
+        let mut ping = vec![0x89, 0x80 | 127];
+        ping.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        ping.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(run(1024, &ping, 1).1, 1 << 16 | 1002);
     }
 }

@@ -198,9 +198,14 @@ impl ClientState {
         self.idle_since = None;
         self.instance = instance;
         // What of this instance's messages arrived, when others wrote since.
+        // (0 for an instance none of whose messages the hub remembers taking.)
         let yours = instance
-            .and_then(|i| self.taken_by.iter().find(|(who, _)| *who == i))
-            .map(|(_, seq)| *seq)
+            .map(|i| {
+                self.taken_by
+                    .iter()
+                    .find(|(who, _)| *who == i)
+                    .map_or(0, |(_, seq)| *seq)
+            })
             .filter(|seq| *seq != self.taken);
         Ok(Welcome {
             frame: wire::welcome(self.taken, gap, yours),
