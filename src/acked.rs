@@ -16,12 +16,24 @@ use crate::{Error, Outgoing};
 /// Default number of messages in flight (written, not yet acknowledged): 1,000.
 pub const DEFAULT_ACK_WINDOW: usize = 1000;
 
-/// One message written (or about to be) and not yet acknowledged.
+/// One message written (or about to be) and not yet acknowledged, held once: as its frame.
 #[derive(Debug, Clone)]
 struct InFlight {
     seq: u64,
     frame: ByteString,
-    original: Outgoing,
+    /// The payload's size, as the outbox counted it.
+    size: usize,
+}
+
+impl InFlight {
+    /// The message as the application gave it, recovered from the frame (exact: JSON data
+    /// is carried verbatim, text escaped and unescaped).
+    fn original(&self) -> Outgoing {
+        match wire::decode(&self.frame) {
+            Some(wire::Frame::Msg { body, .. }) => Outgoing::Text(body.as_str().into()),
+            _ => Outgoing::Text(ByteString::new()),
+        }
+    }
 }
 
 /// What to do with an inbound sequenced message.
@@ -94,7 +106,11 @@ impl AckedLink {
     /// The peer ended the connection over the oldest unacknowledged message (if it was
     /// written on that connection). After `max` times in a row it is given up and returned,
     /// with the count; the next welcome numbers the rest on without it.
-    pub(crate) fn refused(&mut self, max: u32) -> Option<(Outgoing, u32)> {
+    pub(crate) fn refused(
+        &mut self,
+        max: u32,
+        outbox: &mut OutboxQueue,
+    ) -> Option<(Outgoing, u32)> {
         if self.cursor == 0 {
             return None; // nothing was written on that connection
         }
@@ -109,7 +125,9 @@ impl AckedLink {
         }
         self.refusals = None;
         self.cursor = self.cursor.saturating_sub(1);
-        self.in_flight.pop_front().map(|m| (m.original, count))
+        let m = self.in_flight.pop_front()?;
+        outbox.release(m.size);
+        Some((m.original(), count))
     }
 
     /// A new connection opened: say hello; nothing else until the welcome.
@@ -136,6 +154,7 @@ impl AckedLink {
         acked: u64,
         gap: Option<Gap>,
         yours: Option<u64>,
+        outbox: &mut OutboxQueue,
     ) -> Result<bool, Error> {
         if self.welcomed {
             return Ok(false);
@@ -176,13 +195,14 @@ impl AckedLink {
             }
             None => acked,
         };
-        self.prune(mine);
+        self.prune(mine, outbox);
         let mut seq = acked;
         for m in &mut self.in_flight {
             seq += 1;
             if m.seq != seq {
                 m.seq = seq;
-                let text = m.original.as_text().unwrap_or_default();
+                let original = m.original();
+                let text = original.as_text().unwrap_or_default();
                 m.frame = ByteString::from(wire::msg(Some(seq), text));
             }
         }
@@ -200,22 +220,24 @@ impl AckedLink {
     }
 
     /// A cumulative ack from the server; an error for an ack of a message never sent.
-    pub(crate) fn ack(&mut self, seq: u64) -> Result<(), Error> {
+    pub(crate) fn ack(&mut self, seq: u64, outbox: &mut OutboxQueue) -> Result<(), Error> {
         let last_sent = self.next_seq - 1;
         if seq > last_sent {
             return Err(Error::Protocol(format!(
                 "ack {seq} for a message never sent (last sent {last_sent})"
             )));
         }
-        let pruned = self.prune(seq);
+        let pruned = self.prune(seq, outbox);
         self.cursor = self.cursor.saturating_sub(pruned);
         Ok(())
     }
 
-    fn prune(&mut self, acked: u64) -> usize {
+    fn prune(&mut self, acked: u64, outbox: &mut OutboxQueue) -> usize {
         let mut n = 0;
         while self.in_flight.front().is_some_and(|m| m.seq <= acked) {
-            self.in_flight.pop_front();
+            if let Some(m) = self.in_flight.pop_front() {
+                outbox.release(m.size);
+            }
             n += 1;
         }
         n
@@ -241,7 +263,7 @@ impl AckedLink {
         if self.in_flight.len() >= self.window {
             return None;
         }
-        let original = outbox.pop_front()?;
+        let original = outbox.take_for_flight()?;
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
@@ -250,7 +272,7 @@ impl AckedLink {
         self.in_flight.push_back(InFlight {
             seq,
             frame: frame.clone(),
-            original,
+            size: original.len(),
         });
         self.cursor = self.in_flight.len();
         Some(frame)
@@ -306,9 +328,15 @@ impl AckedLink {
 
     /// Takes the unacknowledged messages back, oldest first (their sequence numbers are
     /// forgotten: sent again, they count as new).
-    pub(crate) fn take_unacked(&mut self) -> Vec<Outgoing> {
+    pub(crate) fn take_unacked(&mut self, outbox: &mut OutboxQueue) -> Vec<Outgoing> {
         self.cursor = 0;
-        self.in_flight.drain(..).map(|m| m.original).collect()
+        outbox.release(self.in_flight_bytes());
+        self.in_flight.drain(..).map(|m| m.original()).collect()
+    }
+
+    /// Payload bytes held in flight (counted against the outbox's byte limit).
+    pub(crate) fn in_flight_bytes(&self) -> usize {
+        self.in_flight.iter().map(|m| m.size).sum()
     }
 }
 
@@ -342,13 +370,13 @@ mod tests {
         let mut q = outbox(5);
         assert!(link.connected().contains(r#""last_seq":0"#));
         assert_eq!(link.next_frame(&mut q), None);
-        link.welcome(0, None, None).unwrap();
+        link.welcome(0, None, None, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4, 5]);
-        link.ack(2).unwrap();
+        link.ack(2, &mut q).unwrap();
         assert_eq!(link.unacked(), 3);
         // The connection dies; after the next welcome (server has up to 3) 4 and 5 go again.
         link.connected();
-        link.welcome(3, None, None).unwrap();
+        link.welcome(3, None, None, &mut q).unwrap();
         q.push(Outgoing::from("new"));
         assert_eq!(drain(&mut link, &mut q), [4, 5, 6]);
     }
@@ -358,12 +386,12 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 3);
         let mut q = outbox(10);
         link.connected();
-        link.welcome(0, None, None).unwrap();
+        link.welcome(0, None, None, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3]);
         assert!(!link.has_next(&q));
-        link.ack(1).unwrap();
+        link.ack(1, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [4]);
-        link.ack(4).unwrap();
+        link.ack(4, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [5, 6, 7]);
     }
 
@@ -384,10 +412,10 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 10);
         let mut q = outbox(2);
         link.connected();
-        assert!(link.welcome(41, None, None).unwrap());
+        assert!(link.welcome(41, None, None, &mut q).unwrap());
         assert_eq!(drain(&mut link, &mut q), [42, 43]);
         assert!(
-            !link.welcome(0, None, None).unwrap(),
+            !link.welcome(0, None, None, &mut q).unwrap(),
             "a second welcome on one connection is ignored"
         );
     }
@@ -397,12 +425,12 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 10);
         let mut q = outbox(7);
         link.connected();
-        link.welcome(0, None, None).unwrap();
+        link.welcome(0, None, None, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4, 5, 6, 7]);
-        link.ack(4).unwrap();
+        link.ack(4, &mut q).unwrap();
         // A fresh hub: it has nothing, and expects 1 next.
         link.connected();
-        assert!(link.welcome(0, None, None).unwrap());
+        assert!(link.welcome(0, None, None, &mut q).unwrap());
         q.push(Outgoing::from("new"));
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3, 4]);
     }
@@ -413,23 +441,29 @@ mod tests {
         let mut q = outbox(2);
         link.connected();
         assert!(matches!(
-            link.welcome(u64::MAX, None, None),
+            link.welcome(u64::MAX, None, None, &mut q),
             Err(Error::Protocol(_))
         ));
-        link.welcome(0, None, None).unwrap();
+        link.welcome(0, None, None, &mut q).unwrap();
         drain(&mut link, &mut q);
-        assert!(matches!(link.ack(3), Err(Error::Protocol(_))));
-        assert!(matches!(link.ack(u64::MAX), Err(Error::Protocol(_))));
-        link.ack(2).unwrap();
+        assert!(matches!(link.ack(3, &mut q), Err(Error::Protocol(_))));
+        assert!(matches!(
+            link.ack(u64::MAX, &mut q),
+            Err(Error::Protocol(_))
+        ));
+        link.ack(2, &mut q).unwrap();
         link.connected();
         assert!(
-            matches!(link.welcome(5, None, Some(3)), Err(Error::Protocol(_))),
+            matches!(
+                link.welcome(5, None, Some(3), &mut q),
+                Err(Error::Protocol(_))
+            ),
             "3 of this link's messages cannot have arrived: it sent 2"
         );
         link.connected();
         let gap = Some(Gap { from: 3, to: 1 });
         assert!(matches!(
-            link.welcome(2, gap, None),
+            link.welcome(2, gap, None, &mut q),
             Err(Error::Protocol(_))
         ));
     }
@@ -452,12 +486,14 @@ mod tests {
     #[test]
     fn a_reported_gap_is_passed_over_once() {
         let mut link = AckedLink::new("c".into(), 3);
+        let mut q = outbox(0);
         assert_eq!(link.inbound(1), Ok(Inbound::Deliver));
         link.connected();
-        link.welcome(0, Some(Gap { from: 2, to: 6 }), None).unwrap();
+        link.welcome(0, Some(Gap { from: 2, to: 6 }), None, &mut q)
+            .unwrap();
         assert_eq!(link.inbound(7), Ok(Inbound::Deliver));
         assert!(link.connected().contains(r#""last_seq":7"#));
-        link.welcome(0, None, None).unwrap();
+        link.welcome(0, None, None, &mut q).unwrap();
         assert_eq!(link.inbound(7), Ok(Inbound::Duplicate));
     }
 
@@ -466,11 +502,11 @@ mod tests {
         let mut link = AckedLink::new("c".into(), 10);
         let mut q = outbox(3);
         link.connected();
-        link.welcome(0, None, None).unwrap();
+        link.welcome(0, None, None, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1, 2, 3]);
         // The server took 1 of ours, then another device wrote up to 7.
         link.connected();
-        assert!(link.welcome(7, None, Some(1)).unwrap());
+        assert!(link.welcome(7, None, Some(1), &mut q).unwrap());
         assert_eq!(
             drain(&mut link, &mut q),
             [8, 9],
@@ -478,7 +514,7 @@ mod tests {
         );
         // Not told how much was ours: everything unacknowledged goes again.
         link.connected();
-        assert!(link.welcome(20, None, None).unwrap());
+        assert!(link.welcome(20, None, None, &mut q).unwrap());
         assert_eq!(drain(&mut link, &mut q), [21, 22]);
     }
 
@@ -533,7 +569,7 @@ mod properties {
             let mut outbox = OutboxQueue::new(Outbox::bounded(10_000));
             let (mut sent, mut server_has, mut last_on_conn) = (0u64, 0u64, 0u64);
             link.connected();
-            assert!(link.welcome(0, None, None).unwrap());
+            assert!(link.welcome(0, None, None, &mut outbox).unwrap());
             for op in ops {
                 match op {
                     Op::Send => {
@@ -551,10 +587,10 @@ mod properties {
                             }
                         }
                     }
-                    Op::Ack => link.ack(server_has).unwrap(),
+                    Op::Ack => link.ack(server_has, &mut outbox).unwrap(),
                     Op::Reconnect => {
                         link.connected();
-                        link.welcome(server_has, None, None).unwrap();
+                        link.welcome(server_has, None, None, &mut outbox).unwrap();
                         last_on_conn = 0;
                     }
                 }
@@ -562,12 +598,12 @@ mod properties {
             }
             // Drain: reconnect once, then write until nothing is left, acking as we go.
             link.connected();
-            link.welcome(server_has, None, None).unwrap();
+            link.welcome(server_has, None, None, &mut outbox).unwrap();
             while let Some(frame) = link.next_frame(&mut outbox) {
                 let seq = seq_of(&frame);
                 prop_assert_eq!(seq, server_has + 1, "a gap or a duplicate");
                 server_has = seq;
-                link.ack(server_has).unwrap();
+                link.ack(server_has, &mut outbox).unwrap();
             }
             prop_assert_eq!(server_has, sent);
             prop_assert_eq!(link.unacked(), 0);

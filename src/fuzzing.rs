@@ -6,6 +6,7 @@ use bytes::BytesMut;
 
 use crate::acked::{wire, AckedLink};
 use crate::frame_guard::{FrameError, FrameGuard};
+use crate::outbox::OutboxQueue;
 use crate::reassembly::{Inbound, Reassembler};
 
 /// The inbound path on arbitrary bytes from a peer: frame decoding (client side, as awc does),
@@ -17,6 +18,7 @@ pub fn inbound(data: &[u8]) {
     let mut buffer = BytesMut::from(data);
     let mut reassembler = Reassembler::new(MAX);
     let mut link = AckedLink::new("fuzz".into(), 16);
+    let mut outbox = OutboxQueue::new(crate::Outbox::default());
     // Bounded: every round consumes input or ends.
     for _ in 0..data.len() + 1 {
         let frame = match codec.decode(&mut buffer) {
@@ -29,13 +31,13 @@ pub fn inbound(data: &[u8]) {
             Err(_) => break,
         };
         if let Ok(Some(Inbound::Text(text))) = reassembler.frame(frame) {
-            route(&text, &mut link);
+            route(&text, &mut link, &mut outbox);
         }
         let _ = link.take_ack();
     }
 }
 
-fn route(text: &str, link: &mut AckedLink) {
+fn route(text: &str, link: &mut AckedLink, outbox: &mut OutboxQueue) {
     match wire::decode(text) {
         Some(wire::Frame::Msg { seq, body }) => {
             if let Some(seq) = seq {
@@ -44,10 +46,10 @@ fn route(text: &str, link: &mut AckedLink) {
             let _ = serde_json::from_str::<serde_json::Value>(body.as_str());
         }
         Some(wire::Frame::Welcome { acked, gap, yours }) => {
-            let _ = link.welcome(acked, gap, yours);
+            let _ = link.welcome(acked, gap, yours, outbox);
         }
         Some(wire::Frame::Ack { seq }) => {
-            let _ = link.ack(seq);
+            let _ = link.ack(seq, outbox);
         }
         Some(wire::Frame::Hello { .. }) => {}
         None => {

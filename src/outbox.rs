@@ -120,6 +120,9 @@ pub(crate) struct OutboxQueue {
     limits: Outbox,
     items: VecDeque<Outgoing>,
     bytes: usize,
+    /// Bytes of messages taken out but still held elsewhere until acknowledged (acked mode's
+    /// messages in flight): they count against the byte limit as if they were still here.
+    held: usize,
 }
 
 impl OutboxQueue {
@@ -128,6 +131,7 @@ impl OutboxQueue {
             limits,
             items: VecDeque::new(),
             bytes: 0,
+            held: 0,
         }
     }
 
@@ -158,7 +162,12 @@ impl OutboxQueue {
                 let mut dropped = 0;
                 while !self.fits(size) {
                     if self.pop_front().is_none() {
-                        break;
+                        // What is left is held in flight and cannot be dropped: no room.
+                        return Pushed::Refused {
+                            message,
+                            error: self.limits.full_error(),
+                            dropped: true,
+                        };
                     }
                     dropped += 1;
                 }
@@ -169,7 +178,8 @@ impl OutboxQueue {
     }
 
     fn fits(&self, size: usize) -> bool {
-        self.items.len() < self.limits.max_messages && self.bytes + size <= self.limits.max_bytes
+        self.items.len() < self.limits.max_messages
+            && self.bytes + self.held + size <= self.limits.max_bytes
     }
 
     fn push_unchecked(&mut self, message: Outgoing) {
@@ -182,6 +192,24 @@ impl OutboxQueue {
         let message = self.items.pop_front()?;
         self.bytes -= message.len();
         Some(message)
+    }
+
+    /// Takes the oldest message out to be held in flight: its bytes keep counting until
+    /// [`release`](Self::release)d.
+    pub(crate) fn take_for_flight(&mut self) -> Option<Outgoing> {
+        let message = self.pop_front()?;
+        self.held += message.len();
+        Some(message)
+    }
+
+    /// Counts `bytes` held in flight (a link handed over from another socket).
+    pub(crate) fn hold(&mut self, bytes: usize) {
+        self.held += bytes;
+    }
+
+    /// Messages of `bytes` held in flight are gone (acknowledged, given up, taken back).
+    pub(crate) fn release(&mut self, bytes: usize) {
+        self.held = self.held.saturating_sub(bytes);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -206,6 +234,31 @@ impl OutboxQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_held_in_flight_count_against_the_limit_until_released() {
+        let mut q = OutboxQueue::new(Outbox::bounded(100).max_bytes(10));
+        assert_eq!(q.push(msg(1, 6)), Pushed::Queued);
+        let taken = q.take_for_flight().unwrap();
+        assert!(
+            matches!(q.push(msg(2, 6)), Pushed::Refused { .. }),
+            "6 held + 6 > 10"
+        );
+        q.release(taken.len());
+        assert_eq!(q.push(msg(2, 6)), Pushed::Queued);
+        // DropOldest cannot drop what is in flight.
+        let mut q = OutboxQueue::new(
+            Outbox::bounded(100)
+                .max_bytes(10)
+                .on_overflow(Overflow::DropOldest),
+        );
+        q.push(msg(1, 8));
+        q.take_for_flight();
+        assert!(matches!(
+            q.push(msg(2, 8)),
+            Pushed::Refused { dropped: true, .. }
+        ));
+    }
 
     fn msg(i: usize, size: usize) -> Outgoing {
         let mut s = format!("{i}:");

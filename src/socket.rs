@@ -157,9 +157,11 @@ impl SocketActor {
             acked,
         } = inheritance;
         let mut socket = SocketActor::new(config);
-        if acked.is_some() && socket.acked.is_some() {
+        if let (Some(link), true) = (acked, socket.acked.is_some()) {
             // Keep the sequence numbers and messages in flight: resent, they stay deduplicated.
-            socket.acked = acked;
+            // Their bytes count against this socket's outbox limit, as they did before.
+            socket.outbox.lock().hold(link.in_flight_bytes());
+            socket.acked = Some(link);
         }
         let policy = socket.subscribers.policy;
         socket.subscribers = subscribers;
@@ -428,7 +430,8 @@ impl SocketActor {
             // The codes a server refuses one message with: after a few times in a row over the
             // same message, it is given up so that the rest flows.
             if matches!(code, 1003 | 1007 | 1009) {
-                if let Some((message, attempts)) = link.refused(self.config.max_refusals) {
+                let refused = link.refused(self.config.max_refusals, &mut self.outbox.lock());
+                if let Some((message, attempts)) = refused {
                     let error = Error::MessageRefused {
                         code: *code,
                         attempts,
@@ -629,7 +632,8 @@ impl SocketActor {
         };
         let deliver = match wire::decode(&text) {
             Some(wire::Frame::Welcome { acked, gap, yours }) => {
-                match link.welcome(acked, gap, yours) {
+                let welcomed = link.welcome(acked, gap, yours, &mut self.outbox.lock());
+                match welcomed {
                     Ok(true) => {}
                     Ok(false) => return, // a second welcome on one connection: ignored
                     Err(error) => return self.protocol_violated(error, ctx),
@@ -652,7 +656,8 @@ impl SocketActor {
                 None
             }
             Some(wire::Frame::Ack { seq }) => {
-                if let Err(error) = link.ack(seq) {
+                let acked = link.ack(seq, &mut self.outbox.lock());
+                if let Err(error) = acked {
                     return self.protocol_violated(error, ctx);
                 }
                 None
@@ -693,7 +698,7 @@ impl SocketActor {
             return;
         }
         let error = Error::Handshake(format!(
-            "no welcome from the server within {:?}: does it speak the acked protocol?",
+            "no welcome from the server within {:?}: it does not speak the acked protocol, or its application is still taking this client's earlier messages",
             self.config.connect_timeout
         ));
         self.subscribers.error(&error);

@@ -674,3 +674,46 @@ async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_
         .unwrap()
         .expect("a small one is taken");
 }
+
+/// An application that never finishes taking a message.
+struct NeverTakes;
+impl Actor for NeverTakes {
+    type Context = Context<Self>;
+}
+impl Handler<FromClient> for NeverTakes {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: FromClient, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(futures_util::future::pending())
+    }
+}
+
+#[actix_rt::test]
+async fn bytes_in_flight_count_against_the_outbox_byte_limit() {
+    let server = TestServer::start().await;
+    server
+        .hub
+        .send(resocket::server::SubscribeHub {
+            messages: NeverTakes.start().recipient(),
+            events: None,
+        })
+        .await
+        .unwrap();
+    let socket = SocketActor::start(
+        fast(&server.acked_url())
+            .acked("bytes")
+            .outbox(Outbox::bounded(1000).max_bytes(64 * 1024))
+            .build()
+            .unwrap(),
+    );
+    let big = "x".repeat(58 * 1024);
+    socket.send(Send::text(big.clone())).await.unwrap().unwrap();
+    wait_unacked(&socket, "the first in flight", |u| u == 1).await;
+    let refused = socket.send(Send::text(big)).await.unwrap().unwrap_err();
+    assert!(
+        matches!(refused.error, Error::OutboxFull { .. }),
+        "{:?}",
+        refused.error
+    );
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!((status.unacked, status.outbox_len), (1, 0));
+}

@@ -418,6 +418,8 @@ impl Hub {
         if let Some((last_seq, instance, session)) = state.parked.take() {
             if session.connected() {
                 self.welcome(client.to_string(), last_seq, instance, session);
+            } else {
+                state.idle_since = Some(Instant::now());
             }
         }
     }
@@ -541,6 +543,7 @@ impl Handler<Hello> for Hub {
             // so it waits for them. The earlier session is done.
             debug!("resocket hub: client {client:?}: hello waits for earlier messages");
             let replaced = state.session.take();
+            state.idle_since = Some(Instant::now());
             if let Some((_, _, older)) = state.parked.replace((last_seq, instance, session)) {
                 replace_session(&older);
             }

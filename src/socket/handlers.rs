@@ -130,11 +130,12 @@ impl Handler<TakeOutbox> for SocketActor {
     type Result = actix::MessageResult<TakeOutbox>;
 
     fn handle(&mut self, _: TakeOutbox, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut outbox = self.outbox.lock();
         let mut messages: Vec<Outgoing> = match &mut self.acked {
-            Some(link) => link.take_unacked(),
+            Some(link) => link.take_unacked(&mut outbox),
             None => Vec::new(),
         };
-        messages.extend(self.outbox.lock().drain());
+        messages.extend(outbox.drain());
         actix::MessageResult(messages)
     }
 }
