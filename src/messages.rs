@@ -206,6 +206,12 @@ pub struct Counters {
     pub lagged: u64,
     /// Times reading paused because a subscriber's mailbox was full (policy `Wait`).
     pub waited: u64,
+    /// Sends refused, by [`Send`] or a [`Sender`](crate::Sender): outbox full, socket
+    /// closed, message too large, binary in acked mode. (Each refusal also hands the message
+    /// back to its sender; `do_send(Send…)` discards that answer, so count on this.)
+    pub refused: u64,
+    /// Error events an error subscriber missed because its mailbox was full.
+    pub errors_lost: u64,
 }
 
 /// Ask for a [`Sender`](crate::Sender): a handle that queues messages into this socket's

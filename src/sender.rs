@@ -26,6 +26,8 @@ pub(crate) struct SharedOutbox {
     peer_max: Option<usize>,
     /// Messages dropped by the overflow policy on the Sender path, not yet reported as events.
     dropped: AtomicUsize,
+    /// Sends refused on the Sender path.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 /// What a push did, for the socket to report.
@@ -45,6 +47,7 @@ impl SharedOutbox {
             acked,
             peer_max,
             dropped: AtomicUsize::new(0),
+            refused: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -66,6 +69,11 @@ impl SharedOutbox {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends refused on the Sender path so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Acquire)
     }
 
     /// Drops on the Sender path since the last call.
@@ -151,6 +159,7 @@ impl Sender {
                 Ok(())
             }
             Pushing::Refused(error, dropped) => {
+                self.shared.refused.fetch_add(1, Ordering::AcqRel);
                 if dropped {
                     self.shared.dropped.fetch_add(1, Ordering::AcqRel);
                 }

@@ -166,6 +166,8 @@ pub(crate) struct Subscribers {
     binary: Vec<Recipient<InboundBinary>>,
     states: Vec<Recipient<StateChanged>>,
     errors: Vec<Recipient<ErrorOccurred>>,
+    /// Error events a full error subscriber missed.
+    pub(crate) errors_lost: u64,
 }
 
 impl Subscribers {
@@ -257,11 +259,17 @@ impl Subscribers {
     /// Errors can come in floods (a peer sending garbage): a full error subscriber misses some
     /// rather than growing without bound.
     pub(crate) fn error(&mut self, error: &Error) {
+        let mut lost = 0;
         self.errors
             .retain(|r| match r.try_send(ErrorOccurred(error.clone())) {
-                Ok(()) | Err(SendError::Full(_)) => true,
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    lost += 1;
+                    true
+                }
                 Err(SendError::Closed(_)) => false,
             });
+        self.errors_lost += lost;
     }
 }
 

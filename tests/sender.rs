@@ -63,3 +63,70 @@ async fn a_sender_queues_while_disconnected_refuses_when_full_and_after_close() 
     assert!(sender.is_closed());
     assert_eq!(sender.send("late").unwrap_err().error, Error::Closed);
 }
+
+#[actix_rt::test]
+async fn every_refused_send_and_every_lost_error_event_is_counted() {
+    use resocket::{Error, GetStatus, Outbox, Send};
+    let mut server = common::TestServer::start().await;
+    let socket = SocketActor::start(
+        common::fast(&server.url())
+            .outbox(Outbox::bounded(10))
+            .build()
+            .unwrap(),
+    );
+    let watch = common::Watch::attach(&socket);
+    let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        use actix::Actor;
+        let counter = ErrorCount(errors.clone()).start();
+        socket.do_send(resocket::Subscribe::errors(counter.recipient()));
+    }
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    // Fire and forget: do_send discards each answer, so only the counters can tell.
+    for n in 0..1000 {
+        socket.do_send(Send::text(format!("{n}")));
+    }
+    let sender = socket.send(resocket::GetSender).await.unwrap();
+    let mut refused_by_sender = 0;
+    for n in 0..100 {
+        if sender.send(format!("s{n}")).is_err() {
+            refused_by_sender += 1;
+        }
+    }
+    assert_eq!(refused_by_sender, 100, "the outbox was already full");
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!(status.outbox_len, 10);
+    assert_eq!(status.counters.refused, 990 + 100);
+    // Each Send refusal was an OutboxFull event; an error subscriber with actix's default
+    // 16-slot mailbox could not take them all at once: what it missed is counted.
+    let start = std::time::Instant::now();
+    loop {
+        let lost = socket.send(GetStatus).await.unwrap().counters.errors_lost;
+        let got = errors.load(std::sync::atomic::Ordering::SeqCst) as u64;
+        if got + lost == 990 {
+            assert!(lost > 0, "a 16-slot mailbox took 990 events at once?");
+            break;
+        }
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "{got} delivered + {lost} lost != 990"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Counts the OutboxFull errors it gets, with the default mailbox.
+struct ErrorCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+impl actix::Actor for ErrorCount {
+    type Context = actix::Context<Self>;
+}
+impl actix::Handler<resocket::ErrorOccurred> for ErrorCount {
+    type Result = ();
+    fn handle(&mut self, e: resocket::ErrorOccurred, _: &mut actix::Context<Self>) {
+        if matches!(e.0, Error::OutboxFull { .. }) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}

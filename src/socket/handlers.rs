@@ -8,8 +8,8 @@ use super::{Phase, SocketActor};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
-    Close, CloseReason, CloseReport, Error, GetStatus, Outgoing, Send, SendError, StateChanged,
-    Status, Subscribe, TakeOutbox,
+    Close, CloseReason, CloseReport, Counters, Error, GetStatus, Outgoing, Send, SendError,
+    StateChanged, Status, Subscribe, TakeOutbox,
 };
 
 impl Handler<Send> for SocketActor {
@@ -25,6 +25,7 @@ impl Handler<Send> for SocketActor {
                 Ok(())
             }
             Pushing::Refused(refused, dropped) => {
+                self.counters.refused += 1;
                 if dropped {
                     self.counters.dropped += 1;
                     self.subscribers.error(&Error::Dropped { count: 1 });
@@ -121,7 +122,11 @@ impl Handler<GetStatus> for SocketActor {
             outbox_bytes,
             unacked: self.acked.as_ref().map_or(0, |l| l.unacked()),
             subscribers: self.subscribers.len(),
-            counters: self.counters,
+            counters: Counters {
+                refused: self.counters.refused + self.outbox.refused(),
+                errors_lost: self.subscribers.errors_lost,
+                ..self.counters
+            },
         })
     }
 }
