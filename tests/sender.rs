@@ -66,7 +66,7 @@ async fn a_sender_queues_while_disconnected_refuses_when_full_and_after_close() 
 
 #[actix_rt::test]
 async fn every_refused_send_and_every_lost_error_event_is_counted() {
-    use resocket::{Error, GetStatus, Outbox, Send};
+    use resocket::{GetStatus, Outbox, Send};
     let mut server = common::TestServer::start().await;
     let socket = SocketActor::start(
         common::fast(&server.url())
