@@ -47,6 +47,24 @@ impl Message for Send {
     type Result = Result<(), SendError>;
 }
 
+/// Send one message, waiting while the outbox is full (policy `Reject`) until there is room:
+/// the actor-message form of [`Sender::send_wait`](crate::Sender::send_wait). Other refusals
+/// come back at once. Messages waiting for room are not ordered among themselves or against
+/// later [`Send`]s; await each before the next when order matters.
+#[derive(Debug, Clone)]
+pub struct SendWhenRoom(pub Outgoing);
+
+impl SendWhenRoom {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        SendWhenRoom(Outgoing::Text(text.into().into()))
+    }
+}
+
+impl Message for SendWhenRoom {
+    type Result = Result<(), SendError>;
+}
+
 /// A message the socket would not take, handed back with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
@@ -133,7 +151,11 @@ pub struct Close {
 }
 
 impl Close {
-    /// Write the outbox, then the Close frame; give up on both after `timeout`.
+    /// Write the outbox, then the Close frame; give up on both after `timeout`. From
+    /// Connecting or Backoff it first waits, within the same timeout, for the connection to
+    /// open, so that what was sent before it still leaves; if it never opens, the socket
+    /// closes at the timeout with the outbox kept (`clean: false`). New messages are refused
+    /// from the moment it is asked.
     pub fn graceful(timeout: Duration) -> Self {
         Close {
             drain: true,

@@ -194,6 +194,11 @@ impl OutboxQueue {
         Some(message)
     }
 
+    /// Messages queued, and bytes queued or held: what room depends on.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        (self.items.len(), self.bytes + self.held)
+    }
+
     /// Takes the oldest message out to be held in flight: its bytes keep counting until
     /// [`release`](Self::release)d.
     pub(crate) fn take_for_flight(&mut self) -> Option<Outgoing> {

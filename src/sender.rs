@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
@@ -28,6 +29,43 @@ pub(crate) struct SharedOutbox {
     dropped: AtomicUsize,
     /// Sends refused on the Sender path.
     refused: std::sync::atomic::AtomicU64,
+    /// Senders waiting for room ([`Sender::send_wait`]), woken when messages leave.
+    room: Mutex<Vec<Waker>>,
+    /// How many wakers `room` holds (read without its lock on every unlock of the queue).
+    waiting: AtomicUsize,
+}
+
+/// The locked queue. When it is unlocked having lost messages or bytes, senders waiting for
+/// room are woken.
+pub(crate) struct OutboxGuard<'a> {
+    queue: MutexGuard<'a, OutboxQueue>,
+    load: (usize, usize),
+    shared: &'a SharedOutbox,
+}
+
+impl std::ops::Deref for OutboxGuard<'_> {
+    type Target = OutboxQueue;
+    fn deref(&self) -> &OutboxQueue {
+        &self.queue
+    }
+}
+
+impl std::ops::DerefMut for OutboxGuard<'_> {
+    fn deref_mut(&mut self) -> &mut OutboxQueue {
+        &mut self.queue
+    }
+}
+
+impl Drop for OutboxGuard<'_> {
+    fn drop(&mut self) {
+        if self.shared.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (len, bytes) = self.queue.load();
+        if len < self.load.0 || bytes < self.load.1 {
+            self.shared.wake_room();
+        }
+    }
 }
 
 /// What a push did, for the socket to report.
@@ -48,15 +86,40 @@ impl SharedOutbox {
             peer_max,
             dropped: AtomicUsize::new(0),
             refused: std::sync::atomic::AtomicU64::new(0),
+            room: Mutex::new(Vec::new()),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    fn wake_room(&self) {
+        let wakers = std::mem::take(&mut *self.room.lock().unwrap_or_else(|p| p.into_inner()));
+        self.waiting.store(0, Ordering::Release);
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn wait_for_room(&self, waker: &Waker) {
+        let mut room = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        if !room.iter().any(|w| w.will_wake(waker)) {
+            room.push(waker.clone());
+        }
+        self.waiting.store(room.len(), Ordering::Release);
     }
 
     /// The queue. A panic while it was held (a bug) leaves it consistent: every operation on
     /// it completes or does nothing, so the poison is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, OutboxQueue> {
-        self.queue
+    pub(crate) fn lock(&self) -> OutboxGuard<'_> {
+        let queue = self
+            .queue
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let load = queue.load();
+        OutboxGuard {
+            queue,
+            load,
+            shared: self,
+        }
     }
 
     /// Refuses every later push. Taken under the queue's lock, as `push` checks it, so that
@@ -152,19 +215,79 @@ impl Sender {
     /// comes back inside the error. Drops by the `DropOldest`/`DropNewest` policies are also
     /// reported to the socket's error subscribers.
     pub fn send(&self, message: impl Into<Outgoing>) -> Result<(), SendError> {
-        match self.shared.push(message.into()) {
+        let result = self.push(message.into());
+        if result.is_err() {
+            self.shared.refused.fetch_add(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    /// One push, its drops accounted (refusals are counted by the callers).
+    fn push(&self, message: Outgoing) -> Result<(), SendError> {
+        match self.shared.push(message) {
             Pushing::Ok => Ok(()),
             Pushing::DroppedOldest(n) => {
                 self.shared.dropped.fetch_add(n, Ordering::AcqRel);
                 Ok(())
             }
             Pushing::Refused(error, dropped) => {
-                self.shared.refused.fetch_add(1, Ordering::AcqRel);
                 if dropped {
                     self.shared.dropped.fetch_add(1, Ordering::AcqRel);
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Queues one message, waiting while the outbox is full (policy `Reject`) until there is
+    /// room: backpressure for a hot sender, so that a loop of any length neither fails nor
+    /// grows memory. Other refusals ([`Error::Closed`], a message too large) come back at once,
+    /// with the message. Cancel-safe: dropped before it completes, the message was not queued.
+    ///
+    /// ```no_run
+    /// # async fn demo(sender: resocket::Sender) -> Result<(), resocket::SendError> {
+    /// for n in 0..100_000 {
+    ///     sender.send_wait(format!("{n}")).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_wait(&self, message: impl Into<Outgoing>) -> Result<(), SendError> {
+        let full = |e: &SendError| matches!(e.error, Error::OutboxFull { .. });
+        let mut message = Some(message.into());
+        let result = futures_util::future::poll_fn(|cx| {
+            let Some(m) = message.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.push(m) {
+                Err(refused) if full(&refused) => {
+                    // Register, then try once more: room freed in between is not missed.
+                    self.shared.wait_for_room(cx.waker());
+                    match self.push(refused.message) {
+                        Err(again) if full(&again) => {
+                            message = Some(again.message);
+                            Poll::Pending
+                        }
+                        other => Poll::Ready(other),
+                    }
+                }
+                other => Poll::Ready(other),
+            }
+        })
+        .await;
+        if result.is_err() {
+            self.shared.refused.fetch_add(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    /// [`send_wait`](Self::send_wait) for `value` serialized with serde_json.
+    pub async fn json_wait<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        match Outgoing::json(value) {
+            Ok(message) => self.send_wait(message).await,
+            Err(error) => Err(SendError {
+                error,
+                message: Outgoing::Text(bytestring::ByteString::new()),
+            }),
         }
     }
 

@@ -21,7 +21,7 @@ use actix_http::ws::Frame;
 use log::{debug, warn};
 
 use self::connect::WsFramed;
-use self::connection::{Driver, OpenConnection};
+use self::connection::{Closing, Driver, OpenConnection, UserClose};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
 use crate::heartbeat::{Tick, RECHECK_AFTER};
@@ -72,6 +72,16 @@ pub struct SocketActor {
     deliveries_waiting: usize,
     /// Whether a lagging subscriber has been reported and not yet caught up.
     lagging: bool,
+    /// A graceful close asked for while not Open: it waits, within its timeout, for the next
+    /// Open, then drains and closes.
+    close_waiting: Option<WaitingClose>,
+}
+
+/// A [`Close::graceful`](crate::Close::graceful) waiting for the socket to open.
+pub(crate) struct WaitingClose {
+    pub(crate) deadline: Instant,
+    pub(crate) timer: SpawnHandle,
+    pub(crate) responders: Vec<futures_channel::oneshot::Sender<crate::CloseReport>>,
 }
 
 /// What a restarted socket takes over from the one that ended.
@@ -128,6 +138,7 @@ impl SocketActor {
             acked,
             deliveries_waiting: 0,
             lagging: false,
+            close_waiting: None,
             subscribers,
             outbox: Arc::new(SharedOutbox::new(
                 config.outbox,
@@ -340,7 +351,42 @@ impl SocketActor {
             act.heartbeat_tick(ctx)
         });
         conn.driver = ctx.spawn(Driver { id });
+        if let Some(waiting) = self.close_waiting.take() {
+            // A graceful close was waiting for this: drain, then close, in the time left.
+            ctx.cancel_future(waiting.timer);
+            let left = waiting
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .max(std::time::Duration::from_millis(1));
+            let deadline = ctx.run_later(left, move |act, ctx| act.close_deadline(id, ctx));
+            conn.closing = Some(Closing {
+                user: Some(UserClose {
+                    drain: true,
+                    responders: waiting.responders,
+                }),
+                peer: None,
+                close_queued: false,
+                deadline,
+                frame: None,
+            });
+        }
         self.set_phase(Phase::Open(Box::new(conn)), ctx);
+        self.outbox.waker.wake();
+    }
+
+    /// A graceful close waited for Open in vain.
+    pub(crate) fn close_wait_expired(&mut self, ctx: &mut Context<Self>) {
+        let Some(waiting) = self.close_waiting.take() else {
+            return;
+        };
+        let report = crate::CloseReport {
+            clean: false,
+            unsent: self.unsent(),
+        };
+        for r in waiting.responders {
+            let _ = r.send(report.clone());
+        }
+        self.enter_closed(CloseReason::ByUser, ctx);
     }
 
     /// `failures` consecutive attempts have failed, the last for `cause`: back off or give up.
@@ -392,6 +438,16 @@ impl SocketActor {
 
     fn enter_closed(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
         self.outbox.close();
+        if let Some(waiting) = self.close_waiting.take() {
+            ctx.cancel_future(waiting.timer);
+            let report = crate::CloseReport {
+                clean: false,
+                unsent: self.unsent(),
+            };
+            for r in waiting.responders {
+                let _ = r.send(report.clone());
+            }
+        }
         self.set_phase(Phase::Closed { reason }, ctx);
         if self.supervision.is_some() {
             // The supervisor decides what happens next; it learns of the end in `stopped()`.

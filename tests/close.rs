@@ -177,3 +177,43 @@ async fn close_while_connecting_closes_at_once() {
         }
     );
 }
+
+#[actix_rt::test]
+async fn a_graceful_close_while_connecting_waits_for_open_and_sends_what_is_queued() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    // At once: the socket is still Connecting.
+    socket
+        .send(resocket::Send::text("hello"))
+        .await
+        .unwrap()
+        .unwrap();
+    let report = socket.send(Close::graceful(DEADLINE)).await.unwrap();
+    assert!(report.clean && report.unsent == 0, "{report:?}");
+    wait_for("hello at the server", DEADLINE, || {
+        server.received() == ["hello"]
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_graceful_close_that_never_sees_open_gives_up_at_its_timeout_keeping_the_outbox() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    server.stop().await;
+    let socket = SocketActor::start(fast(&url).build().unwrap());
+    socket
+        .send(resocket::Send::text("kept"))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let report = socket
+        .send(Close::graceful(std::time::Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!((report.clean, report.unsent), (false, 1));
+    let left = socket.send(resocket::TakeOutbox).await.unwrap();
+    assert_eq!(left, [resocket::Outgoing::from("kept")]);
+}

@@ -130,3 +130,46 @@ impl actix::Handler<resocket::ErrorOccurred> for ErrorCount {
         }
     }
 }
+
+#[actix_rt::test]
+async fn send_wait_applies_backpressure_and_delivers_everything_in_order() {
+    use resocket::{Outbox, SendWhenRoom};
+    let server = common::TestServer::start().await;
+    let socket = SocketActor::start(
+        common::fast(&server.url())
+            .outbox(Outbox::bounded(50))
+            .build()
+            .unwrap(),
+    );
+    let sender = socket.send(resocket::GetSender).await.unwrap();
+    for n in 0..5_000 {
+        sender.send_wait(format!("{n}")).await.unwrap();
+    }
+    // The actor-message form too.
+    socket
+        .send(SendWhenRoom::text("last"))
+        .await
+        .unwrap()
+        .unwrap();
+    common::wait_for("all of them", common::DEADLINE, || {
+        server.received().len() == 5_001
+    })
+    .await;
+    let expected: Vec<String> = (0..5_000)
+        .map(|n| n.to_string())
+        .chain(["last".to_string()])
+        .collect();
+    assert_eq!(server.received(), expected);
+    let status = socket.send(resocket::GetStatus).await.unwrap();
+    assert_eq!(status.counters.refused, 0, "waiting is not refusing");
+}
+
+#[actix_rt::test]
+async fn send_wait_returns_at_once_for_a_closed_socket() {
+    let server = common::TestServer::start().await;
+    let socket = SocketActor::start(common::fast(&server.url()).build().unwrap());
+    let sender = socket.send(resocket::GetSender).await.unwrap();
+    socket.send(Close::now()).await.unwrap();
+    let refused = sender.send_wait("late").await.unwrap_err();
+    assert_eq!(refused.error, resocket::Error::Closed);
+}

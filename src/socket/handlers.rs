@@ -4,7 +4,7 @@ use actix::{AsyncContext, Context, Handler, ResponseFuture};
 use futures_channel::oneshot;
 
 use super::connection::{Closing, UserClose};
-use super::{Phase, SocketActor};
+use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
@@ -38,6 +38,17 @@ impl Handler<Send> for SocketActor {
     }
 }
 
+impl Handler<crate::SendWhenRoom> for SocketActor {
+    type Result = ResponseFuture<Result<(), SendError>>;
+
+    fn handle(&mut self, send: crate::SendWhenRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        let sender = crate::Sender {
+            shared: self.outbox.clone(),
+        };
+        Box::pin(async move { sender.send_wait(send.0).await })
+    }
+}
+
 impl Handler<Subscribe> for SocketActor {
     type Result = ();
 
@@ -62,6 +73,29 @@ impl Handler<Close> for SocketActor {
         };
         let conn = match &mut self.phase {
             Phase::Closed { .. } => return done(false),
+            Phase::Idle | Phase::Connecting { .. } | Phase::Backoff { .. } if close.drain => {
+                // Graceful: wait, within the timeout, for the next Open; then drain and close.
+                self.outbox.close();
+                let (tx, rx) = oneshot::channel();
+                match &mut self.close_waiting {
+                    Some(waiting) => waiting.responders.push(tx),
+                    None => {
+                        let timeout = close.timeout.unwrap_or(self.config.close_timeout);
+                        let timer = ctx.run_later(timeout, |act, ctx| act.close_wait_expired(ctx));
+                        self.close_waiting = Some(WaitingClose {
+                            deadline: std::time::Instant::now() + timeout,
+                            timer,
+                            responders: vec![tx],
+                        });
+                    }
+                }
+                return Box::pin(async move {
+                    rx.await.unwrap_or(CloseReport {
+                        clean: false,
+                        unsent,
+                    })
+                });
+            }
             Phase::Idle | Phase::Connecting { .. } | Phase::Backoff { .. } => {
                 self.enter_closed(CloseReason::ByUser, ctx);
                 return done(false);
