@@ -50,6 +50,8 @@ pub struct SocketConfig {
     pub(crate) peer_max_message: Option<usize>,
     /// Refusals in a row after which an acked message is given up.
     pub(crate) max_refusals: u32,
+    /// Whether connections set TCP_NODELAY.
+    pub(crate) tcp_nodelay: bool,
     pub(crate) identify: Vec<Identify>,
     pub(crate) identify_fn: Option<IdentifyFn>,
     pub(crate) close_timeout: Duration,
@@ -124,6 +126,7 @@ impl SocketConfig {
             max_message: Self::DEFAULT_MAX_MESSAGE,
             peer_max_message: None,
             max_refusals: 3,
+            tcp_nodelay: true,
             identify: Vec::new(),
             identify_fn: None,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
@@ -191,6 +194,7 @@ impl fmt::Debug for SocketConfig {
             .field("max_message", &self.max_message)
             .field("peer_max_message", &self.peer_max_message)
             .field("max_refusals", &self.max_refusals)
+            .field("tcp_nodelay", &self.tcp_nodelay)
             .field("identify", &self.identify)
             .field("identify_with", &self.identify_fn.is_some())
             .field("close_timeout", &self.close_timeout)
@@ -218,6 +222,7 @@ pub struct SocketConfigBuilder {
     max_message: usize,
     peer_max_message: Option<usize>,
     max_refusals: u32,
+    tcp_nodelay: bool,
     identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
     close_timeout: Duration,
@@ -329,6 +334,15 @@ impl SocketConfigBuilder {
     /// carries it, and the messages behind it flow. Defaults to 3.
     pub fn max_refusals(mut self, times: u32) -> Self {
         self.max_refusals = times;
+        self
+    }
+
+    /// Whether connections set TCP_NODELAY, so that small messages leave at once instead of
+    /// waiting (Nagle's algorithm) for the peer to acknowledge earlier ones: without it a
+    /// message written right after another can wait ~40 ms for a delayed ACK. Defaults to
+    /// true; false trades latency for fewer, fuller packets.
+    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.tcp_nodelay = nodelay;
         self
     }
 
@@ -504,6 +518,7 @@ impl SocketConfigBuilder {
             max_message: self.max_message,
             peer_max_message: self.peer_max_message,
             max_refusals: self.max_refusals,
+            tcp_nodelay: self.tcp_nodelay,
             identify: self.identify,
             identify_fn: self.identify_fn,
             close_timeout: self.close_timeout,

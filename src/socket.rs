@@ -8,6 +8,7 @@
 mod connect;
 mod connection;
 mod handlers;
+pub(crate) mod tcp;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -64,13 +64,17 @@ thread_local! {
     // One awc client per TLS configuration per thread (building one loads a root store), keyed
     // by the configuration's address. The cached client's connector holds a clone of the
     // `Arc`, so the address cannot be reused by another configuration while it is cached.
-    static CLIENTS: RefCell<Vec<(usize, awc::Client)>> = const { RefCell::new(Vec::new()) };
+    static CLIENTS: RefCell<Vec<((usize, bool), awc::Client)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The calling thread's client for `config`.
-pub(crate) fn client(config: &Arc<ClientConfig>, tcp_timeout: std::time::Duration) -> awc::Client {
+pub(crate) fn client(
+    config: &Arc<ClientConfig>,
+    tcp_timeout: std::time::Duration,
+    nodelay: bool,
+) -> awc::Client {
     install_provider();
-    let key = Arc::as_ptr(config) as usize;
+    let key = (Arc::as_ptr(config) as usize, nodelay);
     CLIENTS.with(|clients| {
         let mut clients = clients.borrow_mut();
         let client = match clients.iter().position(|(k, _)| *k == key) {
@@ -78,6 +82,7 @@ pub(crate) fn client(config: &Arc<ClientConfig>, tcp_timeout: std::time::Duratio
             None => awc::Client::builder()
                 .connector(
                     awc::Connector::new()
+                        .connector(crate::socket::tcp::connector(nodelay))
                         .rustls_0_23(config.clone())
                         .limit(0)
                         .timeout(tcp_timeout)
@@ -126,13 +131,13 @@ mod tests {
             .map(|_| with_roots(RootCertStore::empty()))
             .collect();
         for config in &configs {
-            client(config, std::time::Duration::from_secs(1));
+            client(config, std::time::Duration::from_secs(1), true);
         }
         assert_eq!(cached_clients(), CLIENT_CACHE);
         let first = &configs[99];
-        client(first, std::time::Duration::from_secs(1));
+        client(first, std::time::Duration::from_secs(1), true);
         assert_eq!(cached_clients(), CLIENT_CACHE);
-        let key = Arc::as_ptr(first) as usize;
+        let key = (Arc::as_ptr(first) as usize, true);
         assert_eq!(CLIENTS.with(|c| c.borrow()[0].0), key, "most recent first");
     }
 }

@@ -202,7 +202,7 @@ async fn soak_a_million_each_way_through_cuts_stalls_and_restarts() {
                     proxy.cut(Cut::Fin);
                 }
             }
-            next_fault = Instant::now() + Duration::from_millis(200 + rng.next_u64() % 800);
+            next_fault = Instant::now() + Duration::from_millis(50 + rng.next_u64() % 250);
         }
         actix_rt::time::sleep(Duration::from_millis(2)).await;
     }

@@ -16,12 +16,23 @@ pub(crate) type WsFramed = Framed<BoxedSocket, FrameGuard>;
 const TCP_CONNECT_LIMIT: Duration = Duration::from_secs(60);
 
 thread_local! {
-    // One client per thread (awc's advice; nothing in it is Send). `limit(0)`: a client
-    // otherwise holds at most 100 WebSockets, and the 101st connect times out.
-    static CLIENT: awc::Client = awc::Client::builder()
-        .connector(awc::Connector::new().limit(0).timeout(TCP_CONNECT_LIMIT))
+    // One client per thread (awc's advice; nothing in it is Send), with and without
+    // TCP_NODELAY. `limit(0)`: a client otherwise holds at most 100 WebSockets, and the 101st
+    // connect times out.
+    static CLIENT: awc::Client = plain_client(true);
+    static CLIENT_NAGLE: awc::Client = plain_client(false);
+}
+
+fn plain_client(nodelay: bool) -> awc::Client {
+    awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .connector(super::tcp::connector(nodelay))
+                .limit(0)
+                .timeout(TCP_CONNECT_LIMIT),
+        )
         .disable_timeout()
-        .finish();
+        .finish()
 }
 
 /// Connects (on the current thread's client) within the configured timeout.
@@ -59,12 +70,15 @@ fn client(config: &SocketConfig) -> awc::Client {
             .tls
             .clone()
             .unwrap_or_else(crate::tls::default_config);
-        return crate::tls::client(&tls, TCP_CONNECT_LIMIT);
+        return crate::tls::client(&tls, TCP_CONNECT_LIMIT, config.tcp_nodelay);
     }
-    let _ = config;
     #[cfg(feature = "rustls")]
     crate::tls::install_provider();
-    CLIENT.with(awc::Client::clone)
+    if config.tcp_nodelay {
+        CLIENT.with(awc::Client::clone)
+    } else {
+        CLIENT_NAGLE.with(awc::Client::clone)
+    }
 }
 
 /// Whether a connect failure is worth another attempt under this configuration.
