@@ -580,6 +580,18 @@ fn parse_url(url: &str) -> Result<Uri, Error> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(Error::config("url", format!("{url:?} has no host")));
     }
+    // (`Uri::port` is None for a port that does not fit a u16: read the authority itself.)
+    let host_port = uri
+        .authority()
+        .map_or("", |a| a.as_str().rsplit('@').next().unwrap_or(""));
+    if let Some((_, port)) = host_port.rsplit_once(':').filter(|(_, p)| !p.contains(']')) {
+        if !matches!(port.parse::<u32>(), Ok(1..=65535)) {
+            return Err(Error::config(
+                "url",
+                format!("{url:?}: port {port:?} is not in 1..=65535"),
+            ));
+        }
+    }
     Ok(uri)
 }
 
@@ -616,6 +628,18 @@ mod tests {
         assert_eq!(field_of(SocketConfig::builder("not a url").build()), "url");
         assert_eq!(field_of(SocketConfig::builder("http://h/").build()), "url");
         assert_eq!(field_of(SocketConfig::builder("/path/only").build()), "url");
+        for bad in [
+            "ws://127.0.0.1:99999/",
+            "ws://127.0.0.1:0/",
+            "ws://:80/",
+            "ws:///x",
+        ] {
+            assert_eq!(field_of(SocketConfig::builder(bad).build()), "url", "{bad}");
+        }
+        assert_eq!(
+            field_of(b().header("x-ok", "a\r\nInjected: 1").build()),
+            "header"
+        );
         if !cfg!(feature = "rustls") {
             assert_eq!(field_of(SocketConfig::builder("wss://h/").build()), "url");
         }

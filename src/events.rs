@@ -16,7 +16,10 @@ pub struct StateChanged {
 }
 
 /// A text message decoded into `T`. Sent to [`Subscribe::to`](crate::Subscribe::to)
-/// subscribers.
+/// subscribers. A message that decodes into none of the subscribed types is not sent here:
+/// error subscribers get an [`Error::Decode`](crate::Error::Decode) with the serde error and
+/// the start of the text, raw text subscribers still get the text, and the connection stays
+/// up. To see every message whatever its shape, subscribe to `serde_json::Value` or to text.
 #[derive(Debug, Clone)]
 pub struct Inbound<T>(pub T);
 

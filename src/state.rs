@@ -14,7 +14,7 @@ use crate::Error;
 ///     ▲  │ failed (retryable)                                          │
 ///     │  └────────────────────────────────────────────────────────────▶│
 ///     └──────────────────────────── timer fired ───────────────────────┘
-/// any state ── close() / fatal error / gave up ──▶ Closed (final)
+/// any state ── Close / fatal error / gave up ──▶ Closed (final)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketState {

@@ -15,7 +15,8 @@ use crate::{
 impl Handler<Send> for SocketActor {
     type Result = Result<(), SendError>;
 
-    fn handle(&mut self, Send(message): Send, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, send: Send, _ctx: &mut Context<Self>) -> Self::Result {
+        let message = send.0;
         // The outbox refuses once the socket is closing by the user's request or closed.
         match self.outbox.push(message) {
             Pushing::Ok => Ok(()),
