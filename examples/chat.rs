@@ -90,7 +90,7 @@ impl Actor for Screen {
 
 impl Handler<Inbound<Line>> for Screen {
     type Result = ();
-    fn handle(&mut self, Inbound(line): Inbound<Line>, _: &mut Context<Self>) {
+    fn handle(&mut self, Inbound(line, _): Inbound<Line>, _: &mut Context<Self>) {
         println!("  [{} sees] {}: {}", self.name, line.from, line.say);
         if let Ok(mut seen) = self.seen.lock() {
             seen.push(format!("{}: {}", line.from, line.say));

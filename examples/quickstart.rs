@@ -42,7 +42,7 @@ impl Handler<StateChanged> for Printer {
 
 impl Handler<Inbound<Note>> for Printer {
     type Result = ();
-    fn handle(&mut self, Inbound(note): Inbound<Note>, _: &mut Context<Self>) {
+    fn handle(&mut self, Inbound(note, _): Inbound<Note>, _: &mut Context<Self>) {
         println!("[client] echo received: #{} {:?}", note.n, note.text);
     }
 }

@@ -40,7 +40,7 @@ impl Actor for Consumer {
 
 impl Handler<Inbound<Quote>> for Consumer {
     type Result = ();
-    fn handle(&mut self, Inbound(q): Inbound<Quote>, _: &mut Context<Self>) {
+    fn handle(&mut self, Inbound(q, _): Inbound<Quote>, _: &mut Context<Self>) {
         self.quotes += 1;
         if self.quotes % 5 == 1 {
             println!("[{}] quote #{} price {:.2}", self.feed, q.seq, q.price);

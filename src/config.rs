@@ -52,6 +52,8 @@ pub struct SocketConfig {
     pub(crate) max_refusals: u32,
     /// Whether connections set TCP_NODELAY.
     pub(crate) tcp_nodelay: bool,
+    /// The socket's name in its events (a supervisor's key takes precedence).
+    pub(crate) name: Option<String>,
     pub(crate) identify: Vec<Identify>,
     pub(crate) identify_fn: Option<IdentifyFn>,
     pub(crate) close_timeout: Duration,
@@ -127,6 +129,7 @@ impl SocketConfig {
             peer_max_message: None,
             max_refusals: 3,
             tcp_nodelay: true,
+            name: None,
             identify: Vec::new(),
             identify_fn: None,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
@@ -195,6 +198,7 @@ impl fmt::Debug for SocketConfig {
             .field("peer_max_message", &self.peer_max_message)
             .field("max_refusals", &self.max_refusals)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("name", &self.name)
             .field("identify", &self.identify)
             .field("identify_with", &self.identify_fn.is_some())
             .field("close_timeout", &self.close_timeout)
@@ -223,6 +227,7 @@ pub struct SocketConfigBuilder {
     peer_max_message: Option<usize>,
     max_refusals: u32,
     tcp_nodelay: bool,
+    name: Option<String>,
     identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
     close_timeout: Duration,
@@ -334,6 +339,14 @@ impl SocketConfigBuilder {
     /// carries it, and the messages behind it flow. Defaults to 3.
     pub fn max_refusals(mut self, times: u32) -> Self {
         self.max_refusals = times;
+        self
+    }
+
+    /// The name every event of this socket carries ([`SocketId`](crate::SocketId)), so that
+    /// one subscriber can serve many sockets. Defaults to `socket-N`; a supervised socket is
+    /// named by its key.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -519,6 +532,7 @@ impl SocketConfigBuilder {
             peer_max_message: self.peer_max_message,
             max_refusals: self.max_refusals,
             tcp_nodelay: self.tcp_nodelay,
+            name: self.name,
             identify: self.identify,
             identify_fn: self.identify_fn,
             close_timeout: self.close_timeout,

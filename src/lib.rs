@@ -17,7 +17,7 @@
 //! impl Actor for Printer { type Context = Context<Self>; }
 //! impl Handler<Inbound<Tick>> for Printer {
 //!     type Result = ();
-//!     fn handle(&mut self, Inbound(tick): Inbound<Tick>, _: &mut Context<Self>) {
+//!     fn handle(&mut self, Inbound(tick, _): Inbound<Tick>, _: &mut Context<Self>) {
 //!         println!("{} {}", tick.symbol, tick.price);
 //!     }
 //! }
@@ -99,7 +99,7 @@ pub use acked::{Gap, DEFAULT_ACK_WINDOW, MAX_SEQ};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{IdentifyFn, SocketConfig, SocketConfigBuilder};
 pub use error::Error;
-pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, StateChanged};
+pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 pub use heartbeat::Heartbeat;
 pub use messages::{
     Close, CloseReport, Counters, GetSender, GetStatus, Send, SendError, SendWhenRoom, Status,
@@ -113,7 +113,7 @@ pub use socket::SocketActor;
 pub use state::{CloseReason, Disconnect, SocketState};
 pub use subscribers::SlowSubscriber;
 pub use supervisor::{
-    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
+    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
     SubscribeSupervision, SupervisionEvent, SupervisorActor, SupervisorConfig, SupervisorStats,
 };
 

@@ -25,6 +25,7 @@ use self::connect::WsFramed;
 use self::connection::{Closing, Driver, OpenConnection, UserClose};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
+use crate::events::SocketId;
 use crate::heartbeat::{Tick, RECHECK_AFTER};
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
@@ -135,6 +136,9 @@ impl SocketActor {
             .map(|a| AckedLink::new(a.client_id.clone(), a.window));
         let mut subscribers = Subscribers::default();
         subscribers.policy = config.slow_subscriber;
+        if let Some(name) = &config.name {
+            subscribers.socket = SocketId::new(name.as_str());
+        }
         SocketActor {
             acked,
             deliveries_waiting: 0,
@@ -178,6 +182,8 @@ impl SocketActor {
         let policy = socket.subscribers.policy;
         socket.subscribers = subscribers;
         socket.subscribers.policy = policy;
+        // Every event of a supervised socket names it by its key.
+        socket.subscribers.socket = SocketId::new(supervision.key.as_str());
         let mut dropped = 0;
         for message in outbox {
             // The same checks as any send (acked mode refuses binary; the outbox policy).
@@ -268,7 +274,8 @@ impl SocketActor {
         }
         let state = self.state();
         debug!("resocket {}: {state}", self.config.shown_url);
-        self.subscribers.state(&StateChanged { state });
+        let socket = self.subscribers.socket.clone();
+        self.subscribers.state(&StateChanged { state, socket });
     }
 
     fn enter_connecting(&mut self, attempt: u32, ctx: &mut Context<Self>) {

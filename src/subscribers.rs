@@ -12,6 +12,7 @@ use bytestring::ByteString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::events::SocketId;
 use crate::{Error, ErrorOccurred, Inbound, InboundBinary, InboundText, StateChanged};
 
 /// What the socket does when a subscriber's mailbox is full (actix's default capacity is 16
@@ -35,6 +36,18 @@ pub(crate) enum Subscription {
     Binary(Recipient<InboundBinary>),
     States(Recipient<StateChanged>),
     Errors(Recipient<ErrorOccurred>),
+}
+
+impl Clone for Subscription {
+    fn clone(&self) -> Self {
+        match self {
+            Subscription::Typed(t) => Subscription::Typed(t.clone_box()),
+            Subscription::Text(r) => Subscription::Text(r.clone()),
+            Subscription::Binary(r) => Subscription::Binary(r.clone()),
+            Subscription::States(r) => Subscription::States(r.clone()),
+            Subscription::Errors(r) => Subscription::Errors(r.clone()),
+        }
+    }
 }
 
 impl Subscription {
@@ -94,6 +107,7 @@ pub(crate) trait TypedSubscriber: Send {
     fn deliver_str(
         &self,
         text: &str,
+        socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
     ) -> Result<(), String>;
@@ -101,10 +115,12 @@ pub(crate) trait TypedSubscriber: Send {
     fn deliver_value(
         &self,
         value: &Value,
+        socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
     ) -> Result<(), String>;
     fn connected(&self) -> bool;
+    fn clone_box(&self) -> Box<dyn TypedSubscriber>;
     fn type_name(&self) -> &'static str;
 }
 
@@ -129,27 +145,33 @@ where
     fn deliver_str(
         &self,
         text: &str,
+        socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
     ) -> Result<(), String> {
         let value = serde_json::from_str::<T>(text).map_err(|e| e.to_string())?;
-        offer(&self.recipient, Inbound(value), policy, out);
+        offer(&self.recipient, Inbound(value, socket.clone()), policy, out);
         Ok(())
     }
 
     fn deliver_value(
         &self,
         value: &Value,
+        socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
     ) -> Result<(), String> {
         let value = T::deserialize(value).map_err(|e| e.to_string())?;
-        offer(&self.recipient, Inbound(value), policy, out);
+        offer(&self.recipient, Inbound(value, socket.clone()), policy, out);
         Ok(())
     }
 
     fn connected(&self) -> bool {
         self.recipient.connected()
+    }
+
+    fn clone_box(&self) -> Box<dyn TypedSubscriber> {
+        Box::new(TypedRecipient::<T>::new(self.recipient.clone()))
     }
 
     fn type_name(&self) -> &'static str {
@@ -168,6 +190,8 @@ pub(crate) struct Subscribers {
     errors: Vec<Recipient<ErrorOccurred>>,
     /// Error events a full error subscriber missed.
     pub(crate) errors_lost: u64,
+    /// The socket every event names.
+    pub(crate) socket: SocketId,
 }
 
 impl Subscribers {
@@ -191,7 +215,7 @@ impl Subscribers {
         let mut delivered = false;
         match self.typed.len() {
             0 => delivered = true,
-            1 => match self.typed[0].deliver_str(&text, policy, &mut out) {
+            1 => match self.typed[0].deliver_str(&text, &self.socket, policy, &mut out) {
                 Ok(()) => delivered = true,
                 Err(e) => last_error = Some(e),
             },
@@ -199,7 +223,7 @@ impl Subscribers {
                 Err(e) => last_error = Some(e.to_string()),
                 Ok(value) => {
                     for t in &self.typed {
-                        match t.deliver_value(&value, policy, &mut out) {
+                        match t.deliver_value(&value, &self.socket, policy, &mut out) {
                             Ok(()) => delivered = true,
                             Err(e) => last_error = Some(e),
                         }
@@ -210,16 +234,30 @@ impl Subscribers {
         if !delivered {
             out.undecodable = last_error.map(|e| decode_error(e, &text));
         }
-        self.text
-            .retain(|r| offer(r, InboundText(text.clone()), policy, &mut out));
+        let socket = &self.socket;
+        self.text.retain(|r| {
+            offer(
+                r,
+                InboundText(text.clone(), socket.clone()),
+                policy,
+                &mut out,
+            )
+        });
         out
     }
 
     pub(crate) fn binary(&mut self, data: Bytes) -> Outcome {
         let policy = self.policy;
         let mut out = Outcome::default();
-        self.binary
-            .retain(|r| offer(r, InboundBinary(data.clone()), policy, &mut out));
+        let socket = &self.socket;
+        self.binary.retain(|r| {
+            offer(
+                r,
+                InboundBinary(data.clone(), socket.clone()),
+                policy,
+                &mut out,
+            )
+        });
         out
     }
 
@@ -260,15 +298,16 @@ impl Subscribers {
     /// rather than growing without bound.
     pub(crate) fn error(&mut self, error: &Error) {
         let mut lost = 0;
-        self.errors
-            .retain(|r| match r.try_send(ErrorOccurred(error.clone())) {
+        self.errors.retain(|r| {
+            match r.try_send(ErrorOccurred(error.clone(), self.socket.clone())) {
                 Ok(()) => true,
                 Err(SendError::Full(_)) => {
                     lost += 1;
                     true
                 }
                 Err(SendError::Closed(_)) => false,
-            });
+            }
+        });
         self.errors_lost += lost;
     }
 }

@@ -17,7 +17,7 @@ use log::{debug, warn};
 
 pub(crate) use self::messages::SocketEnded;
 pub use self::messages::{
-    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
+    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
     SubscribeSupervision, SupervisionEvent, SupervisorStats,
 };
 use crate::restart::RestartWindow;
@@ -77,6 +77,8 @@ pub struct SupervisorActor {
     window: RestartWindow,
     restarts: u64,
     subscribers: Vec<Recipient<SupervisionEvent>>,
+    /// Subscriptions to every socket ([`SubscribeAll`]).
+    for_all: Vec<crate::subscribers::Subscription>,
 }
 
 impl SupervisorActor {
@@ -91,6 +93,7 @@ impl SupervisorActor {
             window: RestartWindow::new(config.intensity),
             restarts: 0,
             subscribers: Vec::new(),
+            for_all: Vec::new(),
         }
     }
 
@@ -170,6 +173,21 @@ impl std::fmt::Debug for SupervisorActor {
     }
 }
 
+impl Handler<SubscribeAll> for SupervisorActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        SubscribeAll(Subscribe(subscription)): SubscribeAll,
+        _: &mut Context<Self>,
+    ) {
+        for child in self.children.values() {
+            child.addr.do_send(Subscribe(subscription.clone()));
+        }
+        self.for_all.push(subscription);
+    }
+}
+
 impl Handler<StartSocket> for SupervisorActor {
     type Result = Result<Addr<SocketActor>, Error>;
 
@@ -180,6 +198,9 @@ impl Handler<StartSocket> for SupervisorActor {
         let mut subscribers = Subscribers::default();
         for Subscribe(subscription) in start.subscriptions {
             subscribers.add(subscription);
+        }
+        for subscription in &self.for_all {
+            subscribers.add(subscription.clone());
         }
         let arbiter = if self.arbiters.is_empty() {
             0

@@ -394,3 +394,63 @@ async fn send_to_racing_a_panic_still_reaches_the_server() {
     got.sort();
     assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
 }
+
+/// Records which socket each text came from.
+struct BySocket(Arc<Mutex<Vec<(String, String)>>>);
+impl Actor for BySocket {
+    type Context = Context<Self>;
+}
+impl Handler<resocket::InboundText> for BySocket {
+    type Result = ();
+    fn handle(&mut self, msg: resocket::InboundText, _: &mut Context<Self>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((msg.1.to_string(), msg.0.to_string()));
+    }
+}
+
+#[actix_rt::test]
+async fn one_subscription_serves_every_socket_and_each_event_names_its_socket() {
+    let server = TestServer::start().await;
+    let supervisor = SupervisorActor::new(SupervisorConfig {
+        arbiters: 1,
+        ..Default::default()
+    })
+    .start();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let collector = BySocket(seen.clone()).start();
+    let start = |key: &str| StartSocket::new(key, fast(&server.url()).build().unwrap());
+    supervisor.send(start("a")).await.unwrap().unwrap();
+    supervisor
+        .send(resocket::SubscribeAll(resocket::Subscribe::text(
+            collector.recipient(),
+        )))
+        .await
+        .unwrap();
+    // Started after the subscription: covered too.
+    supervisor.send(start("b")).await.unwrap().unwrap();
+    wait_for("both connected", DEADLINE, || server.live() == 2).await;
+    server.command_all(resocket::server::Command::Text("tick".into()));
+    wait_for("a tick from each", DEADLINE, || {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    let mut from: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, _)| s.clone())
+        .collect();
+    from.sort();
+    assert_eq!(from, ["a", "b"]);
+    // A bare socket is named by the builder, or gets a unique socket-N.
+    let named = resocket::SocketActor::start(fast(&server.url()).name("feed-eu").build().unwrap());
+    let unnamed = resocket::SocketActor::start(fast(&server.url()).build().unwrap());
+    let (named_watch, unnamed_watch) = (Watch::attach(&named), Watch::attach(&unnamed));
+    named_watch.wait_opens(1).await;
+    unnamed_watch.wait_opens(1).await;
+    let name_of = |w: &Watch| w.log.lock().unwrap().state_sockets.last().cloned();
+    assert_eq!(name_of(&named_watch).as_deref(), Some("feed-eu"));
+    assert!(name_of(&unnamed_watch).is_some_and(|n| n.starts_with("socket-")));
+}

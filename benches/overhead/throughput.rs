@@ -88,7 +88,7 @@ impl Actor for Forward {
 
 impl Handler<InboundText> for Forward {
     type Result = ();
-    fn handle(&mut self, InboundText(text): InboundText, _: &mut Context<Self>) {
+    fn handle(&mut self, InboundText(text, _): InboundText, _: &mut Context<Self>) {
         let _ = self.0.send(text.to_string());
     }
 }
@@ -232,7 +232,7 @@ impl Actor for Counter {
 
 impl Handler<Inbound<Tick>> for Counter {
     type Result = ();
-    fn handle(&mut self, Inbound(tick): Inbound<Tick>, _: &mut Context<Self>) {
+    fn handle(&mut self, Inbound(tick, _): Inbound<Tick>, _: &mut Context<Self>) {
         std::hint::black_box(&tick);
         self.seen += 1;
         if self.seen == self.target {
@@ -273,11 +273,13 @@ async fn bare_receive_batch(
         .send(WsMessage::Text(format!("push {n}").into()))
         .await?;
     // One timeout for the whole batch (a timer per message would cost the bare side).
+    // The same per-message cost as resocket's: one id, cloned into each event.
+    let id = resocket::SocketId::new("bare");
     let read = async {
         for _ in 0..n {
             let text = next_text(framed).await?;
             let tick: Tick = serde_json::from_slice(&text)?;
-            counter.do_send(Inbound(tick));
+            counter.do_send(Inbound(tick, id.clone()));
         }
         Ok::<_, BoxError>(())
     };
@@ -362,7 +364,7 @@ impl Handler<Start> for Pinger {
 
 impl Handler<Inbound<Tick>> for Pinger {
     type Result = ();
-    fn handle(&mut self, Inbound(tick): Inbound<Tick>, _: &mut Context<Self>) {
+    fn handle(&mut self, Inbound(tick, _): Inbound<Tick>, _: &mut Context<Self>) {
         let rtt = self.sent_at.elapsed().as_nanos() as u64;
         std::hint::black_box(&tick);
         self.samples.push(rtt);

@@ -57,7 +57,9 @@ impl Handler<Subscribe> for SocketActor {
         let greet = matches!(subscription, crate::subscribers::Subscription::States(_));
         self.subscribers.add(subscription);
         if greet {
+            let socket = self.subscribers.socket.clone();
             self.subscribers.greet(StateChanged {
+                socket,
                 state: self.state(),
             });
         }

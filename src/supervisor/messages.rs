@@ -60,6 +60,19 @@ impl std::fmt::Debug for StartSocket {
     }
 }
 
+/// Subscribe once to every socket of the supervisor: those it owns now and every one started
+/// later (restarts keep their subscribers anyway). Each event names its socket by key
+/// ([`SocketId`](crate::SocketId)), so one actor can serve them all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeAll(pub Subscribe);
+
+impl std::fmt::Debug for SubscribeAll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SubscribeAll").field(&self.0).finish()
+    }
+}
+
 /// Close a socket (Close frame, bounded wait) and forget it; no restart. `None` if the key is
 /// unknown.
 #[derive(Debug, Clone, Message)]

@@ -307,6 +307,8 @@ async fn status_route(path: web::Path<u16>) -> HttpResponse {
 #[derive(Default)]
 pub struct Log {
     pub states: Vec<SocketState>,
+    /// The socket each state change named.
+    pub state_sockets: Vec<String>,
     pub texts: Vec<String>,
     pub binary: Vec<Vec<u8>>,
     pub ticks: Vec<Tick>,
@@ -350,7 +352,9 @@ impl Handler<StopProbe> for Probe {
 impl Handler<StateChanged> for Probe {
     type Result = ();
     fn handle(&mut self, msg: StateChanged, _: &mut Context<Self>) {
-        self.log.lock().unwrap().states.push(msg.state);
+        let mut log = self.log.lock().unwrap();
+        log.states.push(msg.state);
+        log.state_sockets.push(msg.socket.to_string());
     }
 }
 

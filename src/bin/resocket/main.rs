@@ -144,7 +144,10 @@ async fn pump_stdin(socket: &Addr<SocketActor>, reporter: &Addr<Reporter>) -> Op
                     ..
                 })) => return Some(final_code(socket).await),
                 Ok(Err(e)) => {
-                    reporter.do_send(resocket::ErrorOccurred(e.error));
+                    reporter.do_send(resocket::ErrorOccurred(
+                        e.error,
+                        resocket::SocketId::new("cli"),
+                    ));
                     break;
                 }
                 Err(_) => return Some(exit::FATAL),
