@@ -101,6 +101,8 @@ pub(crate) struct Supervision {
     pub(crate) key: String,
     pub(crate) generation: u64,
     pub(crate) notify: actix::Recipient<crate::supervisor::SocketEnded>,
+    /// Told of every Open and every lost connection (the supervisor logs the summary).
+    pub(crate) links: actix::Recipient<crate::supervisor::SocketLink>,
 }
 
 /// The internal state: each variant carries exactly the data and timers valid in it.
@@ -259,6 +261,8 @@ impl SocketActor {
 
     fn set_phase(&mut self, next: Phase, ctx: &mut Context<Self>) {
         self.report_sender_drops();
+        let now_open = matches!(next, Phase::Open(_));
+        let was_open = matches!(self.phase, Phase::Open(_));
         match std::mem::replace(&mut self.phase, next) {
             Phase::Idle | Phase::Closed { .. } => {}
             Phase::Connecting { task, .. } => {
@@ -274,6 +278,18 @@ impl SocketActor {
         }
         let state = self.state();
         debug!("resocket {}: {state}", self.config.shown_url);
+        if let (Some(supervision), true) = (&self.supervision, was_open != now_open) {
+            let cause = match &state {
+                SocketState::Backoff { cause, .. } => Some(cause.to_string()),
+                _ => None,
+            };
+            supervision.links.do_send(crate::supervisor::SocketLink {
+                key: supervision.key.clone(),
+                generation: supervision.generation,
+                open: now_open,
+                cause,
+            });
+        }
         let socket = self.subscribers.socket.clone();
         self.subscribers.state(&StateChanged { state, socket });
     }
@@ -300,7 +316,8 @@ impl SocketActor {
             Ok(framed) => self.enter_open(attempt, framed, ctx),
             Err(error) => {
                 self.counters.connect_failures += 1;
-                if self.failure_logged {
+                if self.failure_logged || self.supervision.is_some() {
+                    // (A supervisor summarises its sockets' outages.)
                     debug!(
                         "resocket {}: attempt {attempt} failed: {error}",
                         self.config.shown_url

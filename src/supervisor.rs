@@ -15,11 +15,11 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use log::{debug, warn};
 
-pub(crate) use self::messages::SocketEnded;
 pub use self::messages::{
     GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
     SubscribeSupervision, SupervisionEvent, SupervisorStats,
 };
+pub(crate) use self::messages::{SocketEnded, SocketLink};
 use crate::restart::RestartWindow;
 use crate::socket::{Inheritance, Supervision};
 use crate::subscribers::Subscribers;
@@ -79,7 +79,25 @@ pub struct SupervisorActor {
     subscribers: Vec<Recipient<SupervisionEvent>>,
     /// Subscriptions to every socket ([`SubscribeAll`]).
     for_all: Vec<crate::subscribers::Subscription>,
+    /// The current outage, if sockets that were open lost their connection.
+    outage: Option<Outage>,
 }
+
+/// Sockets that lost their connection and are not back yet, summarised in the log.
+struct Outage {
+    since: Instant,
+    /// Key → why it was lost.
+    down: HashMap<String, String>,
+    /// The most down at once.
+    peak: usize,
+    /// The next summary line.
+    summary: SpawnHandle,
+}
+
+/// The first summary of an outage waits this long (a blip that heals at once logs nothing at
+/// warn); later ones come this far apart while it lasts.
+const FIRST_SUMMARY: std::time::Duration = std::time::Duration::from_secs(1);
+const NEXT_SUMMARY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SupervisorActor {
     /// A supervisor with `config`; its arbiters are created when it starts.
@@ -94,6 +112,7 @@ impl SupervisorActor {
             restarts: 0,
             subscribers: Vec::new(),
             for_all: Vec::new(),
+            outage: None,
         }
     }
 
@@ -127,6 +146,7 @@ impl SupervisorActor {
             key: key.to_string(),
             generation,
             notify: ctx.address().recipient(),
+            links: ctx.address().recipient(),
         };
         let config = config.clone();
         let addr = SocketActor::start_in_arbiter_with(&self.arbiter(arbiter), move |_| {
@@ -170,6 +190,84 @@ impl std::fmt::Debug for SupervisorActor {
             .field("sockets", &self.children.len())
             .field("arbiters", &self.arbiters.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl SupervisorActor {
+    /// Logs how many sockets are still reconnecting, and when to say so again.
+    fn summarise(&mut self, ctx: &mut Context<Self>) {
+        let total = self.children.len();
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        let example = outage
+            .down
+            .iter()
+            .next()
+            .map(|(k, cause)| format!("{k:?}: {cause}"))
+            .unwrap_or_default();
+        warn!(
+            "resocket supervisor: {} of {total} sockets reconnecting for {:.1?} (e.g. {example})",
+            outage.down.len(),
+            outage.since.elapsed()
+        );
+        outage.summary = ctx.run_later(NEXT_SUMMARY, Self::summarise);
+    }
+
+    fn link_down(&mut self, key: String, cause: String, ctx: &mut Context<Self>) {
+        let outage = self.outage.get_or_insert_with(|| Outage {
+            since: Instant::now(),
+            down: HashMap::new(),
+            peak: 0,
+            summary: ctx.run_later(FIRST_SUMMARY, Self::summarise),
+        });
+        debug!("resocket supervisor: socket {key:?} lost its connection: {cause}");
+        outage.down.insert(key, cause);
+        outage.peak = outage.peak.max(outage.down.len());
+    }
+
+    fn link_up(&mut self, key: &str, ctx: &mut Context<Self>) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        outage.down.remove(key);
+        if outage.down.is_empty() {
+            if let Some(outage) = self.outage.take() {
+                ctx.cancel_future(outage.summary);
+                let elapsed = outage.since.elapsed();
+                if elapsed >= FIRST_SUMMARY {
+                    log::info!(
+                        "resocket supervisor: all sockets connected again ({} were down) after {elapsed:.1?}",
+                        outage.peak
+                    );
+                } else {
+                    debug!(
+                        "resocket supervisor: all sockets connected again ({} were down) after {elapsed:.1?}",
+                        outage.peak
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Handler<SocketLink> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, link: SocketLink, ctx: &mut Context<Self>) {
+        let current = self
+            .children
+            .get(&link.key)
+            .is_some_and(|c| c.generation == link.generation);
+        if !current {
+            return;
+        }
+        if link.open {
+            self.link_up(&link.key, ctx);
+        } else {
+            let cause = link.cause.unwrap_or_else(|| "closed".into());
+            self.link_down(link.key, cause, ctx);
+        }
     }
 }
 
@@ -268,6 +366,7 @@ impl Handler<SocketEnded> for SupervisorActor {
         });
         if !restarting {
             self.children.remove(&key);
+            self.link_up(&key, ctx); // no longer part of any outage
             return;
         }
         if !self.window.allow(Instant::now()) {

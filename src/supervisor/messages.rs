@@ -201,3 +201,15 @@ pub(crate) struct SocketEnded {
     pub(crate) end: ChildEnd,
     pub(crate) inheritance: crate::socket::Inheritance,
 }
+
+/// A supervised socket's connection opened or was lost (sent on every change), so that the
+/// supervisor can summarise an outage instead of every socket logging its own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SocketLink {
+    pub(crate) key: String,
+    pub(crate) generation: u64,
+    pub(crate) open: bool,
+    /// Why it was lost.
+    pub(crate) cause: Option<String>,
+}

@@ -1,0 +1,93 @@
+//! Logs that scale: a server restart under 200 supervised sockets is summarised by the
+//! supervisor in a few lines, not one line per socket (per-socket detail is at debug).
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::{fast, wait_for, TestServer, DEADLINE};
+use resocket::{StartSocket, SupervisorActor, SupervisorConfig};
+
+/// Every record at info or above from resocket, as "LEVEL message".
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info && metadata.target().starts_with("resocket")
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            if let Ok(mut lines) = LINES.lock() {
+                lines.push(format!("{} {}", record.level(), record.args()));
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn lines(level: log::Level) -> Vec<String> {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(level.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_server_restart_under_200_sockets_logs_a_summary_not_200_lines() {
+    static LOGGER: Capture = Capture;
+    log::set_logger(&LOGGER).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    const N: usize = 200;
+    let mut server = TestServer::start().await;
+    let supervisor = SupervisorActor::new(SupervisorConfig {
+        arbiters: 1,
+        ..Default::default()
+    })
+    .start();
+    for i in 0..N {
+        let config = fast(&server.url())
+            .backoff(resocket::Backoff::exponential(
+                Duration::from_millis(50),
+                Duration::from_millis(200),
+            ))
+            .build()
+            .unwrap();
+        supervisor
+            .send(StartSocket::new(format!("s{i}"), config))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    wait_for("all connected", DEADLINE, || server.live() == N).await;
+    server.stop().await;
+    wait_for("the summary", DEADLINE, || {
+        lines(log::Level::Warn)
+            .iter()
+            .any(|l| l.contains(&format!("of {N} sockets reconnecting")))
+    })
+    .await;
+    server.restart().await;
+    wait_for("all back", DEADLINE * 3, || server.live() == N).await;
+    wait_for("the all-clear", DEADLINE, || {
+        lines(log::Level::Info)
+            .iter()
+            .any(|l| l.contains("all sockets connected again"))
+    })
+    .await;
+    let warnings = lines(log::Level::Warn);
+    assert!(
+        warnings.len() < 10,
+        "{} warnings: {:#?}",
+        warnings.len(),
+        &warnings[..warnings.len().min(20)]
+    );
+    let infos = lines(log::Level::Info);
+    assert!(infos.len() < 10, "{} info lines: {infos:#?}", infos.len());
+}
