@@ -69,6 +69,11 @@ pub struct ServerConfig {
     /// Inbound messages (data frames) per second a session may send, with bursts of as many;
     /// past it the session is closed with 1013 (try again later). Defaults to `None` (no limit).
     pub max_messages_per_second: Option<u32>,
+    /// Bytes sent to one client and not yet written (a client that stays connected but does
+    /// not read). Past it, messages are dropped (counted by [`Session::dropped`]) and the
+    /// session is closed with 1008 as soon as it can run; in acked mode the hub's history
+    /// still holds what was dropped. Defaults to 16 MiB.
+    pub max_write_backlog: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +84,7 @@ impl Default for ServerConfig {
             max_message: 16 * 1024 * 1024,
             allowed_origins: None,
             max_messages_per_second: None,
+            max_write_backlog: 16 * 1024 * 1024,
         }
     }
 }
@@ -151,17 +157,90 @@ pub enum Command {
     Pings(u32),
 }
 
+impl Command {
+    /// The bytes a data command puts on the wire; None for control commands.
+    fn data_len(&self) -> Option<usize> {
+        match self {
+            Command::Text(t) => Some(t.len()),
+            Command::Binary(b) => Some(b.len()),
+            Command::Fragments { parts, .. } => Some(parts.iter().map(Bytes::len).sum()),
+            _ => None,
+        }
+    }
+}
+
 /// A handle to one session: `Clone + Send`, usable from any thread.
 #[derive(Debug, Clone)]
 pub struct Session {
     id: u64,
     commands: Recipient<Command>,
+    backlog: std::sync::Arc<Backlog>,
+}
+
+/// What is waiting to be written to one client: messages sent through its [`Session`] and
+/// not yet taken by the session's actor (which runs only while the connection can take
+/// bytes: a client that stops reading stalls it).
+#[derive(Debug, Default)]
+struct Backlog {
+    bytes: std::sync::atomic::AtomicUsize,
+    limit: usize,
+    /// Messages dropped because the backlog was full.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Session {
     #[cfg(test)]
     pub(crate) fn for_test(id: u64, commands: Recipient<Command>) -> Self {
-        Session { id, commands }
+        let backlog = std::sync::Arc::new(Backlog {
+            limit: usize::MAX,
+            ..Backlog::default()
+        });
+        Session {
+            id,
+            commands,
+            backlog,
+        }
+    }
+
+    /// Queues a data command unless the backlog is full: then the message is dropped (the
+    /// session is closed with 1008 as soon as it runs again).
+    fn queue(&self, command: Command, len: usize) {
+        use std::sync::atomic::Ordering;
+        let backlog = &self.backlog;
+        let before = backlog.bytes.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) > backlog.limit {
+            backlog.bytes.fetch_sub(len, Ordering::AcqRel);
+            if backlog.dropped.fetch_add(1, Ordering::AcqRel) == 0 {
+                log::warn!(
+                    "resocket server session {}: the client is not reading; its write backlog of {} bytes is full",
+                    self.id,
+                    backlog.limit
+                );
+            }
+            return;
+        }
+        self.commands.do_send(command);
+    }
+
+    /// Bytes sent through this session and not yet handed to the connection.
+    pub fn backlog(&self) -> usize {
+        self.backlog
+            .bytes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The most bytes [`backlog`](Self::backlog) may reach
+    /// ([`ServerConfig::max_write_backlog`]).
+    pub fn backlog_limit(&self) -> usize {
+        self.backlog.limit
+    }
+
+    /// Messages dropped because the client was not reading and the backlog was full
+    /// ([`ServerConfig::max_write_backlog`]).
+    pub fn dropped(&self) -> u64 {
+        self.backlog
+            .dropped
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// This session's number (unique in the process).
@@ -169,19 +248,23 @@ impl Session {
         self.id
     }
 
-    /// Sends a text message.
+    /// Sends a text message. Dropped, and counted in [`dropped`](Self::dropped), when the
+    /// client has stopped reading and the backlog is full.
     pub fn text(&self, text: impl Into<ByteString>) {
-        self.commands.do_send(Command::Text(text.into()));
+        self.command(Command::Text(text.into()));
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message (dropped, as [`text`](Self::text), when the backlog is full).
     pub fn binary(&self, data: impl Into<Bytes>) {
-        self.commands.do_send(Command::Binary(data.into()));
+        self.command(Command::Binary(data.into()));
     }
 
-    /// Sends any [`Command`].
+    /// Sends any [`Command`]; data commands count against the write backlog.
     pub fn command(&self, command: Command) {
-        self.commands.do_send(command);
+        match command.data_len() {
+            Some(len) => self.queue(command, len),
+            None => self.commands.do_send(command),
+        }
     }
 
     /// Whether the session is still running.
@@ -207,8 +290,13 @@ pub fn accept<H: SessionHandler>(
     let rate = config.max_messages_per_second.map(RateLimit::new);
     let refused = std::sync::Arc::new(AtomicU64::new(0));
     let payload = payload_guard::PayloadGuard::new(payload, config.max_message, refused.clone());
+    let backlog = std::sync::Arc::new(Backlog {
+        limit: config.max_write_backlog,
+        ..Backlog::default()
+    });
     let actor = SessionActor {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        backlog,
         refused,
         frames: 0,
         handler,
@@ -247,6 +335,8 @@ pub fn accept_acked(
 
 struct SessionActor<H: SessionHandler> {
     id: u64,
+    /// Shared with every [`Session`] handle.
+    backlog: std::sync::Arc<Backlog>,
     /// The first inbound frame whose header announced more than allowed, set by the payload
     /// guard as soon as that header arrived (see `payload_guard::refused_frame`).
     refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -298,10 +388,16 @@ impl<H: SessionHandler> Actor for SessionActor<H> {
         let session = Session {
             id: self.id,
             commands: ctx.address().recipient(),
+            backlog: self.backlog.clone(),
         };
         self.session = Some(session.clone());
         ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
-            if act.last_seen.elapsed() > act.config.heartbeat_timeout {
+            let backlog_full = act
+                .backlog
+                .dropped
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0;
+            if act.last_seen.elapsed() > act.config.heartbeat_timeout || backlog_full {
                 ctx.stop();
             } else if !act.silent {
                 ctx.ping(b"");
@@ -430,6 +526,23 @@ impl<H: SessionHandler> Handler<Command> for SessionActor<H> {
     type Result = ();
 
     fn handle(&mut self, command: Command, ctx: &mut Self::Context) {
+        use std::sync::atomic::Ordering;
+        if let Some(len) = command.data_len() {
+            self.backlog.bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+        if self.backlog.dropped.load(Ordering::Acquire) > 0 {
+            // The client stopped reading long enough to fill the backlog: what was dropped
+            // cannot be sent in order any more.
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Policy,
+                description: Some(format!(
+                    "write backlog of {} bytes full: the client is not reading",
+                    self.backlog.limit
+                )),
+            }));
+            ctx.stop();
+            return;
+        }
         match command {
             Command::Text(t) if !self.silent => ctx.text(t),
             Command::Binary(b) if !self.silent => ctx.binary(b),

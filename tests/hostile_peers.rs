@@ -556,3 +556,67 @@ async fn a_hello_flood_for_one_client_id_is_refused_and_counted() {
     let mut other = RawClient::connect(&server.acked_url()).await;
     other.hello("g", 0).await;
 }
+
+// ---- a client that does not read (issue 10.7) ----
+
+#[actix_rt::test]
+async fn a_client_that_never_reads_cannot_grow_its_sessions_write_backlog_without_bound() {
+    const LIMIT: usize = 1 << 20;
+    let server = TestServer::start_with(ServerConfig {
+        max_write_backlog: LIMIT,
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.addr;
+    // A raw client: upgrades, then never reads a byte.
+    let stream =
+        actix_rt::task::spawn_blocking(move || common::raw_server::raw_upgrade(addr, "/ws"))
+            .await
+            .unwrap();
+    wait_for("the session", DEADLINE, || server.sessions().len() == 1).await;
+    let session = server.sessions()[0].clone();
+    // 64 MiB pushed at a client that takes none of it.
+    let chunk = "x".repeat(64 * 1024);
+    for _ in 0..1024 {
+        session.text(chunk.clone());
+        assert!(session.backlog() <= LIMIT, "{} queued", session.backlog());
+    }
+    assert!(session.dropped() > 0);
+    drop(stream);
+}
+
+#[actix_rt::test]
+async fn a_history_far_larger_than_the_write_backlog_is_replayed_as_the_client_reads() {
+    let hub = Hub::new(HubConfig {
+        history: 3_000,
+        ..HubConfig::default()
+    })
+    .start();
+    let server = TestServer::start_full(
+        ServerConfig {
+            max_write_backlog: 256 * 1024,
+            ..ServerConfig::default()
+        },
+        hub.clone(),
+    )
+    .await;
+    // 3,000 messages of 4 KiB: 12 MiB of history for a 256 KiB backlog.
+    let pad = "y".repeat(4096);
+    for n in 0..3_000 {
+        to_client(&hub, "reader", &format!(r#"{{"n":{n},"pad":"{pad}"}}"#)).await;
+    }
+    let socket = SocketActor::start(fast(&server.acked_url()).acked("reader").build().unwrap());
+    let watch = Watch::attach(&socket);
+    wait_for("all 3,000", DEADLINE * 3, || watch.texts().len() >= 3_000).await;
+    let numbers: Vec<u64> = watch
+        .texts()
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(t).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, (0..3_000).collect::<Vec<u64>>());
+    assert_eq!(watch.opens(), 1, "the replay never overflowed the backlog");
+}

@@ -254,6 +254,25 @@ impl Hub {
         }
     }
 
+    /// Writes `client`'s unsent messages on its live session while the session's write
+    /// backlog is under half its limit. Called on every hello, message and ack, so a replay
+    /// of a long history goes out as fast as the client reads (it acks as it goes).
+    fn pump(&mut self, client: &str) {
+        let Some(state) = self.clients.get_mut(client) else {
+            return;
+        };
+        let Some(session) = state.session.clone() else {
+            return;
+        };
+        let room = session.backlog_limit() / 2;
+        while session.backlog() < room {
+            let Some(frame) = state.next_unsent() else {
+                break;
+            };
+            session.text(frame);
+        }
+    }
+
     /// `client`'s state, created if the hub knows nothing of it.
     fn state(&mut self, client: String) -> &mut ClientState {
         let incarnation = &mut self.next_incarnation;
@@ -476,12 +495,9 @@ impl Handler<ToClient> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ToClient, _: &mut Context<Self>) {
         let limit = self.config.history;
-        let state = self.state(msg.client);
-        if let Some(frame) = state.queue(msg.text.into(), limit) {
-            if let Some(session) = &state.session {
-                session.text(frame);
-            }
-        }
+        let client = msg.client.clone();
+        self.state(msg.client).queue(msg.text.into(), limit);
+        self.pump(&client);
     }
 }
 
@@ -590,12 +606,8 @@ impl Hub {
             }
         };
         session.text(welcome.frame);
-        let mut replayed = 0;
-        for frame in state.replay() {
-            session.text(frame);
-            replayed += 1;
-        }
-        self.stats.replayed += replayed;
+        self.stats.replayed += state.unacked() as u64;
+        self.pump(&client);
         if let Some(old) = welcome.replaced {
             self.stats.replaced += 1;
             debug!("resocket hub: client {client:?}: a newer session replaces the old one");
@@ -706,8 +718,9 @@ impl Handler<Acked> for Hub {
             return;
         }
         if let Err(violation) = state.ack(ack.seq) {
-            self.violation(&ack.client, violation);
+            return self.violation(&ack.client, violation);
         }
+        self.pump(&ack.client);
     }
 }
 

@@ -224,6 +224,11 @@ impl TestServer {
         }
     }
 
+    /// Every session opened so far (ended ones included).
+    pub fn sessions(&self) -> Vec<Session> {
+        self.shared.sessions.lock().unwrap().clone()
+    }
+
     /// Stops listening and drops every connection.
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {

@@ -90,6 +90,9 @@ pub(crate) struct ClientState {
     trimmed: u64,
     /// Whether this hub has welcomed the client at least once.
     greeted: bool,
+    /// The highest server sequence number written on the live session (or known to the
+    /// client from its hello).
+    sent: u64,
     /// The live session, if any.
     pub(crate) session: Option<Session>,
     /// When the client was last without a session (or created without one).
@@ -113,6 +116,7 @@ impl ClientState {
             history: VecDeque::new(),
             trimmed: 0,
             greeted: false,
+            sent: 0,
             session: None,
             idle_since: Some(now),
         }
@@ -135,27 +139,26 @@ impl ClientState {
 
     /// Queues a server message, keeping at most `limit`; returns the frame to write now if a
     /// session is live.
-    pub(crate) fn queue(&mut self, text: ByteString, limit: usize) -> Option<ByteString> {
+    /// Queues a server message, keeping at most `limit` (the hub then writes it with
+    /// [`next_unsent`](Self::next_unsent)).
+    pub(crate) fn queue(&mut self, text: ByteString, limit: usize) {
         self.next_seq = self.next_seq.saturating_add(1);
-        let seq = self.next_seq;
-        let frame = self
-            .session
-            .is_some()
-            .then(|| ByteString::from(wire::msg(Some(seq), &text)));
-        self.history.push_back((seq, text));
+        self.history.push_back((self.next_seq, text));
         while self.history.len() > limit {
             if let Some((dropped, _)) = self.history.pop_front() {
                 self.trimmed = dropped;
             }
         }
-        frame
     }
 
-    /// The history as frames, oldest first, for a replay.
-    pub(crate) fn replay(&self) -> impl Iterator<Item = ByteString> + '_ {
-        self.history
-            .iter()
-            .map(|(seq, text)| ByteString::from(wire::msg(Some(*seq), text)))
+    /// The next message not yet written on the live session, as its frame; it then counts as
+    /// written. The hub pumps these while the session's write backlog has room, so a replay
+    /// of a long history never floods a session.
+    pub(crate) fn next_unsent(&mut self) -> Option<ByteString> {
+        self.session.as_ref()?;
+        let (seq, text) = self.history.iter().find(|(seq, _)| *seq > self.sent)?;
+        self.sent = *seq;
+        Some(ByteString::from(wire::msg(Some(*seq), text)))
     }
 
     /// A hello on `session` from a client that has seen server messages up to `last_seq`.
@@ -194,6 +197,7 @@ impl ClientState {
             from: last_seq + 1,
             to: self.trimmed,
         });
+        self.sent = last_seq;
         let replaced = self.session.replace(session).filter(|old| old.connected());
         self.idle_since = None;
         self.instance = instance;
@@ -340,8 +344,12 @@ mod tests {
         assert_eq!(welcome.gap, None);
         assert!(!welcome.resumed);
         assert_eq!(seqs(&state), [41, 42, 43]);
-        assert_eq!(state.queue("next".into(), 5).map(|_| ()), Some(()));
+        state.queue("next".into(), 5);
         assert_eq!(seqs(&state), [41, 42, 43, 44]);
+        let written: Vec<_> = std::iter::from_fn(|| state.next_unsent()).collect();
+        assert_eq!(written.len(), 4);
+        assert!(written[0].contains(r#""seq":41"#));
+        assert_eq!(state.next_unsent(), None);
     }
 
     #[actix_rt::test]
