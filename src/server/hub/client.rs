@@ -398,3 +398,110 @@ mod tests {
         assert_eq!(state.data(2), Ok(DataOutcome::Deliver));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Hello(u64),
+        Data(u64),
+        Ack(u64),
+        Queue,
+        Took,
+        NotTaken,
+        Write,
+        Gone,
+    }
+
+    /// Numbers near the edges as well as small ones: what a hostile client would send.
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..20,
+            Just(MAX_SEQ),
+            Just(MAX_SEQ + 1),
+            Just(u64::MAX),
+            any::<u64>(),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            number().prop_map(Op::Hello),
+            number().prop_map(Op::Data),
+            number().prop_map(Op::Ack),
+            Just(Op::Queue),
+            Just(Op::Took),
+            Just(Op::NotTaken),
+            Just(Op::Write),
+            Just(Op::Gone),
+        ]
+    }
+
+    struct Sink;
+    impl actix::Actor for Sink {
+        type Context = actix::Context<Self>;
+    }
+    impl actix::Handler<crate::server::Command> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: crate::server::Command, _: &mut Self::Context) {}
+    }
+
+    proptest! {
+        /// Any sequence of frames from a hostile client (hellos, data, acks with any numbers)
+        /// interleaved with the hub's own work: no panic, and the state stays consistent.
+        #[test]
+        fn no_sequence_of_frames_panics_or_breaks_the_state(
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            actix_rt::System::new().block_on(async move {
+                use actix::Actor;
+                let sink = Sink.start().recipient();
+                let mut state = ClientState::new(Instant::now(), 1);
+                let mut id = 0;
+                for op in ops {
+                    match op {
+                        Op::Hello(last_seq) => {
+                            id += 1;
+                            let session = Session::for_test(id, sink.clone());
+                            let ok = state.hello(last_seq, session, Some(7)).is_ok();
+                            assert!(!ok || last_seq <= MAX_SEQ);
+                        }
+                        Op::Data(seq) => {
+                            let before = state.received;
+                            match state.data(seq) {
+                                Ok(DataOutcome::Deliver) => assert_eq!(state.received, before + 1),
+                                Ok(DataOutcome::Duplicate) => assert!(seq <= before),
+                                Err(v) => assert!(v.code == 1002 && state.received == before),
+                            }
+                        }
+                        Op::Ack(seq) => {
+                            let _ = state.ack(seq);
+                        }
+                        Op::Queue => state.queue("m".into(), 8),
+                        Op::Took => {
+                            let (seq, epoch) = (state.received, state.epoch);
+                            state.took(seq, epoch, Some(7));
+                        }
+                        Op::NotTaken => {
+                            state.not_taken(state.epoch);
+                        }
+                        Op::Write => {
+                            let _ = state.next_unsent();
+                        }
+                        Op::Gone => {
+                            state.gone(id, Instant::now());
+                        }
+                    }
+                    assert!(state.taken <= state.received);
+                    let seqs: Vec<u64> = state.history.iter().map(|(s, _)| *s).collect();
+                    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+                    assert!(seqs.last().is_none_or(|last| *last <= state.next_seq));
+                    assert!(state.history.len() <= 8);
+                }
+            });
+        }
+    }
+}
