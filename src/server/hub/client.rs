@@ -156,7 +156,8 @@ impl ClientState {
     /// of a long history never floods a session.
     pub(crate) fn next_unsent(&mut self) -> Option<ByteString> {
         self.session.as_ref()?;
-        let (seq, text) = self.history.iter().find(|(seq, _)| *seq > self.sent)?;
+        let next = self.history.partition_point(|(seq, _)| *seq <= self.sent);
+        let (seq, text) = self.history.get(next)?;
         self.sent = *seq;
         Some(ByteString::from(wire::msg(Some(*seq), text)))
     }
