@@ -44,6 +44,9 @@ use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use self::hub::PanicNext;
 pub use self::hub::{
     ClientEvent, ClientIdentity, FromClient, GetHubStats, Hub, HubConfig, HubStats, SubscribeHub,
     ToClient, MAX_CLIENT_ID,

@@ -620,3 +620,33 @@ async fn a_history_far_larger_than_the_write_backlog_is_replayed_as_the_client_r
     assert_eq!(numbers, (0..3_000).collect::<Vec<u64>>());
     assert_eq!(watch.opens(), 1, "the replay never overflowed the backlog");
 }
+
+// ---- a bug in the hub does not stop it (issue 16.4) ----
+
+#[actix_rt::test]
+async fn a_panic_in_a_hub_handler_is_contained_and_every_other_client_is_served() {
+    let server = TestServer::start().await;
+    server.hub.send(resocket::server::PanicNext).await.unwrap();
+    let mut unlucky = RawClient::connect(&server.acked_url()).await;
+    unlucky
+        .send(r#"{"type":"hello","client":"unlucky","last_seq":0}"#)
+        .await;
+    let start = Instant::now();
+    while server.hub.send(GetHubStats).await.unwrap().panics == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the hello never reached the hub"
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut other = RawClient::connect(&server.acked_url()).await;
+    other.hello("other", 0).await;
+    to_client(&server.hub, "other", "served").await;
+    assert_eq!(
+        other.text().await,
+        r#"{"type":"msg","seq":1,"text":"served"}"#
+    );
+    // The unlucky client's next try goes through.
+    let mut again = RawClient::connect(&server.acked_url()).await;
+    again.hello("unlucky", 0).await;
+}

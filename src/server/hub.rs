@@ -189,6 +189,8 @@ pub struct HubStats {
     pub rate_limited: u64,
     /// Client messages taken by the application and acknowledged.
     pub taken: u64,
+    /// Handler panics contained (each a bug; the hub served on).
+    pub panics: u64,
 }
 
 /// Ask a hub for its [`HubStats`].
@@ -227,6 +229,9 @@ pub struct Hub {
     handing: bool,
     /// The next client state's incarnation.
     next_incarnation: u64,
+    /// Fault injection: panic in the next hello.
+    #[cfg(feature = "fault-injection")]
+    panic_next: bool,
     stats: HubStats,
 }
 
@@ -243,6 +248,8 @@ impl Hub {
             handovers: VecDeque::new(),
             handing: false,
             next_incarnation: 1,
+            #[cfg(feature = "fault-injection")]
+            panic_next: false,
             stats: HubStats::default(),
         }
     }
@@ -271,6 +278,13 @@ impl Hub {
             };
             session.text(frame);
         }
+    }
+
+    /// A handler panicked (a bug): the panic is contained so that every other client is still
+    /// served; it is logged and counted.
+    fn panicked(&mut self) {
+        self.stats.panics += 1;
+        log::error!("resocket hub: a handler panicked (a bug); the hub serves on");
     }
 
     /// `client`'s state, created if the hub knows nothing of it.
@@ -385,7 +399,12 @@ impl Hub {
         ctx.spawn(wrap_future::<_, Self>(sends).map(move |results, act, ctx| {
             act.handing = false;
             let taken = results.iter().any(Result::is_ok);
-            act.handed(next, taken, ctx);
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                act.handed(next, taken, ctx);
+            }));
+            if caught.is_err() {
+                act.panicked();
+            }
             act.hand_over(ctx);
         }));
     }
@@ -494,10 +513,15 @@ impl Handler<GetHubStats> for Hub {
 impl Handler<ToClient> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ToClient, _: &mut Context<Self>) {
-        let limit = self.config.history;
-        let client = msg.client.clone();
-        self.state(msg.client).queue(msg.text.into(), limit);
-        self.pump(&client);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let limit = self.config.history;
+            let client = msg.client.clone();
+            self.state(msg.client).queue(msg.text.into(), limit);
+            self.pump(&client);
+        }));
+        if caught.is_err() {
+            self.panicked();
+        }
     }
 }
 
@@ -514,63 +538,73 @@ struct Hello {
 impl Handler<Hello> for Hub {
     type Result = ();
     fn handle(&mut self, hello: Hello, _: &mut Context<Self>) {
-        let Hello {
-            client,
-            last_seq,
-            instance,
-            session,
-        } = hello;
-        if !self.clients.contains_key(&client) && self.clients.len() >= self.config.max_clients {
-            self.evict_idle();
-            if self.clients.len() >= self.config.max_clients {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(feature = "fault-injection")]
+            if std::mem::take(&mut self.panic_next) {
+                panic!("resocket fault injection: a hub handler panicked");
+            }
+            let Hello {
+                client,
+                last_seq,
+                instance,
+                session,
+            } = hello;
+            if !self.clients.contains_key(&client) && self.clients.len() >= self.config.max_clients
+            {
+                self.evict_idle();
+                if self.clients.len() >= self.config.max_clients {
+                    warn!(
+                        "resocket hub: client limit {} reached; {client:?} refused",
+                        self.config.max_clients
+                    );
+                    self.stats.refused += 1;
+                    session.command(Command::Close(
+                        1013,
+                        Some("too many clients; try again later".into()),
+                    ));
+                    return;
+                }
+            }
+            let per_second = self.config.max_hellos_per_second;
+            let state = self.state(client.clone());
+            let hellos = state
+                .hellos
+                .get_or_insert_with(|| super::rate_limit::RateLimit::new(per_second));
+            if !hellos.take(Instant::now()) {
                 warn!(
-                    "resocket hub: client limit {} reached; {client:?} refused",
-                    self.config.max_clients
-                );
-                self.stats.refused += 1;
+                "resocket hub: client {client:?} says hello more than {per_second} times a second"
+            );
+                self.stats.rate_limited += 1;
                 session.command(Command::Close(
                     1013,
-                    Some("too many clients; try again later".into()),
+                    Some(format!(
+                        "more than {per_second} hellos a second for this client id"
+                    )),
                 ));
                 return;
             }
-        }
-        let per_second = self.config.max_hellos_per_second;
-        let state = self.state(client.clone());
-        let hellos = state
-            .hellos
-            .get_or_insert_with(|| super::rate_limit::RateLimit::new(per_second));
-        if !hellos.take(Instant::now()) {
-            warn!(
-                "resocket hub: client {client:?} says hello more than {per_second} times a second"
-            );
-            self.stats.rate_limited += 1;
-            session.command(Command::Close(
-                1013,
-                Some(format!(
-                    "more than {per_second} hellos a second for this client id"
-                )),
-            ));
-            return;
-        }
-        if state.handing_over() {
-            // Messages of an earlier session (perhaps of the client's previous process) are
-            // still on their way to the application: the welcome must say what it has taken,
-            // so it waits for them. The earlier session is done.
-            debug!("resocket hub: client {client:?}: hello waits for earlier messages");
-            let replaced = state.session.take();
-            state.idle_since = Some(Instant::now());
-            if let Some((_, _, older)) = state.parked.replace((last_seq, instance, session)) {
-                replace_session(&older);
+            if state.handing_over() {
+                // Messages of an earlier session (perhaps of the client's previous process) are
+                // still on their way to the application: the welcome must say what it has taken,
+                // so it waits for them. The earlier session is done.
+                debug!("resocket hub: client {client:?}: hello waits for earlier messages");
+                let replaced = state.session.take();
+                state.idle_since = Some(Instant::now());
+                if let Some((_, _, older)) = state.parked.replace((last_seq, instance, session)) {
+                    replace_session(&older);
+                }
+                if let Some(old) = replaced {
+                    replace_session(&old);
+                    self.stats.replaced += 1;
+                    self.event(ClientEvent::Disconnected { client });
+                }
+                return;
             }
-            if let Some(old) = replaced {
-                replace_session(&old);
-                self.stats.replaced += 1;
-                self.event(ClientEvent::Disconnected { client });
-            }
-            return;
+            self.welcome(client, last_seq, instance, session);
+        }));
+        if caught.is_err() {
+            self.panicked();
         }
-        self.welcome(client, last_seq, instance, session);
     }
 }
 
@@ -641,61 +675,67 @@ struct Data {
 impl Handler<Data> for Hub {
     type Result = ();
     fn handle(&mut self, data: Data, ctx: &mut Context<Self>) {
-        let Some(state) = self.clients.get_mut(&data.client) else {
-            return;
-        };
-        if !state.is_current(data.session) {
-            return; // from a session the hub closed or a newer one replaced
-        }
-        self.apps.retain(Recipient::connected);
-        if self.apps.is_empty() {
-            // Nobody to deliver to: not received, not acked; the client sends it again after
-            // it reconnects (with backoff).
-            warn!(
-                "resocket hub: no application subscribed; client {:?} asked to come back later",
-                data.client
-            );
-            let reason = "no application is subscribed; try again later".into();
-            return self.end_session(&data.client, 1013, reason);
-        }
-        let duplicate = data.seq.is_some_and(|seq| seq <= state.received);
-        if !duplicate && state.pending >= self.config.max_pending_per_client {
-            // The client ignores its ack window (or the window is larger than this bound):
-            // not accepted, not acked; it sends again after it reconnects.
-            let limit = self.config.max_pending_per_client;
-            warn!(
-                "resocket hub: client {:?} has {limit} messages waiting for the application",
-                data.client
-            );
-            self.stats.over_limit += 1;
-            let reason =
-                format!("more than {limit} messages waiting for the application; try again later");
-            return self.end_session(&data.client, 1013, reason);
-        }
-        if let Some(seq) = data.seq {
-            match state.data(seq) {
-                Ok(DataOutcome::Deliver) => {}
-                Ok(DataOutcome::Duplicate) => {
-                    self.stats.duplicates += 1;
-                    self.acks_due.insert(data.client);
-                    return self.schedule_acks(ctx);
-                }
-                Err(violation) => return self.violation(&data.client, violation),
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(state) = self.clients.get_mut(&data.client) else {
+                return;
+            };
+            if !state.is_current(data.session) {
+                return; // from a session the hub closed or a newer one replaced
             }
+            self.apps.retain(Recipient::connected);
+            if self.apps.is_empty() {
+                // Nobody to deliver to: not received, not acked; the client sends it again after
+                // it reconnects (with backoff).
+                warn!(
+                    "resocket hub: no application subscribed; client {:?} asked to come back later",
+                    data.client
+                );
+                let reason = "no application is subscribed; try again later".into();
+                return self.end_session(&data.client, 1013, reason);
+            }
+            let duplicate = data.seq.is_some_and(|seq| seq <= state.received);
+            if !duplicate && state.pending >= self.config.max_pending_per_client {
+                // The client ignores its ack window (or the window is larger than this bound):
+                // not accepted, not acked; it sends again after it reconnects.
+                let limit = self.config.max_pending_per_client;
+                warn!(
+                    "resocket hub: client {:?} has {limit} messages waiting for the application",
+                    data.client
+                );
+                self.stats.over_limit += 1;
+                let reason = format!(
+                    "more than {limit} messages waiting for the application; try again later"
+                );
+                return self.end_session(&data.client, 1013, reason);
+            }
+            if let Some(seq) = data.seq {
+                match state.data(seq) {
+                    Ok(DataOutcome::Deliver) => {}
+                    Ok(DataOutcome::Duplicate) => {
+                        self.stats.duplicates += 1;
+                        self.acks_due.insert(data.client);
+                        return self.schedule_acks(ctx);
+                    }
+                    Err(violation) => return self.violation(&data.client, violation),
+                }
+            }
+            self.stats.delivered += 1;
+            state.pending += 1;
+            self.handovers.push_back(Handover {
+                incarnation: state.incarnation,
+                instance: state.instance,
+                epoch: state.epoch,
+                message: FromClient {
+                    client: data.client,
+                    text: data.text,
+                    seq: data.seq,
+                },
+            });
+            self.hand_over(ctx);
+        }));
+        if caught.is_err() {
+            self.panicked();
         }
-        self.stats.delivered += 1;
-        state.pending += 1;
-        self.handovers.push_back(Handover {
-            incarnation: state.incarnation,
-            instance: state.instance,
-            epoch: state.epoch,
-            message: FromClient {
-                client: data.client,
-                text: data.text,
-                seq: data.seq,
-            },
-        });
-        self.hand_over(ctx);
     }
 }
 
@@ -711,16 +751,21 @@ struct Acked {
 impl Handler<Acked> for Hub {
     type Result = ();
     fn handle(&mut self, ack: Acked, _: &mut Context<Self>) {
-        let Some(state) = self.clients.get_mut(&ack.client) else {
-            return;
-        };
-        if !state.is_current(ack.session) {
-            return;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(state) = self.clients.get_mut(&ack.client) else {
+                return;
+            };
+            if !state.is_current(ack.session) {
+                return;
+            }
+            if let Err(violation) = state.ack(ack.seq) {
+                return self.violation(&ack.client, violation);
+            }
+            self.pump(&ack.client);
+        }));
+        if caught.is_err() {
+            self.panicked();
         }
-        if let Err(violation) = state.ack(ack.seq) {
-            return self.violation(&ack.client, violation);
-        }
-        self.pump(&ack.client);
     }
 }
 
@@ -735,21 +780,26 @@ struct Gone {
 impl Handler<Gone> for Hub {
     type Result = ();
     fn handle(&mut self, gone: Gone, _: &mut Context<Self>) {
-        let Some(state) = self.clients.get_mut(&gone.client) else {
-            return;
-        };
-        if state
-            .parked
-            .as_ref()
-            .is_some_and(|(_, _, s)| s.id() == gone.session)
-        {
-            state.parked = None;
-            state.idle_since = Some(Instant::now());
-        }
-        if state.gone(gone.session, Instant::now()) {
-            self.event(ClientEvent::Disconnected {
-                client: gone.client,
-            });
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(state) = self.clients.get_mut(&gone.client) else {
+                return;
+            };
+            if state
+                .parked
+                .as_ref()
+                .is_some_and(|(_, _, s)| s.id() == gone.session)
+            {
+                state.parked = None;
+                state.idle_since = Some(Instant::now());
+            }
+            if state.gone(gone.session, Instant::now()) {
+                self.event(ClientEvent::Disconnected {
+                    client: gone.client,
+                });
+            }
+        }));
+        if caught.is_err() {
+            self.panicked();
         }
     }
 }
@@ -854,5 +904,21 @@ impl SessionHandler for HubSession {
         if let (Some(client), Some(session)) = (self.client.take(), self.session) {
             self.hub.do_send(Gone { client, session });
         }
+    }
+}
+
+/// Makes the hub panic while handling the next hello, as a bug would (feature
+/// `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PanicNext;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<PanicNext> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: PanicNext, _: &mut Context<Self>) {
+        self.panic_next = true;
     }
 }
