@@ -536,7 +536,7 @@ impl Handler<Shutdown> for SupervisorActor {
         let closes: Vec<_> = self
             .children
             .drain()
-            .map(|(_, c)| c.addr.send(Close::now()))
+            .map(|(_, c)| c.addr.send(Close::graceful(shutdown.timeout)))
             .collect();
         let wait = actix_rt::time::timeout(shutdown.timeout, join_all(closes));
         Box::pin(wait.into_actor(self).map(|_, _act, ctx| ctx.stop()))

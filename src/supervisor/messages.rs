@@ -139,8 +139,9 @@ pub struct SupervisorStats {
 #[rtype(result = "()")]
 pub struct SubscribeSupervision(pub Recipient<SupervisionEvent>);
 
-/// Close every socket (waiting up to `timeout` for their Close handshakes), then stop the
-/// supervisor and its arbiters.
+/// Close every socket gracefully ([`Close::graceful`](crate::Close::graceful): each writes
+/// what it holds, then its Close frame, all within `timeout`), then stop the supervisor and
+/// its arbiters. What a socket could not write in time is lost with it.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown {
