@@ -12,6 +12,16 @@ use crate::{Backoff, Error, Heartbeat, Outbox, Outgoing};
 /// Produces the identify messages afresh for every connect (so that a token can be fresh).
 pub type IdentifyFn = Arc<dyn Fn() -> Vec<Outgoing> + Send + Sync>;
 
+/// Decides whether an inbound text is the server's acceptance of the identify messages.
+pub type ReadyFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Identify, then wait: the outbox is held until the server's reply is seen.
+#[derive(Clone)]
+pub(crate) struct IdentifyWait {
+    pub(crate) ready: ReadyFn,
+    pub(crate) timeout: Duration,
+}
+
 /// The validated configuration of one socket. Build it with [`SocketConfig::builder`].
 ///
 /// ```
@@ -56,6 +66,8 @@ pub struct SocketConfig {
     pub(crate) name: Option<String>,
     pub(crate) identify: Vec<Identify>,
     pub(crate) identify_fn: Option<IdentifyFn>,
+    /// Hold the outbox after identifying until the server accepts (see `identify_until`).
+    pub(crate) identify_wait: Option<IdentifyWait>,
     pub(crate) close_timeout: Duration,
     pub(crate) retry_client_errors: bool,
     pub(crate) fatal_close_codes: Vec<u16>,
@@ -132,6 +144,7 @@ impl SocketConfig {
             name: None,
             identify: Vec::new(),
             identify_fn: None,
+            identify_wait: None,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             retry_client_errors: false,
             fatal_close_codes: Vec::new(),
@@ -201,6 +214,10 @@ impl fmt::Debug for SocketConfig {
             .field("name", &self.name)
             .field("identify", &self.identify)
             .field("identify_with", &self.identify_fn.is_some())
+            .field(
+                "identify_until",
+                &self.identify_wait.as_ref().map(|w| w.timeout),
+            )
             .field("close_timeout", &self.close_timeout)
             .field("retry_client_errors", &self.retry_client_errors)
             .field("fatal_close_codes", &self.fatal_close_codes)
@@ -230,6 +247,7 @@ pub struct SocketConfigBuilder {
     name: Option<String>,
     identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
+    identify_wait: Option<IdentifyWait>,
     close_timeout: Duration,
     retry_client_errors: bool,
     fatal_close_codes: Vec<u16>,
@@ -388,6 +406,24 @@ impl SocketConfigBuilder {
         self
     }
 
+    /// Identify, then wait: after the identify messages of each connection, hold everything
+    /// else (the outbox, in acked mode the messages in flight) until an inbound text message
+    /// for which `ready` returns true (e.g. the server's `{"type":"ready"}`), so that nothing
+    /// reaches a server that has not accepted the identity. Meanwhile the state is
+    /// [`SocketState::Identifying`](crate::SocketState::Identifying); the reply is delivered
+    /// to subscribers like any message. No such reply within `timeout`: the connection is
+    /// treated as failed (`Error::Handshake`) and retried with backoff. Defaults to off.
+    pub fn identify_until<F>(mut self, ready: F, timeout: Duration) -> Self
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        self.identify_wait = Some(IdentifyWait {
+            ready: Arc::new(ready),
+            timeout,
+        });
+        self
+    }
+
     /// How long `close` waits for the peer's Close (or FIN) after sending its own.
     /// Defaults to 2 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
@@ -502,6 +538,16 @@ impl SocketConfigBuilder {
                 "must be greater than zero",
             ));
         }
+        if self
+            .identify_wait
+            .as_ref()
+            .is_some_and(|w| w.timeout.is_zero())
+        {
+            return Err(Error::config(
+                "identify_until",
+                "timeout must be greater than zero",
+            ));
+        }
         if self.max_refusals == 0 {
             return Err(Error::config("max_refusals", "must be at least 1"));
         }
@@ -535,6 +581,7 @@ impl SocketConfigBuilder {
             name: self.name,
             identify: self.identify,
             identify_fn: self.identify_fn,
+            identify_wait: self.identify_wait,
             close_timeout: self.close_timeout,
             retry_client_errors: self.retry_client_errors,
             fatal_close_codes: self.fatal_close_codes,

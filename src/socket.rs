@@ -231,6 +231,9 @@ impl SocketActor {
         match &self.phase {
             Phase::Idle => SocketState::Connecting { attempt: 1 },
             Phase::Connecting { attempt, .. } => SocketState::Connecting { attempt: *attempt },
+            Phase::Open(c) if c.identifying.is_some() => {
+                SocketState::Identifying { since: c.since }
+            }
             Phase::Open(c) => SocketState::Open { since: c.since },
             Phase::Backoff {
                 attempt,
@@ -376,6 +379,12 @@ impl SocketActor {
             act.heartbeat_tick(ctx)
         });
         conn.driver = ctx.spawn(Driver { id });
+        if let Some(wait) = &self.config.identify_wait {
+            let timeout = wait.timeout;
+            conn.identifying = Some(ctx.run_later(timeout, move |act, ctx| {
+                act.identify_overdue(id, timeout, ctx)
+            }));
+        }
         if let Some(waiting) = self.close_waiting.take() {
             // A graceful close was waiting for this: drain, then close, in the time left.
             ctx.cancel_future(waiting.timer);
@@ -544,7 +553,8 @@ impl SocketActor {
             .last_seen()
             .saturating_duration_since(conn.since);
         let welcomed = self.acked.as_ref().is_none_or(AckedLink::is_welcomed);
-        let stable = welcomed && talked_for >= self.config.min_uptime;
+        let identified = conn.identifying.is_none();
+        let stable = welcomed && identified && talked_for >= self.config.min_uptime;
         if stable {
             // The first reconnect after a good connection waits the minimum backoff plus a
             // random share of the spread, so that the thousands of sockets a server restart
@@ -663,8 +673,46 @@ impl SocketActor {
         }
     }
 
+    /// Identify-then-wait: the server accepted; everything else may flow now.
+    fn identified(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let accepted = match (&conn.identifying, &self.config.identify_wait) {
+            (Some(_), Some(wait)) => (wait.ready)(text),
+            _ => false,
+        };
+        if !accepted {
+            return;
+        }
+        if let Some(deadline) = conn.identifying.take() {
+            ctx.cancel_future(deadline);
+        }
+        let state = self.state();
+        debug!("resocket {}: {state}", self.config.shown_url);
+        let socket = self.subscribers.socket.clone();
+        self.subscribers.state(&StateChanged { state, socket });
+        self.outbox.waker.wake();
+    }
+
+    /// Identify-then-wait: the server never accepted the identity.
+    fn identify_overdue(&mut self, id: u64, timeout: std::time::Duration, ctx: &mut Context<Self>) {
+        let Phase::Open(conn) = &self.phase else {
+            return;
+        };
+        if conn.id != id || conn.identifying.is_none() {
+            return;
+        }
+        let error = Error::Handshake(format!(
+            "the server did not accept the identify messages within {timeout:?}"
+        ));
+        self.subscribers.error(&error);
+        self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
+    }
+
     /// Hands a whole text message to the subscribers.
     fn deliver_text(&mut self, text: bytestring::ByteString, ctx: &mut Context<Self>) {
+        self.identified(&text, ctx);
         self.counters.messages_in += 1;
         let outcome = self.subscribers.text(text);
         self.delivered(outcome, ctx);

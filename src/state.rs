@@ -23,6 +23,13 @@ pub enum SocketState {
         /// Which attempt this is.
         attempt: u32,
     },
+    /// Connected and identify messages sent, waiting for the server to accept them before
+    /// anything else is written (only with
+    /// [`identify_until`](crate::SocketConfigBuilder::identify_until)); heartbeat running.
+    Identifying {
+        /// When the connection opened.
+        since: Instant,
+    },
     /// Connected: identify messages sent, outbox flowing, heartbeat running.
     Open {
         /// When the connection opened.
@@ -45,10 +52,11 @@ pub enum SocketState {
 }
 
 impl SocketState {
-    /// The state's name: `"connecting"`, `"open"`, `"backoff"` or `"closed"`.
+    /// The state's name: `"connecting"`, `"identifying"`, `"open"`, `"backoff"` or `"closed"`.
     pub fn name(&self) -> &'static str {
         match self {
             SocketState::Connecting { .. } => "connecting",
+            SocketState::Identifying { .. } => "identifying",
             SocketState::Open { .. } => "open",
             SocketState::Backoff { .. } => "backoff",
             SocketState::Closed { .. } => "closed",
@@ -70,6 +78,7 @@ impl fmt::Display for SocketState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SocketState::Connecting { attempt } => write!(f, "Connecting (attempt {attempt})"),
+            SocketState::Identifying { .. } => write!(f, "Identifying"),
             SocketState::Open { .. } => write!(f, "Open"),
             SocketState::Backoff {
                 attempt,

@@ -504,6 +504,7 @@ impl Handler<GetStats> for SupervisorActor {
                 };
                 match status.state {
                     SocketState::Connecting { .. } => stats.connecting += 1,
+                    SocketState::Identifying { .. } => stats.identifying += 1,
                     SocketState::Open { .. } => stats.open += 1,
                     SocketState::Backoff { .. } => stats.backoff += 1,
                     SocketState::Closed { .. } => stats.closed += 1,

@@ -112,7 +112,7 @@ impl Handler<StateChanged> for Collector {
                 ..
             } => {}
             SocketState::Backoff { .. } | SocketState::Closed { .. } => self.0.lost(),
-            SocketState::Connecting { .. } => {}
+            SocketState::Connecting { .. } | SocketState::Identifying { .. } => {}
         }
     }
 }

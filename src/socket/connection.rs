@@ -41,6 +41,9 @@ pub(crate) struct OpenConnection {
     pub(crate) driver: SpawnHandle,
     /// Acked mode: the limit on waiting for the server's welcome.
     pub(crate) welcome_deadline: Option<SpawnHandle>,
+    /// Identify-then-wait: the limit on waiting for the server's acceptance; while set, only
+    /// the priority queue (identify messages, pings) is written.
+    pub(crate) identifying: Option<SpawnHandle>,
 }
 
 /// Open, but on the way out.
@@ -87,6 +90,7 @@ impl OpenConnection {
             heartbeat: SpawnHandle::default(),
             driver: SpawnHandle::default(),
             welcome_deadline: None,
+            identifying: None,
         }
     }
 
@@ -101,6 +105,9 @@ impl OpenConnection {
         if let Some(deadline) = self.welcome_deadline {
             ctx.cancel_future(deadline);
         }
+        if let Some(deadline) = self.identifying {
+            ctx.cancel_future(deadline);
+        }
     }
 
     /// Queues `message` with priority unless an equal one is still waiting (pings and
@@ -113,6 +120,9 @@ impl OpenConnection {
 
     /// Whether outbox data may still be written.
     fn data_allowed(&self) -> bool {
+        if self.identifying.is_some() {
+            return false; // identify, then wait for the server's acceptance
+        }
         match &self.closing {
             None => true,
             Some(c) => c.draining() && !c.close_queued,

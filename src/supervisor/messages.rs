@@ -112,6 +112,8 @@ pub struct SupervisorStats {
     pub sockets: usize,
     /// Sockets in Connecting.
     pub connecting: usize,
+    /// Sockets in Identifying.
+    pub identifying: usize,
     /// Sockets in Open.
     pub open: usize,
     /// Sockets in Backoff.

@@ -67,7 +67,7 @@ impl Handler<StateChanged> for Reporter {
     fn handle(&mut self, change: StateChanged, _: &mut Context<Self>) {
         let (attempt, reason, detail) = match &change.state {
             SocketState::Connecting { attempt } => (Some(*attempt), None, None),
-            SocketState::Open { .. } => (None, None, None),
+            SocketState::Identifying { .. } | SocketState::Open { .. } => (None, None, None),
             SocketState::Backoff {
                 attempt,
                 until,
