@@ -12,6 +12,53 @@ use crate::{Backoff, Error, Heartbeat, Outbox, Outgoing};
 /// Produces the identify messages afresh for every connect (so that a token can be fresh).
 pub type IdentifyFn = Arc<dyn Fn() -> Vec<Outgoing> + Send + Sync>;
 
+/// Called before every connect attempt for the URL and headers to use (a fresh token, a signed
+/// URL, an HTTP call that returns the WebSocket URL). Runs on the socket's thread.
+pub type CredentialsFn = Arc<
+    dyn Fn() -> futures_util::future::LocalBoxFuture<'static, Result<Credentials, Error>>
+        + Send
+        + Sync,
+>;
+
+/// What a [`credentials`](SocketConfigBuilder::credentials) provider returns for one connect
+/// attempt. Its values are secret: never logged, never in `Debug` output.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub(crate) url: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl Credentials {
+    /// Nothing yet: the configured URL and headers.
+    pub fn new() -> Self {
+        Credentials::default()
+    }
+
+    /// Connect to this URL instead of the configured one.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Add this header (e.g. `Authorization: Bearer …`) to the upgrade request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("url", &self.url.as_ref().map(|_| "<secret>"))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// Decides whether an inbound text is the server's acceptance of the identify messages.
 pub type ReadyFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -68,6 +115,8 @@ pub struct SocketConfig {
     pub(crate) identify_fn: Option<IdentifyFn>,
     /// Hold the outbox after identifying until the server accepts (see `identify_until`).
     pub(crate) identify_wait: Option<IdentifyWait>,
+    /// Asked before every connect attempt for the URL and headers.
+    pub(crate) credentials: Option<CredentialsFn>,
     pub(crate) close_timeout: Duration,
     pub(crate) retry_client_errors: bool,
     pub(crate) fatal_close_codes: Vec<u16>,
@@ -145,6 +194,7 @@ impl SocketConfig {
             identify: Vec::new(),
             identify_fn: None,
             identify_wait: None,
+            credentials: None,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             retry_client_errors: false,
             fatal_close_codes: Vec::new(),
@@ -218,6 +268,7 @@ impl fmt::Debug for SocketConfig {
                 "identify_until",
                 &self.identify_wait.as_ref().map(|w| w.timeout),
             )
+            .field("credentials", &self.credentials.is_some())
             .field("close_timeout", &self.close_timeout)
             .field("retry_client_errors", &self.retry_client_errors)
             .field("fatal_close_codes", &self.fatal_close_codes)
@@ -248,6 +299,7 @@ pub struct SocketConfigBuilder {
     identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
     identify_wait: Option<IdentifyWait>,
+    credentials: Option<CredentialsFn>,
     close_timeout: Duration,
     retry_client_errors: bool,
     fatal_close_codes: Vec<u16>,
@@ -424,6 +476,33 @@ impl SocketConfigBuilder {
         self
     }
 
+    /// Fresh credentials on every connect: `provider` is called before each attempt and its
+    /// [`Credentials`] (a URL, headers such as a refreshed token) are used for that attempt,
+    /// on top of the configured ones. Its values are never logged nor shown in `Debug`. An
+    /// error it returns fails the attempt: [`Error::Credentials`] with `retryable` deciding
+    /// between backoff and Closed(Fatal).
+    ///
+    /// ```
+    /// # use resocket::{Credentials, SocketConfig};
+    /// let config = SocketConfig::builder("ws://127.0.0.1:9000/feed")
+    ///     .credentials(|| Box::pin(async {
+    ///         let token = "fetched-from-your-auth-service"; // e.g. an HTTP call
+    ///         Ok(Credentials::new().header("authorization", format!("Bearer {token}")))
+    ///     }))
+    ///     .build()?;
+    /// # Ok::<(), resocket::Error>(())
+    /// ```
+    pub fn credentials<F>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> futures_util::future::LocalBoxFuture<'static, Result<Credentials, Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.credentials = Some(Arc::new(provider));
+        self
+    }
+
     /// How long `close` waits for the peer's Close (or FIN) after sending its own.
     /// Defaults to 2 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
@@ -582,6 +661,7 @@ impl SocketConfigBuilder {
             identify: self.identify,
             identify_fn: self.identify_fn,
             identify_wait: self.identify_wait,
+            credentials: self.credentials,
             close_timeout: self.close_timeout,
             retry_client_errors: self.retry_client_errors,
             fatal_close_codes: self.fatal_close_codes,
@@ -610,7 +690,7 @@ fn shown_url(url: &str) -> String {
     shown
 }
 
-fn parse_url(url: &str) -> Result<Uri, Error> {
+pub(crate) fn parse_url(url: &str) -> Result<Uri, Error> {
     let uri: Uri = url
         .parse()
         .map_err(|e| Error::config("url", format!("{url:?} is not a URL: {e}")))?;

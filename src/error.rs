@@ -112,6 +112,15 @@ pub enum Error {
         /// The last lost server sequence number.
         to: u64,
     },
+    /// A [`credentials`](crate::SocketConfigBuilder::credentials) provider failed, or returned
+    /// what cannot be used. Retried with backoff when `retryable`, fatal otherwise. The
+    /// message never contains the credentials.
+    Credentials {
+        /// What went wrong.
+        message: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
     /// In acked mode, the server sent what it could not honestly have sent: a sequence jump
     /// (messages skipped without a reported gap), an ack or welcome for a message this client
     /// never sent, a number above [`MAX_SEQ`](crate::MAX_SEQ). Reported as an event; the
@@ -146,6 +155,7 @@ impl Error {
     /// Whether a connect attempt that failed with this error is worth retrying by default.
     pub fn is_retryable(&self) -> bool {
         match self {
+            Error::Credentials { retryable, .. } => *retryable,
             Error::Connect(_)
             | Error::ConnectTimeout(_)
             | Error::Connection(_)
@@ -209,6 +219,11 @@ impl fmt::Display for Error {
                 write!(f, "{count} message(s) dropped from the full outbox")
             }
             Error::Protocol(msg) => write!(f, "acked protocol violated by the server: {msg}"),
+            Error::Credentials { message, retryable } => write!(
+                f,
+                "credentials provider: {message}{}",
+                if *retryable { " (retrying)" } else { "" }
+            ),
             Error::MessageTooLargeForPeer { size, limit } => write!(
                 f,
                 "message of {size} bytes (as written) is larger than the peer accepts ({limit} bytes)"

@@ -97,7 +97,9 @@ pub mod tls;
 
 pub use acked::{Gap, DEFAULT_ACK_WINDOW, MAX_SEQ};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
-pub use config::{IdentifyFn, ReadyFn, SocketConfig, SocketConfigBuilder};
+pub use config::{
+    Credentials, CredentialsFn, IdentifyFn, ReadyFn, SocketConfig, SocketConfigBuilder,
+};
 pub use error::Error;
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 pub use heartbeat::Heartbeat;

@@ -6,6 +6,8 @@ use actix_codec::Framed;
 use awc::error::WsClientError;
 use awc::BoxedSocket;
 
+use awc::http::header::{HeaderName, HeaderValue};
+
 use crate::frame_guard::FrameGuard;
 use crate::{Error, SocketConfig};
 
@@ -37,8 +39,13 @@ fn plain_client(nodelay: bool) -> awc::Client {
 
 /// Connects (on the current thread's client) within the configured timeout.
 pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
-    let mut request = client(config).ws(config.uri.clone());
-    for (name, value) in &config.headers {
+    let (uri, extra) = match &config.credentials {
+        None => (None, Vec::new()),
+        Some(provider) => fresh_credentials(provider().await?)?,
+    };
+    let uri = uri.unwrap_or_else(|| config.uri.clone());
+    let mut request = client(config, &uri).ws(uri);
+    for (name, value) in config.headers.iter().chain(&extra) {
         request = request.header(name.clone(), value.clone());
     }
     if !config.protocols.is_empty() {
@@ -62,10 +69,37 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
     Ok(framed.into_map_codec(|codec| FrameGuard::new(codec, max)))
 }
 
+/// The URL and headers a credentials provider gave for one attempt, validated; every value
+/// is marked sensitive, and no error repeats it.
+fn fresh_credentials(
+    credentials: crate::Credentials,
+) -> Result<(Option<awc::http::Uri>, Vec<(HeaderName, HeaderValue)>), Error> {
+    let invalid = |what: &str| Error::Credentials {
+        message: format!("the provider returned {what}"),
+        retryable: false,
+    };
+    let uri = match &credentials.url {
+        None => None,
+        Some(url) => Some(
+            crate::config::parse_url(url).map_err(|_| invalid("an invalid ws:// or wss:// URL"))?,
+        ),
+    };
+    let mut headers = Vec::with_capacity(credentials.headers.len());
+    for (name, value) in &credentials.headers {
+        let name =
+            HeaderName::try_from(name.as_str()).map_err(|_| invalid("an invalid header name"))?;
+        let mut value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| invalid(&format!("an invalid value for header {name}")))?;
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    Ok((uri, headers))
+}
+
 /// The calling thread's awc client for this socket's scheme.
-fn client(config: &SocketConfig) -> awc::Client {
+fn client(config: &SocketConfig, uri: &awc::http::Uri) -> awc::Client {
     #[cfg(feature = "rustls")]
-    if config.uri.scheme_str() == Some("wss") {
+    if uri.scheme_str() == Some("wss") {
         let tls = config
             .tls
             .clone()
@@ -74,6 +108,7 @@ fn client(config: &SocketConfig) -> awc::Client {
     }
     #[cfg(feature = "rustls")]
     crate::tls::install_provider();
+    let _ = uri; // (only the rustls build has a second scheme)
     if config.tcp_nodelay {
         CLIENT.with(awc::Client::clone)
     } else {

@@ -46,6 +46,8 @@ pub struct Shared {
     pongs: AtomicUsize,
     max_live: AtomicUsize,
     pub echo: AtomicBool,
+    /// The Authorization header of every upgrade to `/auth`.
+    pub auth_seen: Mutex<Vec<String>>,
 }
 
 struct Recording {
@@ -142,6 +144,7 @@ impl TestServer {
                 .app_data(web::Data::new(config.clone()))
                 .app_data(web::Data::new(hub.clone()))
                 .route("/ws", web::get().to(ws_route))
+                .route("/auth", web::get().to(auth_route))
                 .route("/acked", web::get().to(acked_route))
                 .route("/acked/as/{id}", web::get().to(authenticated_acked_route))
                 .route("/status/{code}", web::get().to(status_route))
@@ -160,6 +163,11 @@ impl TestServer {
     /// The WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// `/ws` behind an Authorization check.
+    pub fn auth_url(&self) -> String {
+        format!("ws://{}/auth", self.addr)
     }
 
     /// The acked-protocol URL.
@@ -253,6 +261,24 @@ async fn ws_route(
         shared: shared.into_inner(),
     };
     accept(&req, payload, handler, config.get_ref().clone())
+}
+
+/// `/ws`, for requests that carry an Authorization header (401 otherwise); records it.
+async fn auth_route(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    config: web::Data<ServerConfig>,
+) -> actix_web::Result<HttpResponse> {
+    let Some(auth) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(HttpResponse::Unauthorized().finish());
+    };
+    shared.auth_seen.lock().unwrap().push(auth.to_string());
+    ws_route(req, payload, shared, config).await
 }
 
 async fn acked_route(
