@@ -69,11 +69,14 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
     Ok(framed.into_map_codec(|codec| FrameGuard::new(codec, max)))
 }
 
+/// Headers for one upgrade request.
+type Headers = Vec<(HeaderName, HeaderValue)>;
+
 /// The URL and headers a credentials provider gave for one attempt, validated; every value
 /// is marked sensitive, and no error repeats it.
 fn fresh_credentials(
     credentials: crate::Credentials,
-) -> Result<(Option<awc::http::Uri>, Vec<(HeaderName, HeaderValue)>), Error> {
+) -> Result<(Option<awc::http::Uri>, Headers), Error> {
     let invalid = |what: &str| Error::Credentials {
         message: format!("the provider returned {what}"),
         retryable: false,
