@@ -92,8 +92,12 @@ impl SharedOutbox {
     }
 
     fn wake_room(&self) {
-        let wakers = std::mem::take(&mut *self.room.lock().unwrap_or_else(|p| p.into_inner()));
-        self.waiting.store(0, Ordering::Release);
+        let wakers = {
+            let mut room = self.room.lock().unwrap_or_else(|p| p.into_inner());
+            // Reset under the lock, so a waiter registering meanwhile is not left uncounted.
+            self.waiting.store(0, Ordering::Release);
+            std::mem::take(&mut *room)
+        };
         for w in wakers {
             w.wake();
         }
@@ -126,8 +130,12 @@ impl SharedOutbox {
     /// a push either lands before the close (and is in whatever is drained after it) or is
     /// refused: never queued into an outbox nobody will drain.
     pub(crate) fn close(&self) {
-        let _queue = self.lock();
-        self.closed.store(true, Ordering::Release);
+        {
+            let _queue = self.lock();
+            self.closed.store(true, Ordering::Release);
+        }
+        // Senders waiting for room must learn at once that none will come.
+        self.wake_room();
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -39,11 +39,18 @@ fn lines(level: log::Level) -> Vec<String> {
         .collect()
 }
 
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    static LOGGER: Capture = Capture;
+    ONCE.call_once(|| {
+        log::set_logger(&LOGGER).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
 #[actix_rt::test]
 async fn a_server_restart_under_200_sockets_logs_a_summary_not_200_lines() {
-    static LOGGER: Capture = Capture;
-    log::set_logger(&LOGGER).unwrap();
-    log::set_max_level(log::LevelFilter::Info);
+    capture_logs();
     const N: usize = 200;
     let mut server = TestServer::start().await;
     let supervisor = SupervisorActor::new(SupervisorConfig {
@@ -90,4 +97,43 @@ async fn a_server_restart_under_200_sockets_logs_a_summary_not_200_lines() {
     );
     let infos = lines(log::Level::Info);
     assert!(infos.len() < 10, "{} info lines: {infos:#?}", infos.len());
+}
+
+#[actix_rt::test]
+async fn a_socket_stopped_while_down_leaves_the_outage_and_the_all_clear_still_comes() {
+    capture_logs();
+    let mut server = TestServer::start().await;
+    let supervisor = SupervisorActor::new(SupervisorConfig {
+        arbiters: 1,
+        ..Default::default()
+    })
+    .start();
+    for key in ["stopped-while-down", "comes-back"] {
+        let config = fast(&server.url()).build().unwrap();
+        supervisor
+            .send(StartSocket::new(key, config))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    wait_for("both connected", DEADLINE, || server.live() == 2).await;
+    server.stop().await;
+    wait_for("the outage summary", DEADLINE, || {
+        lines(log::Level::Warn)
+            .iter()
+            .any(|l| l.contains("of 2 sockets reconnecting"))
+    })
+    .await;
+    supervisor
+        .send(resocket::StopSocket("stopped-while-down".into()))
+        .await
+        .unwrap();
+    server.restart().await;
+    // Only "comes-back" is left down: when it is back, the outage is over.
+    wait_for("the all-clear", DEADLINE, || {
+        lines(log::Level::Info)
+            .iter()
+            .any(|l| l.contains("all sockets connected again (2 were down)"))
+    })
+    .await;
 }

@@ -173,3 +173,34 @@ async fn send_wait_returns_at_once_for_a_closed_socket() {
     let refused = sender.send_wait("late").await.unwrap_err();
     assert_eq!(refused.error, resocket::Error::Closed);
 }
+
+#[actix_rt::test]
+async fn a_send_wait_blocked_on_a_full_outbox_returns_closed_when_the_socket_closes() {
+    // Nothing listens: the socket never connects, and its outbox of one stays full.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let socket = SocketActor::start(
+        common::fast(&format!("ws://127.0.0.1:{port}/ws"))
+            .outbox(resocket::Outbox::bounded(1))
+            .build()
+            .unwrap(),
+    );
+    let sender = socket.send(resocket::GetSender).await.unwrap();
+    sender.send("fills the outbox").unwrap();
+    let waiting = actix_rt::spawn({
+        let sender = sender.clone();
+        async move { sender.send_wait("waits for room").await }
+    });
+    // Give it the chance to register as a waiter; had it not, the close would refuse it at
+    // once and the test pass the same way.
+    actix_rt::task::yield_now().await;
+    let report = socket.send(Close::now()).await.unwrap();
+    assert_eq!(report.unsent, 1);
+    let result = actix_rt::time::timeout(common::DEADLINE, waiting)
+        .await
+        .expect("send_wait never returned after the socket closed")
+        .unwrap();
+    assert_eq!(result.unwrap_err().error, resocket::Error::Closed);
+}
