@@ -105,7 +105,7 @@ const FAST: &[&str] = &[
     "--heartbeat",
     "50ms",
     "--heartbeat-timeout",
-    "500ms",
+    "3s",
     "--backoff-min",
     "10ms",
     "--backoff-max",

@@ -538,7 +538,7 @@ pub fn giving_up_after(attempts: u32) -> resocket::Backoff {
 pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
     use resocket::{Backoff, SocketConfig};
     SocketConfig::builder(url)
-        .heartbeat(Duration::from_millis(50), Duration::from_millis(200))
+        .heartbeat(Duration::from_millis(50), Duration::from_secs(2))
         .backoff(Backoff::exponential(
             Duration::from_millis(10),
             Duration::from_millis(50),
