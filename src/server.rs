@@ -73,7 +73,8 @@ pub struct ServerConfig {
     /// past it the session is closed with 1013 (try again later). Defaults to `None` (no limit).
     pub max_messages_per_second: Option<u32>,
     /// Bytes sent to one client and not yet written (a client that stays connected but does
-    /// not read). Past it, messages are dropped (counted by [`Session::dropped`]) and the
+    /// not read). One message is always taken when nothing is waiting, however large. Past
+    /// it, messages are dropped (counted by [`Session::dropped`]) and the
     /// session is closed with 1008 as soon as it can run; in acked mode the hub's history
     /// still holds what was dropped. Defaults to 16 MiB.
     pub max_write_backlog: usize,
@@ -211,7 +212,9 @@ impl Session {
         use std::sync::atomic::Ordering;
         let backlog = &self.backlog;
         let before = backlog.bytes.fetch_add(len, Ordering::AcqRel);
-        if before.saturating_add(len) > backlog.limit {
+        // One message is always taken when nothing is waiting, however large: a message
+        // larger than the limit is written, not dropped for ever.
+        if before > 0 && before.saturating_add(len) > backlog.limit {
             backlog.bytes.fetch_sub(len, Ordering::AcqRel);
             if backlog.dropped.fetch_add(1, Ordering::AcqRel) == 0 {
                 log::warn!(

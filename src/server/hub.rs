@@ -23,7 +23,9 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubConfig {
     /// Server→client messages kept per client until acknowledged, for resume. Past it the
-    /// oldest are dropped and a reconnecting client is told of the [`Gap`]. Defaults to 10,000.
+    /// oldest are dropped and a reconnecting client is told of the [`Gap`]; a connected client
+    /// that reads so slowly that a dropped message was never written to it is disconnected
+    /// (1013) to be told the same way. Defaults to 10,000.
     pub history: usize,
     /// How long acks may wait to be batched. Defaults to 1 ms.
     pub ack_delay: Duration,
@@ -261,9 +263,11 @@ impl Hub {
         }
     }
 
-    /// Writes `client`'s unsent messages on its live session while the session's write
-    /// backlog is under half its limit. Called on every hello, message and ack, so a replay
-    /// of a long history goes out as fast as the client reads (it acks as it goes).
+    /// Writes `client`'s unsent messages on its live session while they fit in half the
+    /// session's write backlog limit (one message is always written when nothing is waiting,
+    /// however large), so that the other half stays free for acks. Called on every hello,
+    /// message and ack, so a replay of a long history goes out as fast as the client reads
+    /// (it acks as it goes) and is never dropped for want of room.
     fn pump(&mut self, client: &str) {
         let Some(state) = self.clients.get_mut(client) else {
             return;
@@ -272,8 +276,10 @@ impl Hub {
             return;
         };
         let room = session.backlog_limit() / 2;
-        while session.backlog() < room {
-            let Some(frame) = state.next_unsent() else {
+        loop {
+            let backlog = session.backlog();
+            let fits = |len: usize| backlog == 0 || backlog.saturating_add(len) <= room;
+            let Some(frame) = state.next_unsent(fits) else {
                 break;
             };
             session.text(frame);
@@ -516,7 +522,14 @@ impl Handler<ToClient> for Hub {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let limit = self.config.history;
             let client = msg.client.clone();
-            self.state(msg.client).queue(msg.text.into(), limit);
+            if self.state(msg.client).queue(msg.text.into(), limit) {
+                let reason = format!(
+                    "more than {limit} messages queued for this client before they could be written: it is not reading fast enough"
+                );
+                log::warn!("resocket hub: client {client:?}: {reason}");
+                self.end_session(&client, 1013, reason);
+                return;
+            }
             self.pump(&client);
         }));
         if caught.is_err() {

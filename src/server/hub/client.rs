@@ -137,29 +137,38 @@ impl ClientState {
         self.history.len()
     }
 
-    /// Queues a server message, keeping at most `limit`; returns the frame to write now if a
-    /// session is live.
     /// Queues a server message, keeping at most `limit` (the hub then writes it with
-    /// [`next_unsent`](Self::next_unsent)).
-    pub(crate) fn queue(&mut self, text: ByteString, limit: usize) {
+    /// [`next_unsent`](Self::next_unsent)). Returns `true` when keeping the limit dropped a
+    /// message the live session had not been written yet: the client can no longer receive
+    /// everything in order on this session, so the hub ends it and the next welcome reports
+    /// the gap.
+    #[must_use]
+    pub(crate) fn queue(&mut self, text: ByteString, limit: usize) -> bool {
         self.next_seq = self.next_seq.saturating_add(1);
         self.history.push_back((self.next_seq, text));
+        let mut lost_unwritten = false;
         while self.history.len() > limit {
             if let Some((dropped, _)) = self.history.pop_front() {
                 self.trimmed = dropped;
+                lost_unwritten |= dropped > self.sent;
             }
         }
+        lost_unwritten && self.session.is_some()
     }
 
-    /// The next message not yet written on the live session, as its frame; it then counts as
-    /// written. The hub pumps these while the session's write backlog has room, so a replay
-    /// of a long history never floods a session.
-    pub(crate) fn next_unsent(&mut self) -> Option<ByteString> {
+    /// The next message not yet written on the live session, as its frame, if `fits` its
+    /// length; it then counts as written. The hub pumps these while the session's write
+    /// backlog has room, so a replay of a long history never floods a session.
+    pub(crate) fn next_unsent(&mut self, fits: impl FnOnce(usize) -> bool) -> Option<ByteString> {
         self.session.as_ref()?;
         let next = self.history.partition_point(|(seq, _)| *seq <= self.sent);
         let (seq, text) = self.history.get(next)?;
+        let frame = wire::msg(Some(*seq), text);
+        if !fits(frame.len()) {
+            return None;
+        }
         self.sent = *seq;
-        Some(ByteString::from(wire::msg(Some(*seq), text)))
+        Some(ByteString::from(frame))
     }
 
     /// A hello on `session` from a client that has seen server messages up to `last_seq`.
@@ -328,7 +337,7 @@ mod tests {
 
     fn queued(state: &mut ClientState, n: usize) {
         for i in 0..n {
-            state.queue(format!("{i}").into(), 5);
+            let _ = state.queue(format!("{i}").into(), 5);
         }
     }
 
@@ -345,12 +354,12 @@ mod tests {
         assert_eq!(welcome.gap, None);
         assert!(!welcome.resumed);
         assert_eq!(seqs(&state), [41, 42, 43]);
-        state.queue("next".into(), 5);
+        let _ = state.queue("next".into(), 5);
         assert_eq!(seqs(&state), [41, 42, 43, 44]);
-        let written: Vec<_> = std::iter::from_fn(|| state.next_unsent()).collect();
+        let written: Vec<_> = std::iter::from_fn(|| state.next_unsent(|_| true)).collect();
         assert_eq!(written.len(), 4);
         assert!(written[0].contains(r#""seq":41"#));
-        assert_eq!(state.next_unsent(), None);
+        assert_eq!(state.next_unsent(|_| true), None);
     }
 
     #[actix_rt::test]
@@ -481,7 +490,12 @@ mod properties {
                         Op::Ack(seq) => {
                             let _ = state.ack(seq);
                         }
-                        Op::Queue => state.queue("m".into(), 8),
+                        Op::Queue => {
+                            // As the hub does: a session that lost an unwritten message ends.
+                            if state.queue("m".into(), 8) {
+                                state.gone(id, Instant::now());
+                            }
+                        }
                         Op::Took => {
                             let (seq, epoch) = (state.received, state.epoch);
                             state.took(seq, epoch, Some(7));
@@ -490,7 +504,7 @@ mod properties {
                             state.not_taken(state.epoch);
                         }
                         Op::Write => {
-                            let _ = state.next_unsent();
+                            let _ = state.next_unsent(|_| true);
                         }
                         Op::Gone => {
                             state.gone(id, Instant::now());
