@@ -91,6 +91,14 @@ pub enum Error {
         /// The message.
         message: crate::Outgoing,
     },
+    /// A message's time to live ([`Delivery::ttl`](crate::Delivery::ttl)) passed before it
+    /// could be written: it was dropped. Reported as an event; the message is here.
+    Expired {
+        /// The message's time to live.
+        ttl: Duration,
+        /// The message.
+        message: crate::Outgoing,
+    },
     /// A single message is larger than the whole outbox byte limit; it can never be queued.
     MessageTooLargeForOutbox {
         /// The message size in bytes.
@@ -98,8 +106,9 @@ pub enum Error {
         /// The outbox byte limit.
         max_bytes: usize,
     },
-    /// Messages were dropped from the outbox by the `DropOldest` or `DropNewest` policy. Reported
-    /// as an event; `count` messages are gone.
+    /// Messages were dropped from the outbox by the `DropOldest` or `DropNewest` policy (or
+    /// expired beyond the 1,024 held to be handed back in [`Error::Expired`] events, during a
+    /// long outage). Reported as an event; `count` messages are gone.
     Dropped {
         /// How many messages were dropped by this event.
         count: usize,
@@ -227,6 +236,11 @@ impl fmt::Display for Error {
             Error::MessageTooLargeForPeer { size, limit } => write!(
                 f,
                 "message of {size} bytes (as written) is larger than the peer accepts ({limit} bytes)"
+            ),
+            Error::Expired { ttl, message } => write!(
+                f,
+                "a message of {} bytes was not written within its time to live of {ttl:?}; it was dropped",
+                message.len()
             ),
             Error::MessageRefused {
                 code,

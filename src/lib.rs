@@ -70,6 +70,7 @@
 mod acked;
 mod backoff;
 mod config;
+mod delivery;
 mod error;
 mod events;
 mod frame_guard;
@@ -100,6 +101,7 @@ pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{
     Credentials, CredentialsFn, IdentifyFn, ReadyFn, SocketConfig, SocketConfigBuilder,
 };
+pub use delivery::Delivery;
 pub use error::Error;
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 pub use heartbeat::Heartbeat;

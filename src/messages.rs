@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::subscribers::{Subscription, TypedRecipient};
 use crate::{
-    Error, ErrorOccurred, Inbound, InboundBinary, InboundText, Outgoing, SocketState, StateChanged,
+    Delivery, Error, ErrorOccurred, Inbound, InboundBinary, InboundText, Outgoing, SocketState,
+    StateChanged,
 };
 
 /// Send one message. While the socket is Open it is written at once (behind the identify
@@ -23,23 +24,45 @@ use crate::{
 /// socket.do_send(Send::json(&serde_json::json!({"op": "ping"}))?);
 /// # Ok(()) }
 /// ```
+///
+/// [`with`](Send::with) adds delivery options: a time to live and a collapse key
+/// ([`Delivery`]).
 #[derive(Debug, Clone)]
-pub struct Send(pub Outgoing);
+pub struct Send {
+    /// The message.
+    pub message: Outgoing,
+    /// Its delivery options (none by default).
+    pub delivery: Delivery,
+}
 
 impl Send {
+    /// `message`, with no delivery options.
+    pub fn new(message: impl Into<Outgoing>) -> Self {
+        Send {
+            message: message.into(),
+            delivery: Delivery::default(),
+        }
+    }
+
     /// A text message.
     pub fn text(text: impl Into<String>) -> Self {
-        Send(Outgoing::from(text.into()))
+        Send::new(Outgoing::from(text.into()))
     }
 
     /// A binary message.
     pub fn binary(data: impl Into<bytes::Bytes>) -> Self {
-        Send(Outgoing::Binary(data.into()))
+        Send::new(Outgoing::Binary(data.into()))
     }
 
     /// `value` serialized with serde_json, as a text message.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
-        Outgoing::json(value).map(Send)
+        Outgoing::json(value).map(Send::new)
+    }
+
+    /// The same message with these delivery options.
+    pub fn with(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
     }
 }
 
@@ -234,6 +257,12 @@ pub struct Counters {
     pub refused: u64,
     /// Error events an error subscriber missed because its mailbox was full.
     pub errors_lost: u64,
+    /// Messages dropped because their time to live passed before they could be written
+    /// ([`Delivery::ttl`](crate::Delivery::ttl)).
+    pub expired: u64,
+    /// Queued messages replaced by a newer one with the same collapse key
+    /// ([`Delivery::collapse_key`](crate::Delivery::collapse_key)).
+    pub collapsed: u64,
 }
 
 /// Ask for a [`Sender`](crate::Sender): a handle that queues messages into this socket's

@@ -1,8 +1,10 @@
 //! The bounded queue of messages waiting to be written, and its overflow policy. Pure logic.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::{Error, Outgoing};
+use crate::{Delivery, Error, Outgoing};
 
 /// What happens when a message arrives at a full outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,15 +116,66 @@ pub(crate) enum Pushed {
     },
 }
 
+/// One queued message with its delivery options (boxed: most messages have none, and a plain
+/// entry stays small).
+#[derive(Debug)]
+struct Entry {
+    /// Push order, increasing along the queue: found again by binary search.
+    id: u64,
+    message: Outgoing,
+    options: Option<Box<EntryOptions>>,
+}
+
+#[derive(Debug)]
+struct EntryOptions {
+    /// When it stops being worth writing, and its TTL (for the error).
+    expires: Option<(Instant, Duration)>,
+    collapse_key: Option<Arc<str>>,
+}
+
+impl Entry {
+    fn expired(&self, now: &mut Option<Instant>) -> bool {
+        match self.options.as_ref().and_then(|o| o.expires) {
+            Some((deadline, _)) => *now.get_or_insert_with(Instant::now) >= deadline,
+            None => false,
+        }
+    }
+
+    fn key(&self) -> Option<&Arc<str>> {
+        self.options.as_ref().and_then(|o| o.collapse_key.as_ref())
+    }
+}
+
+/// Expired messages kept to be handed back in their events until the socket reports them;
+/// past it (a long outage with a busy sender) they are only counted.
+pub(crate) const MAX_EXPIRED_HELD: usize = 1024;
+
+/// A message dropped because its time to live passed before it could be written.
+#[derive(Debug)]
+pub(crate) struct Expired {
+    pub(crate) message: Outgoing,
+    pub(crate) ttl: Duration,
+}
+
 /// The queue itself: order kept, never above its limits.
 #[derive(Debug)]
 pub(crate) struct OutboxQueue {
     limits: Outbox,
-    items: VecDeque<Outgoing>,
+    items: VecDeque<Entry>,
     bytes: usize,
     /// Bytes of messages taken out but still held elsewhere until acknowledged (acked mode's
     /// messages in flight): they count against the byte limit as if they were still here.
     held: usize,
+    next_id: u64,
+    /// The queued entry holding each collapse key.
+    keys: HashMap<Arc<str>, u64>,
+    /// Messages dropped on expiry, to be reported by the socket.
+    expired: Vec<Expired>,
+    /// Expired while `expired` was full: reported as a count only.
+    expired_uncarried: usize,
+    /// Messages replaced by a newer one with the same collapse key, since the last call to
+    /// [`take_collapsed`](Self::take_collapsed).
+    collapsed: u64,
 }
 
 impl OutboxQueue {
@@ -132,11 +185,23 @@ impl OutboxQueue {
             items: VecDeque::new(),
             bytes: 0,
             held: 0,
+            next_id: 0,
+            keys: HashMap::new(),
+            expired: Vec::new(),
+            expired_uncarried: 0,
+            collapsed: 0,
         }
     }
 
     /// Queues `message` at the back, applying the overflow policy if it does not fit.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, message: Outgoing) -> Pushed {
+        self.push_with(message, &Delivery::default())
+    }
+
+    /// Queues `message` with its delivery options: at the back, or in the place of a queued
+    /// message with the same collapse key; applying the overflow policy if it does not fit.
+    pub(crate) fn push_with(&mut self, message: Outgoing, delivery: &Delivery) -> Pushed {
         let size = message.len();
         if size > self.limits.max_bytes {
             return Pushed::Refused {
@@ -148,8 +213,51 @@ impl OutboxQueue {
                 dropped: false,
             };
         }
+        let options = (!delivery.is_plain()).then(|| {
+            Box::new(EntryOptions {
+                expires: delivery
+                    .time_to_live()
+                    .map(|ttl| (Instant::now() + ttl, ttl)),
+                collapse_key: delivery.collapse_key_arc().cloned(),
+            })
+        });
+        if let Some(index) = delivery
+            .collapse_key_arc()
+            .and_then(|k| self.index_of_key(k))
+        {
+            let old_size = self.items[index].message.len();
+            if self.bytes - old_size + size + self.held <= self.limits.max_bytes {
+                let entry = &mut self.items[index];
+                entry.message = message;
+                entry.options = options;
+                self.bytes = self.bytes - old_size + size;
+                self.collapsed += 1;
+                return Pushed::Queued;
+            }
+            // Larger than the room the older one leaves: it goes, and the newer one is queued
+            // as any other (or refused, and the older one put back).
+            let old = self.remove(index);
+            let pushed = self.push_entry(message, size, options);
+            match &pushed {
+                Pushed::Refused { .. } => self.restore(index, old),
+                _ => self.collapsed += 1,
+            }
+            return pushed;
+        }
+        self.push_entry(message, size, options)
+    }
+
+    fn push_entry(
+        &mut self,
+        message: Outgoing,
+        size: usize,
+        options: Option<Box<EntryOptions>>,
+    ) -> Pushed {
+        if !self.fits(size) {
+            self.purge_expired();
+        }
         if self.fits(size) {
-            self.push_unchecked(message);
+            self.push_unchecked(message, options);
             return Pushed::Queued;
         }
         match self.limits.overflow {
@@ -161,7 +269,7 @@ impl OutboxQueue {
             Overflow::DropOldest => {
                 let mut dropped = 0;
                 while !self.fits(size) {
-                    if self.pop_front().is_none() {
+                    if self.pop_entry().is_none() {
                         // What is left is held in flight and cannot be dropped: no room.
                         return Pushed::Refused {
                             message,
@@ -171,7 +279,7 @@ impl OutboxQueue {
                     }
                     dropped += 1;
                 }
-                self.push_unchecked(message);
+                self.push_unchecked(message, options);
                 Pushed::QueuedDroppingOldest(dropped)
             }
         }
@@ -182,16 +290,119 @@ impl OutboxQueue {
             && self.bytes + self.held + size <= self.limits.max_bytes
     }
 
-    fn push_unchecked(&mut self, message: Outgoing) {
+    fn push_unchecked(&mut self, message: Outgoing, options: Option<Box<EntryOptions>>) {
+        let id = self.next_id;
+        self.next_id += 1;
         self.bytes += message.len();
-        self.items.push_back(message);
+        let entry = Entry {
+            id,
+            message,
+            options,
+        };
+        if let Some(key) = entry.key() {
+            self.keys.insert(key.clone(), id);
+        }
+        self.items.push_back(entry);
     }
 
-    /// Takes the oldest message.
+    fn index_of_key(&self, key: &Arc<str>) -> Option<usize> {
+        let id = *self.keys.get(key)?;
+        self.items.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
+    /// Takes the entry at `index` out (its bytes and key with it).
+    fn remove(&mut self, index: usize) -> Entry {
+        let entry = self.items.remove(index).expect("index from a search");
+        self.forget(&entry);
+        entry
+    }
+
+    /// Puts back an entry [`remove`](Self::remove)d at `index`.
+    fn restore(&mut self, index: usize, entry: Entry) {
+        self.bytes += entry.message.len();
+        if let Some(key) = entry.key() {
+            self.keys.insert(key.clone(), entry.id);
+        }
+        self.items.insert(index, entry);
+    }
+
+    fn forget(&mut self, entry: &Entry) {
+        self.bytes -= entry.message.len();
+        if let Some(key) = entry.key() {
+            if self.keys.get(key) == Some(&entry.id) {
+                self.keys.remove(key);
+            }
+        }
+    }
+
+    fn pop_entry(&mut self) -> Option<Entry> {
+        let entry = self.items.pop_front()?;
+        self.forget(&entry);
+        Some(entry)
+    }
+
+    /// Takes the oldest message that is still worth writing; expired ones on the way are set
+    /// aside for [`take_expired`](Self::take_expired).
     pub(crate) fn pop_front(&mut self) -> Option<Outgoing> {
-        let message = self.items.pop_front()?;
-        self.bytes -= message.len();
-        Some(message)
+        let mut now = None;
+        loop {
+            let entry = self.pop_entry()?;
+            if !entry.expired(&mut now) {
+                return Some(entry.message);
+            }
+            self.set_aside(entry);
+        }
+    }
+
+    fn set_aside(&mut self, entry: Entry) {
+        if self.expired.len() >= MAX_EXPIRED_HELD {
+            self.expired_uncarried += 1;
+            return;
+        }
+        let ttl = entry
+            .options
+            .and_then(|o| o.expires)
+            .map_or(Duration::ZERO, |(_, ttl)| ttl);
+        self.expired.push(Expired {
+            message: entry.message,
+            ttl,
+        });
+    }
+
+    /// Drops every expired message (to make room).
+    fn purge_expired(&mut self) {
+        let mut now = None;
+        if !self.items.iter().any(|e| e.expired(&mut now)) {
+            return;
+        }
+        let items = std::mem::take(&mut self.items);
+        for entry in items {
+            if entry.expired(&mut now) {
+                self.forget(&entry);
+                self.set_aside(entry);
+            } else {
+                self.items.push_back(entry);
+            }
+        }
+    }
+
+    /// Messages dropped on expiry since the last call, oldest first, and how many more
+    /// expired beyond the [`MAX_EXPIRED_HELD`] kept to be handed back.
+    pub(crate) fn take_expired(&mut self) -> (Vec<Expired>, usize) {
+        (
+            std::mem::take(&mut self.expired),
+            std::mem::take(&mut self.expired_uncarried),
+        )
+    }
+
+    /// Whether expired or replaced messages wait to be reported.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.expired.is_empty() || self.expired_uncarried > 0 || self.collapsed > 0
+    }
+
+    /// Messages replaced through their collapse key since the last call.
+    pub(crate) fn take_collapsed(&mut self) -> u64 {
+        std::mem::take(&mut self.collapsed)
     }
 
     /// Messages queued, and bytes queued or held: what room depends on.
@@ -229,10 +440,11 @@ impl OutboxQueue {
         self.bytes
     }
 
-    /// Empties the queue, oldest first.
+    /// Empties the queue, oldest first (delivery options are not kept).
     pub(crate) fn drain(&mut self) -> Vec<Outgoing> {
         self.bytes = 0;
-        self.items.drain(..).collect()
+        self.keys.clear();
+        self.items.drain(..).map(|e| e.message).collect()
     }
 }
 
@@ -263,6 +475,92 @@ mod tests {
             q.push(msg(2, 8)),
             Pushed::Refused { dropped: true, .. }
         ));
+    }
+
+    fn keyed(key: &str) -> Delivery {
+        Delivery::new().collapse_key(key)
+    }
+
+    #[test]
+    fn a_newer_message_with_the_same_key_takes_the_older_ones_place() {
+        let mut q = OutboxQueue::new(Outbox::bounded(10));
+        q.push_with(Outgoing::from("a1"), &keyed("a"));
+        q.push(Outgoing::from("x"));
+        q.push_with(Outgoing::from("b1"), &keyed("b"));
+        q.push_with(Outgoing::from("a2"), &keyed("a"));
+        q.push_with(Outgoing::from("a3"), &keyed("a"));
+        assert_eq!(q.take_collapsed(), 2);
+        assert_eq!(q.bytes(), 5);
+        assert_eq!(q.pop_front(), Some(Outgoing::from("a3")));
+        // Once written, a key is free again: the next one queues at the back.
+        q.push_with(Outgoing::from("a4"), &keyed("a"));
+        assert_eq!(q.drain(), ["x", "b1", "a4"].map(Outgoing::from).to_vec());
+        assert_eq!(q.take_collapsed(), 0);
+    }
+
+    #[test]
+    fn a_larger_replacement_that_does_not_fit_keeps_the_older_message() {
+        let mut q = OutboxQueue::new(Outbox::bounded(10).max_bytes(10));
+        q.push_with(msg(1, 4), &keyed("k"));
+        q.push(msg(2, 4));
+        assert!(matches!(
+            q.push_with(msg(3, 8), &keyed("k")),
+            Pushed::Refused { .. }
+        ));
+        assert_eq!(q.bytes(), 8);
+        assert_eq!(q.drain(), vec![msg(1, 4), msg(2, 4)]);
+        // Under DropOldest the older message makes room first, then the oldest others.
+        let mut q = OutboxQueue::new(
+            Outbox::bounded(10)
+                .max_bytes(10)
+                .on_overflow(Overflow::DropOldest),
+        );
+        q.push(msg(1, 4));
+        q.push_with(msg(2, 4), &keyed("k"));
+        assert_eq!(
+            q.push_with(msg(3, 8), &keyed("k")),
+            Pushed::QueuedDroppingOldest(1)
+        );
+        assert_eq!(q.drain(), vec![msg(3, 8)]);
+    }
+
+    #[test]
+    fn expired_messages_are_skipped_and_set_aside_and_make_room() {
+        let mut q = OutboxQueue::new(Outbox::bounded(2));
+        let short = Delivery::new().ttl(Duration::from_millis(1));
+        q.push_with(msg(1, 4), &short);
+        q.push(msg(2, 4));
+        std::thread::sleep(Duration::from_millis(5)); // past the 1 ms TTL, whatever the load
+                                                      // Full, but the expired one goes first.
+        assert_eq!(q.push(msg(3, 4)), Pushed::Queued);
+        assert_eq!(q.drain(), vec![msg(2, 4), msg(3, 4)]);
+        let (expired, uncarried) = q.take_expired();
+        assert_eq!(uncarried, 0);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].message, msg(1, 4));
+        assert_eq!(expired[0].ttl, Duration::from_millis(1));
+        // On the way out too.
+        q.push_with(msg(4, 4), &short);
+        q.push(msg(5, 4));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(q.take_for_flight(), Some(msg(5, 4)));
+        assert_eq!(q.take_expired().0.len(), 1);
+        assert!(!q.has_events());
+    }
+
+    #[test]
+    fn beyond_the_expired_kept_for_events_only_a_count_is_kept() {
+        let n = MAX_EXPIRED_HELD + 5;
+        let mut q = OutboxQueue::new(Outbox::bounded(n));
+        let short = Delivery::new().ttl(Duration::from_millis(1));
+        for i in 0..n {
+            q.push_with(msg(i, 4), &short);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(q.pop_front(), None);
+        let (expired, uncarried) = q.take_expired();
+        assert_eq!((expired.len(), uncarried), (MAX_EXPIRED_HELD, 5));
+        assert_eq!(q.bytes(), 0);
     }
 
     fn msg(i: usize, size: usize) -> Outgoing {
@@ -355,30 +653,40 @@ mod properties {
             max_messages in 1usize..20,
             max_bytes in 1usize..200,
             policy in 0u8..3,
-            ops in proptest::collection::vec((any::<bool>(), 0usize..40), 0..300),
+            ops in proptest::collection::vec((0u8..3, 0usize..40), 0..300),
         ) {
             let overflow = [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest][policy as usize];
             let mut q = OutboxQueue::new(Outbox::bounded(max_messages).max_bytes(max_bytes).on_overflow(overflow));
-            let (mut next, mut last_popped, mut accounted) = (0usize, None, 0usize);
-            for (push, size) in ops {
-                if push {
-                    let text = format!("{next:04}{}", "x".repeat(size));
+            let (mut next, mut accounted) = (0usize, 0usize);
+            // The last number popped among plain messages, and per collapse key.
+            let mut last_popped: HashMap<String, usize> = HashMap::new();
+            for (op, size) in ops {
+                if op > 0 {
+                    // op 1: plain; op 2: one of three collapse keys (chosen by size).
+                    let key = (op == 2).then(|| format!("k{}", size % 3));
+                    let text = format!("{next:04}{}{}", key.as_deref().unwrap_or("--"), "x".repeat(size));
                     next += 1;
-                    match q.push(Outgoing::from(text)) {
+                    let delivery = key.map_or_else(Delivery::new, |k| Delivery::new().collapse_key(k));
+                    match q.push_with(Outgoing::from(text), &delivery) {
                         Pushed::Queued => {}
                         Pushed::QueuedDroppingOldest(n) => accounted += n,
                         Pushed::Refused { .. } => accounted += 1,
                     }
+                    accounted += q.take_collapsed() as usize;
                 } else if let Some(m) = q.pop_front() {
-                    let n: usize = m.as_text().unwrap()[..4].parse().unwrap();
-                    prop_assert!(last_popped.is_none_or(|l| n > l), "reordered");
-                    last_popped = Some(n);
+                    let text = m.as_text().unwrap();
+                    let n: usize = text[..4].parse().unwrap();
+                    let last = last_popped.entry(text[4..6].to_string()).or_default();
+                    prop_assert!(n + 1 > *last, "reordered");
+                    *last = n + 1;
                     accounted += 1;
                 }
                 prop_assert!(q.len() <= max_messages);
                 prop_assert!(q.bytes() <= max_bytes);
-                prop_assert_eq!(q.items.iter().map(Outgoing::len).sum::<usize>(), q.bytes());
+                prop_assert_eq!(q.items.iter().map(|e| e.message.len()).sum::<usize>(), q.bytes());
                 prop_assert_eq!(accounted + q.len(), next, "a message vanished");
+                let keyed = q.items.iter().filter(|e| e.key().is_some()).count();
+                prop_assert_eq!(keyed, q.keys.len(), "one queued entry per key");
             }
         }
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::acked::AckedLink;
 use crate::outbox::{OutboxQueue, Pushed};
-use crate::{Error, Outbox, Outgoing, SendError};
+use crate::{Delivery, Error, Outbox, Outgoing, SendError};
 
 /// The outbox a socket shares with its [`Sender`]s.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub(crate) struct SharedOutbox {
     peer_max: Option<usize>,
     /// Messages dropped by the overflow policy on the Sender path, not yet reported as events.
     dropped: AtomicUsize,
+    /// Set when the queue holds expired or replaced messages not yet reported.
+    events: AtomicBool,
     /// Sends refused on the Sender path.
     refused: std::sync::atomic::AtomicU64,
     /// Senders waiting for room ([`Sender::send_wait`]), woken when messages leave.
@@ -85,6 +87,7 @@ impl SharedOutbox {
             acked,
             peer_max,
             dropped: AtomicUsize::new(0),
+            events: AtomicBool::new(false),
             refused: std::sync::atomic::AtomicU64::new(0),
             room: Mutex::new(Vec::new()),
             waiting: AtomicUsize::new(0),
@@ -147,6 +150,11 @@ impl SharedOutbox {
         self.refused.load(Ordering::Acquire)
     }
 
+    /// Whether expired or replaced messages may wait to be reported; clears the flag.
+    pub(crate) fn take_events_flag(&self) -> bool {
+        self.events.swap(false, Ordering::AcqRel)
+    }
+
     /// Drops on the Sender path since the last call.
     pub(crate) fn take_dropped(&self) -> usize {
         self.dropped.swap(0, Ordering::AcqRel)
@@ -154,6 +162,14 @@ impl SharedOutbox {
 
     /// Queues `message` under the outbox policy; wakes the driver if the outbox was empty.
     pub(crate) fn push(&self, message: Outgoing) -> Pushing {
+        self.push_with(message, &Delivery::default())
+    }
+
+    /// [`push`](Self::push) with delivery options.
+    pub(crate) fn push_with(&self, message: Outgoing, delivery: &Delivery) -> Pushing {
+        if let Err(error) = delivery.validate() {
+            return Pushing::Refused(SendError { error, message }, false);
+        }
         if self.acked {
             if let Err(error) = AckedLink::accepts(&message) {
                 return Pushing::Refused(SendError { error, message }, false);
@@ -178,7 +194,11 @@ impl SharedOutbox {
                 return Pushing::Refused(SendError { error, message }, false);
             }
             let was_empty = queue.is_empty();
-            (queue.push(message), was_empty)
+            let pushed = queue.push_with(message, delivery);
+            if queue.has_events() {
+                self.events.store(true, Ordering::Release);
+            }
+            (pushed, was_empty)
         };
         let result = match outcome {
             Pushed::Queued => Pushing::Ok,
@@ -223,7 +243,25 @@ impl Sender {
     /// comes back inside the error. Drops by the `DropOldest`/`DropNewest` policies are also
     /// reported to the socket's error subscribers.
     pub fn send(&self, message: impl Into<Outgoing>) -> Result<(), SendError> {
-        let result = self.push(message.into());
+        self.send_with(message, &Delivery::default())
+    }
+
+    /// Queues one message with delivery options: a time to live, a collapse key
+    /// ([`Delivery`]). Refused as [`send`](Self::send) is, and for a TTL of zero.
+    ///
+    /// ```no_run
+    /// # fn demo(sender: resocket::Sender) -> Result<(), resocket::SendError> {
+    /// use std::time::Duration;
+    /// let latest = resocket::Delivery::new().collapse_key("position").ttl(Duration::from_secs(2));
+    /// sender.send_with(r#"{"x":1,"y":2}"#, &latest)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_with(
+        &self,
+        message: impl Into<Outgoing>,
+        delivery: &Delivery,
+    ) -> Result<(), SendError> {
+        let result = self.push(message.into(), delivery);
         if result.is_err() {
             self.shared.refused.fetch_add(1, Ordering::AcqRel);
         }
@@ -231,8 +269,8 @@ impl Sender {
     }
 
     /// One push, its drops accounted (refusals are counted by the callers).
-    fn push(&self, message: Outgoing) -> Result<(), SendError> {
-        match self.shared.push(message) {
+    fn push(&self, message: Outgoing, delivery: &Delivery) -> Result<(), SendError> {
+        match self.shared.push_with(message, delivery) {
             Pushing::Ok => Ok(()),
             Pushing::DroppedOldest(n) => {
                 self.shared.dropped.fetch_add(n, Ordering::AcqRel);
@@ -266,11 +304,11 @@ impl Sender {
             let Some(m) = message.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match self.push(m) {
+            match self.push(m, &Delivery::default()) {
                 Err(refused) if full(&refused) => {
                     // Register, then try once more: room freed in between is not missed.
                     self.shared.wait_for_room(cx.waker());
-                    match self.push(refused.message) {
+                    match self.push(refused.message, &Delivery::default()) {
                         Err(again) if full(&again) => {
                             message = Some(again.message);
                             Poll::Pending

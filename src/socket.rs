@@ -27,6 +27,7 @@ use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
 use crate::events::SocketId;
 use crate::heartbeat::{Tick, RECHECK_AFTER};
+use crate::outbox::Expired;
 use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
 use crate::sender::{Pushing, SharedOutbox};
@@ -253,17 +254,28 @@ impl SocketActor {
 
     /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
     /// state subscribers.
-    /// Reports drops that happened on the `Sender` path (it cannot reach the subscribers).
-    pub(crate) fn report_sender_drops(&mut self) {
-        let count = self.outbox.take_dropped();
+    /// Reports what the outbox did on its own: drops on the `Sender` path (it cannot reach
+    /// the subscribers), messages whose time to live passed, replacements by collapse key.
+    pub(crate) fn report_outbox_events(&mut self) {
+        let (expired, uncarried, collapsed) = {
+            let mut queue = self.outbox.lock();
+            let (expired, uncarried) = queue.take_expired();
+            (expired, uncarried, queue.take_collapsed())
+        };
+        self.counters.collapsed += collapsed;
+        let count = self.outbox.take_dropped() + uncarried;
+        self.counters.expired += (expired.len() + uncarried) as u64;
+        for Expired { message, ttl } in expired {
+            self.subscribers.error(&Error::Expired { ttl, message });
+        }
         if count > 0 {
-            self.counters.dropped += count as u64;
+            self.counters.dropped += (count - uncarried) as u64;
             self.subscribers.error(&Error::Dropped { count });
         }
     }
 
     fn set_phase(&mut self, next: Phase, ctx: &mut Context<Self>) {
-        self.report_sender_drops();
+        self.report_outbox_events();
         let now_open = matches!(next, Phase::Open(_));
         let was_open = matches!(self.phase, Phase::Open(_));
         match std::mem::replace(&mut self.phase, next) {
@@ -570,7 +582,7 @@ impl SocketActor {
 
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
         self.subscribers.prune();
-        self.report_sender_drops();
+        self.report_outbox_events();
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };

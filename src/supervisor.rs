@@ -452,7 +452,7 @@ impl Handler<SendTo> for SupervisorActor {
             return Box::pin(actix::fut::ready(Ok(())));
         }
         let generation = child.generation;
-        let request = child.addr.send(Send(message.clone()));
+        let request = child.addr.send(Send::new(message.clone()));
         Box::pin(
             request
                 .into_actor(self)
@@ -462,7 +462,7 @@ impl Handler<SendTo> for SupervisorActor {
                     Err(_) => match act.children.get_mut(&key) {
                         // Already restarted: the new socket takes it (its outbox policy applies).
                         Some(child) if child.generation != generation && child.addr.connected() => {
-                            child.addr.do_send(Send(message));
+                            child.addr.do_send(Send::new(message));
                             Ok(())
                         }
                         // Not yet restarted: it goes to the restarted socket with the outbox.

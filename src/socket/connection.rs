@@ -254,10 +254,16 @@ impl SocketActor {
                 .start_send(message)
                 .map_err(|e| e.to_string())?;
         }
-        match Pin::new(&mut conn.framed).poll_flush(task) {
+        let flushed = match Pin::new(&mut conn.framed).poll_flush(task) {
             Poll::Ready(Err(e)) => Err(e.to_string()),
             _ => Ok(true),
+        };
+        let events = outbox.has_events();
+        drop(outbox);
+        if events {
+            self.report_outbox_events();
         }
+        flushed
     }
 }
 

@@ -16,9 +16,12 @@ impl Handler<Send> for SocketActor {
     type Result = Result<(), SendError>;
 
     fn handle(&mut self, send: Send, _ctx: &mut Context<Self>) -> Self::Result {
-        let message = send.0;
         // The outbox refuses once the socket is closing by the user's request or closed.
-        match self.outbox.push(message) {
+        let pushed = self.outbox.push_with(send.message, &send.delivery);
+        if self.outbox.take_events_flag() {
+            self.report_outbox_events();
+        }
+        match pushed {
             Pushing::Ok => Ok(()),
             Pushing::DroppedOldest(count) => {
                 self.counters.dropped += count as u64;
@@ -148,7 +151,7 @@ impl Handler<GetStatus> for SocketActor {
     type Result = actix::MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        self.report_sender_drops();
+        self.report_outbox_events();
         let (outbox_len, outbox_bytes) = {
             let outbox = self.outbox.lock();
             (outbox.len(), outbox.bytes())

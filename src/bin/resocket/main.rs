@@ -136,7 +136,7 @@ async fn pump_stdin(socket: &Addr<SocketActor>, reporter: &Addr<Reporter>) -> Op
                     message: back,
                 })) => {
                     // Backpressure: wait for the outbox to drain, keep the line.
-                    message = Send(back);
+                    message = Send::new(back);
                     actix_rt::time::sleep(Duration::from_millis(10)).await;
                 }
                 Ok(Err(SendError {

@@ -1,0 +1,86 @@
+//! Per-message delivery options: how long a queued message stays worth sending, and which
+//! newer message replaces it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Error;
+
+/// Delivery options for one message, for upstreams where an old message is worse than none:
+/// a price, a position, a presence update.
+///
+/// - **Time to live.** A message still in the outbox when its TTL (counted from the send) has
+///   passed is not written: it is dropped and an [`Error::Expired`] event hands it back. The
+///   TTL applies until the message is written; in acked mode a message already written (in
+///   flight) is resent after a reconnect whatever its age, so the server sees every sequence
+///   number.
+/// - **Collapse key.** A newer message with the same key replaces an older one still queued,
+///   in place (it takes the older one's position in the queue), so a reconnect replays the
+///   latest value once instead of every value queued while disconnected. Messages already
+///   written are never replaced. Replacements are counted in
+///   [`Counters::collapsed`](crate::Counters::collapsed).
+///
+/// ```
+/// use std::time::Duration;
+/// use resocket::{Delivery, Send};
+///
+/// let quote = Send::text(r#"{"BTC":97000}"#)
+///     .with(Delivery::new().ttl(Duration::from_secs(5)).collapse_key("quote:BTC"));
+/// assert_eq!(quote.delivery.time_to_live(), Some(Duration::from_secs(5)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    ttl: Option<Duration>,
+    collapse_key: Option<Arc<str>>,
+}
+
+impl Delivery {
+    /// No options: the message waits as long as the outbox keeps it and is never replaced.
+    pub fn new() -> Self {
+        Delivery::default()
+    }
+
+    /// Drop the message instead of writing it once `ttl` has passed since it was sent. A TTL
+    /// of zero is refused when sending ([`Error::InvalidConfig`]).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// A newer queued message with the same `key` replaces this one.
+    pub fn collapse_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.collapse_key = Some(key.into());
+        self
+    }
+
+    /// The time to live, if set.
+    pub fn time_to_live(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// The collapse key, if set.
+    pub fn key(&self) -> Option<&str> {
+        self.collapse_key.as_deref()
+    }
+
+    /// Whether no option is set (the common case, which costs nothing).
+    pub fn is_plain(&self) -> bool {
+        self.ttl.is_none() && self.collapse_key.is_none()
+    }
+
+    pub(crate) fn collapse_key_arc(&self) -> Option<&Arc<str>> {
+        self.collapse_key.as_ref()
+    }
+
+    /// Refuses options that can never be honoured.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.ttl == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig {
+                field: "ttl",
+                reason: "a time to live of zero would drop the message before it could be written"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! Per-message delivery options over real sockets: a time to live (a message that would be
+//! written after it is dropped and handed back in an event) and a collapse key (a newer
+//! queued message replaces the older one).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{fast, record_app, wait_for, TestServer, Watch, DEADLINE};
+use resocket::{Delivery, Error, GetSender, GetStatus, Outgoing, Send, SocketActor};
+
+fn ttl(ms: u64) -> Delivery {
+    Delivery::new().ttl(Duration::from_millis(ms))
+}
+
+/// Waits until `ttl` has certainly passed since `sent` (a bound, not a race: the message
+/// expires at `sent + ttl` whatever the load).
+async fn past(sent: Instant, ttl: Duration) {
+    let left = (sent + ttl + Duration::from_millis(20)).saturating_duration_since(Instant::now());
+    actix_rt::time::sleep(left).await;
+}
+
+#[actix_rt::test]
+async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_back() {
+    let mut server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let sent = Instant::now();
+    let send = |text: &str, delivery: Delivery| {
+        let socket = socket.clone();
+        let message = Send::text(text).with(delivery);
+        async move { socket.send(message).await.unwrap().unwrap() }
+    };
+    send("stale", ttl(100)).await;
+    send("fresh", Delivery::new().ttl(Duration::from_secs(60))).await;
+    send("plain", Delivery::new()).await;
+    past(sent, Duration::from_millis(100)).await;
+    server.restart().await;
+    wait_for("two messages", DEADLINE, || server.received().len() >= 2).await;
+    assert_eq!(server.received(), ["fresh", "plain"]);
+    watch
+        .wait_error("expired", |e| {
+            *e == Error::Expired {
+                ttl: Duration::from_millis(100),
+                message: Outgoing::from("stale"),
+            }
+        })
+        .await;
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!(status.counters.expired, 1);
+    assert_eq!(status.counters.dropped, 0);
+}
+
+#[actix_rt::test]
+async fn a_reconnect_replays_the_latest_value_of_each_key_once() {
+    let mut server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let sender = socket.send(GetSender).await.unwrap();
+    let btc = Delivery::new().collapse_key("BTC");
+    let eth = Delivery::new().collapse_key("ETH");
+    for n in 0..100 {
+        sender.send_with(format!("BTC {n}"), &btc).unwrap();
+        if n == 10 {
+            sender.send("news").unwrap();
+        }
+        sender.send_with(format!("ETH {n}"), &eth).unwrap();
+    }
+    assert_eq!(socket.send(GetStatus).await.unwrap().outbox_len, 3);
+    server.restart().await;
+    wait_for("three messages", DEADLINE, || server.received().len() >= 3).await;
+    // Each latest value in the place of the first one queued for its key.
+    assert_eq!(server.received(), ["BTC 99", "ETH 99", "news"]);
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!(status.counters.collapsed, 198);
+    // Open, a key's message that was written is not replaced: the next one follows it.
+    sender.send_with("BTC 100", &btc).unwrap();
+    sender.send_with("BTC 101", &btc).unwrap();
+    wait_for("the live ones", DEADLINE, || server.received().len() >= 4).await;
+    assert!(server.received().ends_with(&["BTC 101".to_string()]));
+}
+
+#[actix_rt::test]
+async fn a_zero_ttl_is_refused_with_the_message_handed_back() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let zero = Delivery::new().ttl(Duration::ZERO);
+    let refused = socket
+        .send(Send::text("now or never").with(zero.clone()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(refused.error, Error::InvalidConfig { field: "ttl", .. }),
+        "{refused}"
+    );
+    assert_eq!(refused.message, Outgoing::from("now or never"));
+    let sender = socket.send(GetSender).await.unwrap();
+    let refused = sender.send_with("again", &zero).unwrap_err();
+    assert!(matches!(refused.error, Error::InvalidConfig { .. }));
+}
+
+/// Acked mode: a message already written when its TTL passes is in flight, numbered; dropping
+/// it would leave a hole the server cannot cross. It is resent after the reconnect and
+/// delivered exactly once; one still queued when its TTL passes is dropped without a hole.
+#[actix_rt::test]
+async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("ttl")
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    proxy.stall(true);
+    let sent = Instant::now();
+    socket
+        .send(Send::text(r#"{"n":1}"#).with(ttl(100)))
+        .await
+        .unwrap()
+        .unwrap();
+    // Written (in flight, not acknowledged through the stalled path).
+    let start = Instant::now();
+    while socket.send(GetStatus).await.unwrap().unacked != 1 {
+        assert!(start.elapsed() < DEADLINE, "never written");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    past(sent, Duration::from_millis(100)).await;
+    proxy.cut(common::proxy::Cut::Rst);
+    proxy.stall(false);
+    watch.wait_opens(2).await;
+    wait_for("the in-flight message", DEADLINE, || {
+        !app.lock().unwrap().is_empty()
+    })
+    .await;
+    // Now one that expires while queued, behind the link's back.
+    proxy.refuse(true);
+    proxy.cut(common::proxy::Cut::Rst);
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let sent = Instant::now();
+    socket
+        .send(Send::text(r#"{"n":2}"#).with(ttl(100)))
+        .await
+        .unwrap()
+        .unwrap();
+    socket
+        .send(Send::text(r#"{"n":3}"#))
+        .await
+        .unwrap()
+        .unwrap();
+    past(sent, Duration::from_millis(100)).await;
+    proxy.refuse(false);
+    wait_for("the last message", DEADLINE, || {
+        app.lock().unwrap().len() >= 2
+    })
+    .await;
+    let texts: Vec<String> = app.lock().unwrap().iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, [r#"{"n":1}"#, r#"{"n":3}"#]);
+    let expired: Vec<Error> = watch
+        .errors()
+        .into_iter()
+        .filter(|e| matches!(e, Error::Expired { .. }))
+        .collect();
+    assert_eq!(
+        expired,
+        [Error::Expired {
+            ttl: Duration::from_millis(100),
+            message: Outgoing::from(r#"{"n":2}"#)
+        }]
+    );
+}
