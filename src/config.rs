@@ -117,6 +117,10 @@ pub struct SocketConfig {
     pub(crate) identify_wait: Option<IdentifyWait>,
     /// Asked before every connect attempt for the URL and headers.
     pub(crate) credentials: Option<CredentialsFn>,
+    /// Where requests and their replies carry their id (a JSON pointer), if requests are used.
+    pub(crate) request_id: Option<String>,
+    /// Requests waiting for their reply at most.
+    pub(crate) max_pending_requests: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) retry_client_errors: bool,
     pub(crate) fatal_close_codes: Vec<u16>,
@@ -172,6 +176,8 @@ impl SocketConfig {
     pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
     /// Default wait for the peer's Close (or FIN) after ours: 2 s.
     pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default bound on requests waiting for their reply: 1,000.
+    pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1000;
 
     /// Starts a builder for `url` (`ws://` or `wss://`) with every other setting at its default.
     pub fn builder(url: impl Into<String>) -> SocketConfigBuilder {
@@ -195,6 +201,8 @@ impl SocketConfig {
             identify_fn: None,
             identify_wait: None,
             credentials: None,
+            request_id: None,
+            max_pending_requests: Self::DEFAULT_MAX_PENDING_REQUESTS,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             retry_client_errors: false,
             fatal_close_codes: Vec::new(),
@@ -269,6 +277,8 @@ impl fmt::Debug for SocketConfig {
                 &self.identify_wait.as_ref().map(|w| w.timeout),
             )
             .field("credentials", &self.credentials.is_some())
+            .field("request_id", &self.request_id)
+            .field("max_pending_requests", &self.max_pending_requests)
             .field("close_timeout", &self.close_timeout)
             .field("retry_client_errors", &self.retry_client_errors)
             .field("fatal_close_codes", &self.fatal_close_codes)
@@ -300,6 +310,8 @@ pub struct SocketConfigBuilder {
     identify_fn: Option<IdentifyFn>,
     identify_wait: Option<IdentifyWait>,
     credentials: Option<CredentialsFn>,
+    request_id: Option<String>,
+    max_pending_requests: usize,
     close_timeout: Duration,
     retry_client_errors: bool,
     fatal_close_codes: Vec<u16>,
@@ -400,6 +412,24 @@ impl SocketConfigBuilder {
     /// of being written and refused by the peer. Defaults to no check.
     pub fn peer_max_message(mut self, bytes: usize) -> Self {
         self.peer_max_message = Some(bytes);
+        self
+    }
+
+    /// Enables [`Request`](crate::Request)s: a request and its reply carry the same id at
+    /// `id_pointer`, a JSON pointer such as `"/id"` (JSON-RPC) or `"/meta/correlation"`. An
+    /// inbound message whose id matches a pending request answers it (and is not delivered
+    /// to subscribers); any other message, a reply to an unknown or late id included, is an
+    /// ordinary inbound message. Defaults to off.
+    pub fn requests(mut self, id_pointer: impl Into<String>) -> Self {
+        self.request_id = Some(id_pointer.into());
+        self
+    }
+
+    /// Requests waiting for their reply at most; past it a request is refused
+    /// ([`Error::TooManyRequests`]). Defaults to
+    /// [`DEFAULT_MAX_PENDING_REQUESTS`](SocketConfig::DEFAULT_MAX_PENDING_REQUESTS).
+    pub fn max_pending_requests(mut self, max: usize) -> Self {
+        self.max_pending_requests = max;
         self
     }
 
@@ -630,6 +660,20 @@ impl SocketConfigBuilder {
         if self.max_refusals == 0 {
             return Err(Error::config("max_refusals", "must be at least 1"));
         }
+        if let Some(pointer) = &self.request_id {
+            if !pointer.starts_with('/') {
+                return Err(Error::config(
+                    "requests",
+                    format!("{pointer:?} is not a JSON pointer to a field (such as \"/id\")"),
+                ));
+            }
+        }
+        if self.max_pending_requests == 0 {
+            return Err(Error::config(
+                "max_pending_requests",
+                "must be greater than zero",
+            ));
+        }
         if self.acked.as_deref().is_some_and(str::is_empty) {
             return Err(Error::config("acked", "the client id must not be empty"));
         }
@@ -662,6 +706,8 @@ impl SocketConfigBuilder {
             identify_fn: self.identify_fn,
             identify_wait: self.identify_wait,
             credentials: self.credentials,
+            request_id: self.request_id,
+            max_pending_requests: self.max_pending_requests,
             close_timeout: self.close_timeout,
             retry_client_errors: self.retry_client_errors,
             fatal_close_codes: self.fatal_close_codes,

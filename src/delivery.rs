@@ -32,6 +32,8 @@ use crate::Error;
 pub struct Delivery {
     ttl: Option<Duration>,
     collapse_key: Option<Arc<str>>,
+    /// The pending request this message is (set by the socket, never by users).
+    pub(crate) request: Option<u64>,
 }
 
 impl Delivery {
@@ -65,7 +67,15 @@ impl Delivery {
 
     /// Whether no option is set (the common case, which costs nothing).
     pub fn is_plain(&self) -> bool {
-        self.ttl.is_none() && self.collapse_key.is_none()
+        self.ttl.is_none() && self.collapse_key.is_none() && self.request.is_none()
+    }
+
+    /// The options of pending request `token`'s message: none but the tag.
+    pub(crate) fn for_request(token: u64) -> Self {
+        Delivery {
+            request: Some(token),
+            ..Delivery::default()
+        }
     }
 
     pub(crate) fn collapse_key_arc(&self) -> Option<&Arc<str>> {

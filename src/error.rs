@@ -99,6 +99,22 @@ pub enum Error {
         /// The message.
         message: crate::Outgoing,
     },
+    /// A [`Request`](crate::Request) got no reply within its timeout. A request not yet
+    /// written is taken out of the outbox; one already written may still reach the peer.
+    RequestTimeout(Duration),
+    /// A [`Request`](crate::Request) was written and then the connection ended before its
+    /// reply came: in the default mode it is not sent again (the peer may have acted on it).
+    RequestLost,
+    /// A [`Request`](crate::Request) that cannot be sent: requests are not enabled
+    /// ([`requests`](crate::SocketConfigBuilder::requests)), the message is not JSON text, it
+    /// has no id at the configured pointer, or a pending request has the same id.
+    InvalidRequest(String),
+    /// `max` requests already wait for their reply
+    /// ([`max_pending_requests`](crate::SocketConfigBuilder::max_pending_requests)).
+    TooManyRequests {
+        /// The bound.
+        max: usize,
+    },
     /// A single message is larger than the whole outbox byte limit; it can never be queued.
     MessageTooLargeForOutbox {
         /// The message size in bytes.
@@ -237,6 +253,15 @@ impl fmt::Display for Error {
                 f,
                 "message of {size} bytes (as written) is larger than the peer accepts ({limit} bytes)"
             ),
+            Error::RequestTimeout(d) => write!(f, "no reply to the request within {d:?}"),
+            Error::RequestLost => write!(
+                f,
+                "the connection ended after the request was written and before its reply; it was not sent again"
+            ),
+            Error::InvalidRequest(why) => write!(f, "invalid request: {why}"),
+            Error::TooManyRequests { max } => {
+                write!(f, "{max} requests already wait for their reply")
+            }
             Error::Expired { ttl, message } => write!(
                 f,
                 "a message of {} bytes was not written within its time to live of {ttl:?}; it was dropped",

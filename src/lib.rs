@@ -106,8 +106,8 @@ pub use error::Error;
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 pub use heartbeat::Heartbeat;
 pub use messages::{
-    Close, CloseReport, Counters, GetSender, GetStatus, Send, SendError, SendWhenRoom, Status,
-    Subscribe, TakeOutbox,
+    Close, CloseReport, Counters, GetSender, GetStatus, Request, Send, SendError, SendWhenRoom,
+    Status, Subscribe, TakeOutbox,
 };
 pub use outbox::{Outbox, Overflow};
 pub use payload::Outgoing;

@@ -70,6 +70,55 @@ impl Message for Send {
     type Result = Result<(), SendError>;
 }
 
+/// Send a request and wait for its reply, correlated by the id field named with
+/// [`requests`](crate::SocketConfigBuilder::requests) (JSON-RPC style): the request carries its
+/// id, and the first inbound message with the same id answers it, parsed. The reply is not
+/// delivered to subscribers; a reply to an unknown (or timed-out) id is an ordinary message.
+///
+/// The request is queued like any [`Send`], in order. Its outcomes, each handing the request
+/// back inside [`SendError`]: the reply; [`Error::RequestTimeout`] (a request still queued is
+/// taken out of the outbox, so it is never written after its caller gave up; one written may
+/// still reach the peer); [`Error::RequestLost`] when, in the default mode, the connection
+/// ended after it was written (it is not resent: the peer may have acted on it; in acked mode
+/// it is resent and answered after the reconnect); [`Error::Closed`] when the socket closes
+/// first; a refusal as for `Send`, or [`Error::InvalidRequest`] / [`Error::TooManyRequests`].
+///
+/// ```
+/// # use std::time::Duration;
+/// # async fn demo(socket: actix::Addr<resocket::SocketActor>) -> Result<(), Box<dyn std::error::Error>> {
+/// use resocket::Request;
+/// let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "time"});
+/// let reply = socket.send(Request::json(&call, Duration::from_secs(5))?).await??;
+/// println!("{}", reply["result"]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The request, its id inside.
+    pub message: Outgoing,
+    /// How long to wait for the reply (counted from the request).
+    pub timeout: Duration,
+}
+
+impl Request {
+    /// A request of `message` (JSON text carrying its id).
+    pub fn new(message: impl Into<Outgoing>, timeout: Duration) -> Self {
+        Request {
+            message: message.into(),
+            timeout,
+        }
+    }
+
+    /// `value` serialized with serde_json as the request.
+    pub fn json<T: Serialize + ?Sized>(value: &T, timeout: Duration) -> Result<Self, Error> {
+        Outgoing::json(value).map(|message| Request::new(message, timeout))
+    }
+}
+
+impl Message for Request {
+    type Result = Result<serde_json::Value, SendError>;
+}
+
 /// Send one message, waiting while the outbox is full (policy `Reject`) until there is room:
 /// the actor-message form of [`Sender::send_wait`](crate::Sender::send_wait). Other refusals
 /// come back at once. Messages waiting for room are not ordered among themselves or against
@@ -224,6 +273,8 @@ pub struct Status {
     pub unacked: usize,
     /// Subscriptions held (those of stopped actors are pruned at every delivery and heartbeat).
     pub subscribers: usize,
+    /// [`Request`]s waiting for their reply.
+    pub pending_requests: usize,
     /// Lifetime counters.
     pub counters: Counters,
 }

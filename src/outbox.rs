@@ -131,6 +131,8 @@ struct EntryOptions {
     /// When it stops being worth writing, and its TTL (for the error).
     expires: Option<(Instant, Duration)>,
     collapse_key: Option<Arc<str>>,
+    /// The pending request this message is.
+    request: Option<u64>,
 }
 
 impl Entry {
@@ -143,6 +145,10 @@ impl Entry {
 
     fn key(&self) -> Option<&Arc<str>> {
         self.options.as_ref().and_then(|o| o.collapse_key.as_ref())
+    }
+
+    fn request(&self) -> Option<u64> {
+        self.options.as_ref().and_then(|o| o.request)
     }
 }
 
@@ -173,6 +179,8 @@ pub(crate) struct OutboxQueue {
     expired: Vec<Expired>,
     /// Expired while `expired` was full: reported as a count only.
     expired_uncarried: usize,
+    /// Queued messages that are pending requests (none: nothing to look for).
+    requests: usize,
     /// Messages replaced by a newer one with the same collapse key, since the last call to
     /// [`take_collapsed`](Self::take_collapsed).
     collapsed: u64,
@@ -189,6 +197,7 @@ impl OutboxQueue {
             keys: HashMap::new(),
             expired: Vec::new(),
             expired_uncarried: 0,
+            requests: 0,
             collapsed: 0,
         }
     }
@@ -219,6 +228,7 @@ impl OutboxQueue {
                     .time_to_live()
                     .map(|ttl| (Instant::now() + ttl, ttl)),
                 collapse_key: delivery.collapse_key_arc().cloned(),
+                request: delivery.request,
             })
         });
         if let Some(index) = delivery
@@ -302,6 +312,7 @@ impl OutboxQueue {
         if let Some(key) = entry.key() {
             self.keys.insert(key.clone(), id);
         }
+        self.requests += usize::from(entry.request().is_some());
         self.items.push_back(entry);
     }
 
@@ -323,11 +334,13 @@ impl OutboxQueue {
         if let Some(key) = entry.key() {
             self.keys.insert(key.clone(), entry.id);
         }
+        self.requests += usize::from(entry.request().is_some());
         self.items.insert(index, entry);
     }
 
     fn forget(&mut self, entry: &Entry) {
         self.bytes -= entry.message.len();
+        self.requests -= usize::from(entry.request().is_some());
         if let Some(key) = entry.key() {
             if self.keys.get(key) == Some(&entry.id) {
                 self.keys.remove(key);
@@ -344,14 +357,33 @@ impl OutboxQueue {
     /// Takes the oldest message that is still worth writing; expired ones on the way are set
     /// aside for [`take_expired`](Self::take_expired).
     pub(crate) fn pop_front(&mut self) -> Option<Outgoing> {
+        self.pop_front_tagged().map(|(message, _)| message)
+    }
+
+    /// [`pop_front`](Self::pop_front), with the pending request the message is, if any.
+    pub(crate) fn pop_front_tagged(&mut self) -> Option<(Outgoing, Option<u64>)> {
         let mut now = None;
         loop {
             let entry = self.pop_entry()?;
             if !entry.expired(&mut now) {
-                return Some(entry.message);
+                let request = entry.request();
+                return Some((entry.message, request));
             }
             self.set_aside(entry);
         }
+    }
+
+    /// Takes the message of pending request `request` out, if it is still queued (its
+    /// request timed out or failed: it must not be written later).
+    pub(crate) fn remove_request(&mut self, request: u64) -> Option<Outgoing> {
+        if self.requests == 0 {
+            return None;
+        }
+        let index = self
+            .items
+            .iter()
+            .position(|e| e.request() == Some(request))?;
+        Some(self.remove(index).message)
     }
 
     fn set_aside(&mut self, entry: Entry) {
@@ -443,6 +475,7 @@ impl OutboxQueue {
     /// Empties the queue, oldest first (delivery options are not kept).
     pub(crate) fn drain(&mut self) -> Vec<Outgoing> {
         self.bytes = 0;
+        self.requests = 0;
         self.keys.clear();
         self.items.drain(..).map(|e| e.message).collect()
     }

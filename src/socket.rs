@@ -8,6 +8,7 @@
 mod connect;
 mod connection;
 mod handlers;
+mod requests;
 pub(crate) mod tcp;
 
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub struct SocketActor {
     /// A graceful close asked for while not Open: it waits, within its timeout, for the next
     /// Open, then drains and closes.
     close_waiting: Option<WaitingClose>,
+    /// Requests waiting for their reply.
+    requests: requests::Requests,
 }
 
 /// A [`Close::graceful`](crate::Close::graceful) waiting for the socket to open.
@@ -143,6 +146,10 @@ impl SocketActor {
             subscribers.socket = SocketId::new(name.as_str());
         }
         SocketActor {
+            requests: requests::Requests::new(
+                config.request_id.clone(),
+                config.max_pending_requests,
+            ),
             acked,
             deliveries_waiting: 0,
             lagging: false,
@@ -254,6 +261,28 @@ impl SocketActor {
 
     /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
     /// state subscribers.
+    /// Answers a request's caller with `error`; its message is not written later.
+    pub(crate) fn request_failed(
+        &mut self,
+        pending: requests::Pending,
+        error: Error,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(timer) = pending.timer {
+            ctx.cancel_future(timer);
+        }
+        pending.fail(error);
+    }
+
+    /// The socket closed or stopped: every pending request fails with [`Error::Closed`],
+    /// its message taken out of the outbox.
+    fn fail_all_requests(&mut self, ctx: &mut Context<Self>) {
+        for (token, pending) in self.requests.take_all() {
+            self.outbox.lock().remove_request(token);
+            self.request_failed(pending, Error::Closed, ctx);
+        }
+    }
+
     /// Reports what the outbox did on its own: drops on the `Sender` path (it cannot reach
     /// the subscribers), messages whose time to live passed, replacements by collapse key.
     pub(crate) fn report_outbox_events(&mut self) {
@@ -289,6 +318,14 @@ impl SocketActor {
             Phase::Open(conn) => {
                 conn.cancel_timers(ctx);
                 // Dropping the framed socket closes the TCP connection.
+            }
+        }
+        if matches!(self.phase, Phase::Closed { .. }) {
+            self.fail_all_requests(ctx);
+        } else if was_open && !now_open && self.acked.is_none() {
+            // Their replies would have come on that connection; resending could act twice.
+            for pending in self.requests.take_written() {
+                self.request_failed(pending, Error::RequestLost, ctx);
             }
         }
         let state = self.state();
@@ -722,10 +759,19 @@ impl SocketActor {
         self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
     }
 
-    /// Hands a whole text message to the subscribers.
+    /// Hands a whole text message to the subscribers, or to the request it answers.
     fn deliver_text(&mut self, text: bytestring::ByteString, ctx: &mut Context<Self>) {
         self.identified(&text, ctx);
         self.counters.messages_in += 1;
+        if let Some((token, pending, reply)) = self.requests.reply(&text) {
+            if let Some(timer) = pending.timer {
+                ctx.cancel_future(timer);
+            }
+            // Answered before it was written (a peer that guessed the id): not written now.
+            self.outbox.lock().remove_request(token);
+            let _ = pending.reply.send(Ok(reply));
+            return;
+        }
         let outcome = self.subscribers.text(text);
         self.delivered(outcome, ctx);
     }
@@ -948,6 +994,8 @@ impl Actor for SocketActor {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         // Senders must not queue into an outbox nobody will write.
         self.outbox.close();
+        // Nobody would wait for their replies: not handed to a restarted socket.
+        self.fail_all_requests(ctx);
         debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
         let end = if std::thread::panicking() {

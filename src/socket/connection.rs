@@ -18,7 +18,7 @@ use super::{Phase, SocketActor};
 use crate::acked::AckedLink;
 use crate::heartbeat::Liveness;
 use crate::reassembly::Reassembler;
-use crate::{CloseReport, Disconnect, Outgoing};
+use crate::{CloseReport, Disconnect};
 
 /// Frames read in one go before yielding to the rest of the actor (fairness).
 const READ_BUDGET: usize = 64;
@@ -228,7 +228,12 @@ impl SocketActor {
             let message = match source {
                 Source::Pong => conn.pending_pong.take().map(Message::Pong),
                 Source::Priority => conn.priority.pop_front(),
-                Source::Outbox => outbox.pop_front().map(Outgoing::into_frame),
+                Source::Outbox => outbox.pop_front_tagged().map(|(message, request)| {
+                    if let Some(request) = request {
+                        self.requests.written(request);
+                    }
+                    message.into_frame()
+                }),
                 Source::Ack => self
                     .acked
                     .as_mut()

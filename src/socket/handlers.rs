@@ -8,16 +8,23 @@ use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
-    Close, CloseReason, CloseReport, Counters, Error, GetStatus, Outgoing, Send, SendError,
-    StateChanged, Status, Subscribe, TakeOutbox,
+    Close, CloseReason, CloseReport, Counters, Delivery, Error, GetStatus, Outgoing, Request, Send,
+    SendError, StateChanged, Status, Subscribe, TakeOutbox,
 };
 
 impl Handler<Send> for SocketActor {
     type Result = Result<(), SendError>;
 
     fn handle(&mut self, send: Send, _ctx: &mut Context<Self>) -> Self::Result {
+        self.push(send.message, &send.delivery)
+    }
+}
+
+impl SocketActor {
+    /// Queues one message from the actor path, reporting drops and refusals.
+    fn push(&mut self, message: Outgoing, delivery: &Delivery) -> Result<(), SendError> {
         // The outbox refuses once the socket is closing by the user's request or closed.
-        let pushed = self.outbox.push_with(send.message, &send.delivery);
+        let pushed = self.outbox.push_with(message, delivery);
         if self.outbox.take_events_flag() {
             self.report_outbox_events();
         }
@@ -39,6 +46,55 @@ impl Handler<Send> for SocketActor {
                 Err(refused)
             }
         }
+    }
+}
+
+impl Handler<Request> for SocketActor {
+    type Result = ResponseFuture<Result<serde_json::Value, SendError>>;
+
+    fn handle(&mut self, request: Request, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let Request { message, timeout } = request;
+        let handed_back = message.clone();
+        let answered = |rx: oneshot::Receiver<super::requests::Answer>| -> Self::Result {
+            Box::pin(async move {
+                rx.await.unwrap_or(Err(SendError {
+                    error: Error::Closed,
+                    message: handed_back,
+                }))
+            })
+        };
+        if timeout.is_zero() {
+            let error = Error::InvalidRequest("the timeout must be greater than zero".into());
+            let _ = tx.send(Err(SendError { error, message }));
+            return answered(rx);
+        }
+        let token = match self.requests.insert(&message, tx) {
+            Ok(token) => token,
+            Err((error, tx)) => {
+                self.counters.refused += 1;
+                let _ = tx.send(Err(SendError { error, message }));
+                return answered(rx);
+            }
+        };
+        let delivery = Delivery::for_request(token);
+        match self.push(message, &delivery) {
+            Ok(()) => {
+                let timer = ctx.run_later(timeout, move |act, ctx| {
+                    if let Some(pending) = act.requests.remove(token) {
+                        act.outbox.lock().remove_request(token);
+                        act.request_failed(pending, Error::RequestTimeout(timeout), ctx);
+                    }
+                });
+                self.requests.set_timer(token, timer);
+            }
+            Err(refused) => {
+                if let Some(pending) = self.requests.remove(token) {
+                    pending.fail(refused.error);
+                }
+            }
+        }
+        answered(rx)
     }
 }
 
@@ -162,6 +218,7 @@ impl Handler<GetStatus> for SocketActor {
             outbox_bytes,
             unacked: self.acked.as_ref().map_or(0, |l| l.unacked()),
             subscribers: self.subscribers.len(),
+            pending_requests: self.requests.len(),
             counters: Counters {
                 refused: self.counters.refused + self.outbox.refused(),
                 errors_lost: self.subscribers.errors_lost,

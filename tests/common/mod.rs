@@ -11,7 +11,7 @@ use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use resocket::server::{
-    accept, Command, FromClient, Hub, ServerConfig, Session, SessionHandler, SubscribeHub,
+    accept, Command, FromClient, Hub, ServerConfig, Session, SessionHandler, SubscribeHub, ToClient,
 };
 use resocket::{
     Error, ErrorOccurred, Inbound, InboundBinary, InboundText, SocketState, StateChanged,
@@ -50,6 +50,31 @@ pub struct Shared {
     pub auth_seen: Mutex<Vec<String>>,
 }
 
+/// What the test server does with a JSON-RPC style request `{"id":…,"method":…,"params":…}`.
+pub enum Rpc {
+    /// Answers with these messages.
+    Reply(Vec<String>),
+    /// Drops the connection without a reply.
+    Abort,
+}
+
+/// The test server's RPC methods: `echo` replies `{"id":…,"result":params}`; `twice` replies
+/// twice; `never` does not reply; `abort` drops the connection. Anything else: not a request.
+pub fn rpc(text: &str) -> Option<Rpc> {
+    if !text.contains("\"method\"") {
+        return None;
+    }
+    let request: serde_json::Value = serde_json::from_str(text).ok()?;
+    let reply = serde_json::json!({"id": request["id"], "result": request["params"]}).to_string();
+    match request["method"].as_str()? {
+        "echo" => Some(Rpc::Reply(vec![reply])),
+        "twice" => Some(Rpc::Reply(vec![reply.clone(), reply])),
+        "never" => Some(Rpc::Reply(Vec::new())),
+        "abort" => Some(Rpc::Abort),
+        _ => None,
+    }
+}
+
 struct Recording {
     shared: Arc<Shared>,
 }
@@ -67,6 +92,11 @@ impl SessionHandler for Recording {
         self.shared.received.lock().unwrap().push(text.to_string());
         if self.shared.echo.load(Ordering::SeqCst) {
             session.text(text.to_string());
+        }
+        match rpc(text) {
+            Some(Rpc::Reply(replies)) => replies.into_iter().for_each(|r| session.text(r)),
+            Some(Rpc::Abort) => session.command(Command::Abort),
+            None => {}
         }
     }
 
@@ -555,6 +585,8 @@ pub mod raw_server;
 /// The application behind a hub: records every client message.
 pub struct AppLog {
     pub messages: Arc<Mutex<Vec<FromClient>>>,
+    /// Answers RPC requests through this hub, if set.
+    pub rpc: Option<Addr<Hub>>,
 }
 
 impl Actor for AppLog {
@@ -564,15 +596,33 @@ impl Actor for AppLog {
 impl Handler<FromClient> for AppLog {
     type Result = ();
     fn handle(&mut self, msg: FromClient, _: &mut Context<Self>) {
+        if let (Some(hub), Some(Rpc::Reply(replies))) = (&self.rpc, rpc(&msg.text)) {
+            for text in replies {
+                hub.do_send(ToClient {
+                    client: msg.client.clone(),
+                    text,
+                });
+            }
+        }
         self.messages.lock().unwrap().push(msg);
     }
 }
 
+/// Subscribes a recording application to `hub` that also answers RPC requests ([`rpc`]).
+pub fn rpc_app(hub: &Addr<Hub>) -> Arc<Mutex<Vec<FromClient>>> {
+    subscribe_app(hub, Some(hub.clone()))
+}
+
 /// Subscribes a recording application to `hub`.
 pub fn record_app(hub: &Addr<Hub>) -> Arc<Mutex<Vec<FromClient>>> {
+    subscribe_app(hub, None)
+}
+
+fn subscribe_app(hub: &Addr<Hub>, rpc: Option<Addr<Hub>>) -> Arc<Mutex<Vec<FromClient>>> {
     let messages = Arc::new(Mutex::new(Vec::new()));
     let app = AppLog {
         messages: messages.clone(),
+        rpc,
     }
     .start();
     hub.do_send(SubscribeHub {
