@@ -90,6 +90,7 @@ mod socket;
 mod state;
 mod subscribers;
 mod supervisor;
+mod telemetry;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod testing;

@@ -275,6 +275,8 @@ pub struct Status {
     pub subscribers: usize,
     /// [`Request`]s waiting for their reply.
     pub pending_requests: usize,
+    /// The latest heartbeat Ping's round trip (Ping written to Pong read), once measured.
+    pub ping_rtt: Option<Duration>,
     /// Lifetime counters.
     pub counters: Counters,
 }

@@ -14,7 +14,7 @@ pub(crate) enum Inbound {
     Text(ByteString),
     Binary(Bytes),
     Ping(Bytes),
-    Pong,
+    Pong(Bytes),
     Close(Option<CloseReason>),
 }
 
@@ -51,7 +51,7 @@ impl Reassembler {
             Frame::Text(bytes) => self.whole(true, bytes).map(Some),
             Frame::Binary(bytes) => self.whole(false, bytes).map(Some),
             Frame::Ping(bytes) => Ok(Some(Inbound::Ping(bytes))),
-            Frame::Pong(_) => Ok(Some(Inbound::Pong)),
+            Frame::Pong(bytes) => Ok(Some(Inbound::Pong(bytes))),
             Frame::Close(reason) => Ok(Some(Inbound::Close(reason))),
             Frame::Continuation(item) => self.fragment(item),
         }

@@ -33,6 +33,7 @@ use crate::reassembly::Inbound;
 use crate::restart::ChildEnd;
 use crate::sender::{Pushing, SharedOutbox};
 use crate::subscribers::{Outcome, Subscribers};
+use crate::telemetry::{Gauges, Telemetry};
 use crate::Backoff;
 use crate::{
     CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
@@ -81,6 +82,12 @@ pub struct SocketActor {
     close_waiting: Option<WaitingClose>,
     /// Requests waiting for their reply.
     requests: requests::Requests,
+    /// Pings sent (their payload is this counter).
+    pings: u64,
+    /// The latest Ping round trip measured.
+    ping_rtt: Option<std::time::Duration>,
+    /// Metric handles (feature `metrics`), registered when the socket starts.
+    telemetry: Option<Telemetry>,
 }
 
 /// A [`Close::graceful`](crate::Close::graceful) waiting for the socket to open.
@@ -150,6 +157,9 @@ impl SocketActor {
                 config.request_id.clone(),
                 config.max_pending_requests,
             ),
+            pings: 0,
+            ping_rtt: None,
+            telemetry: None,
             acked,
             deliveries_waiting: 0,
             lagging: false,
@@ -342,8 +352,31 @@ impl SocketActor {
                 cause,
             });
         }
+        self.publish_metrics(Some(state.name()));
         let socket = self.subscribers.socket.clone();
         self.subscribers.state(&StateChanged { state, socket });
+    }
+
+    /// Publishes the counters and gauges (feature `metrics`); `state: None` once stopped.
+    fn publish_metrics(&self, state: Option<&str>) {
+        let Some(telemetry) = &self.telemetry else {
+            return;
+        };
+        let (outbox_messages, outbox_bytes) = {
+            let queue = self.outbox.lock();
+            (queue.len(), queue.bytes())
+        };
+        let gauges = Gauges {
+            outbox_messages,
+            outbox_bytes,
+            in_flight: self.acked.as_ref().map_or(0, AckedLink::unacked),
+            pending_requests: self.requests.len(),
+        };
+        let counters = Counters {
+            refused: self.counters.refused + self.outbox.refused(),
+            ..self.counters
+        };
+        telemetry.publish(state, &counters, &gauges);
     }
 
     fn enter_connecting(&mut self, attempt: u32, ctx: &mut Context<Self>) {
@@ -620,6 +653,7 @@ impl SocketActor {
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
         self.subscribers.prune();
         self.report_outbox_events();
+        self.publish_metrics(Some(self.state().name()));
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
@@ -646,7 +680,17 @@ impl SocketActor {
                 });
             }
             Tick::Ping => {
-                conn.queue_once(awc::ws::Message::Ping(bytes::Bytes::new()));
+                let queued = conn
+                    .priority
+                    .iter()
+                    .any(|m| matches!(m, awc::ws::Message::Ping(_)));
+                if !queued {
+                    // A counter as the payload: the Pong that echoes it gives the round trip.
+                    self.pings += 1;
+                    let payload = bytes::Bytes::copy_from_slice(&self.pings.to_be_bytes());
+                    conn.ping_sent = Some((payload.clone(), Instant::now()));
+                    conn.priority.push_back(awc::ws::Message::Ping(payload));
+                }
                 if let Some(keepalive) = &self.config.keepalive {
                     conn.queue_once(keepalive.clone().into_frame());
                 }
@@ -708,7 +752,18 @@ impl SocketActor {
             }
         };
         match inbound {
-            Ok(None) | Ok(Some(Inbound::Pong)) => {}
+            Ok(None) => {}
+            Ok(Some(Inbound::Pong(payload))) => {
+                if conn.ping_sent.as_ref().is_some_and(|(p, _)| *p == payload) {
+                    if let Some((_, sent)) = conn.ping_sent.take() {
+                        let rtt = sent.elapsed();
+                        self.ping_rtt = Some(rtt);
+                        if let Some(telemetry) = &self.telemetry {
+                            telemetry.ping_rtt(rtt);
+                        }
+                    }
+                }
+            }
             Ok(Some(Inbound::Ping(payload))) => conn.pending_pong = Some(payload),
             Ok(Some(Inbound::Text(text))) if self.acked.is_some() => self.acked_text(text, ctx),
             Ok(Some(Inbound::Text(text))) => self.deliver_text(text, ctx),
@@ -988,6 +1043,9 @@ impl Actor for SocketActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         debug!("resocket {}: starting", self.config.shown_url);
+        if cfg!(feature = "metrics") {
+            self.telemetry = Some(Telemetry::new(self.subscribers.socket.as_str()));
+        }
         self.enter_connecting(1, ctx);
     }
 
@@ -996,6 +1054,7 @@ impl Actor for SocketActor {
         self.outbox.close();
         // Nobody would wait for their replies: not handed to a restarted socket.
         self.fail_all_requests(ctx);
+        self.publish_metrics(None);
         debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
         let end = if std::thread::panicking() {

@@ -36,6 +36,8 @@ pub(crate) struct OpenConnection {
     pub(crate) priority: VecDeque<Message>,
     /// Only the latest Ping is answered (RFC 6455 5.5.3), so a ping flood costs nothing.
     pub(crate) pending_pong: Option<Bytes>,
+    /// Our latest Ping: its payload (a counter) and when it was queued, for the round trip.
+    pub(crate) ping_sent: Option<(Bytes, Instant)>,
     pub(crate) closing: Option<Closing>,
     pub(crate) heartbeat: SpawnHandle,
     pub(crate) driver: SpawnHandle,
@@ -86,6 +88,7 @@ impl OpenConnection {
             reassembler: Reassembler::new(max_message),
             priority: VecDeque::new(),
             pending_pong: None,
+            ping_sent: None,
             closing: None,
             heartbeat: SpawnHandle::default(),
             driver: SpawnHandle::default(),

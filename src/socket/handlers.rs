@@ -219,6 +219,7 @@ impl Handler<GetStatus> for SocketActor {
             unacked: self.acked.as_ref().map_or(0, |l| l.unacked()),
             subscribers: self.subscribers.len(),
             pending_requests: self.requests.len(),
+            ping_rtt: self.ping_rtt,
             counters: Counters {
                 refused: self.counters.refused + self.outbox.refused(),
                 errors_lost: self.subscribers.errors_lost,
