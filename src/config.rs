@@ -12,6 +12,14 @@ use crate::{Backoff, Error, Heartbeat, Outbox, Outgoing};
 /// Produces the identify messages afresh for every connect (so that a token can be fresh).
 pub type IdentifyFn = Arc<dyn Fn() -> Vec<Outgoing> + Send + Sync>;
 
+/// Produces the identify messages asynchronously for every connect (a token fetched from an
+/// auth service). Runs on the socket's thread before the attempt, within its connect timeout.
+pub type IdentifyAsyncFn = Arc<
+    dyn Fn() -> futures_util::future::LocalBoxFuture<'static, Result<Vec<Outgoing>, Error>>
+        + Send
+        + Sync,
+>;
+
 /// Called before every connect attempt for the URL and headers to use (a fresh token, a signed
 /// URL, an HTTP call that returns the WebSocket URL). Runs on the socket's thread.
 pub type CredentialsFn = Arc<
@@ -113,6 +121,7 @@ pub struct SocketConfig {
     pub(crate) name: Option<String>,
     pub(crate) identify: Vec<Identify>,
     pub(crate) identify_fn: Option<IdentifyFn>,
+    pub(crate) identify_async: Option<IdentifyAsyncFn>,
     /// Hold the outbox after identifying until the server accepts (see `identify_until`).
     pub(crate) identify_wait: Option<IdentifyWait>,
     /// Asked before every connect attempt for the URL and headers.
@@ -199,6 +208,7 @@ impl SocketConfig {
             name: None,
             identify: Vec::new(),
             identify_fn: None,
+            identify_async: None,
             identify_wait: None,
             credentials: None,
             request_id: None,
@@ -272,6 +282,7 @@ impl fmt::Debug for SocketConfig {
             .field("name", &self.name)
             .field("identify", &self.identify)
             .field("identify_with", &self.identify_fn.is_some())
+            .field("identify_with_async", &self.identify_async.is_some())
             .field(
                 "identify_until",
                 &self.identify_wait.as_ref().map(|w| w.timeout),
@@ -308,6 +319,7 @@ pub struct SocketConfigBuilder {
     name: Option<String>,
     identify: Vec<Identify>,
     identify_fn: Option<IdentifyFn>,
+    identify_async: Option<IdentifyAsyncFn>,
     identify_wait: Option<IdentifyWait>,
     credentials: Option<CredentialsFn>,
     request_id: Option<String>,
@@ -485,6 +497,34 @@ impl SocketConfigBuilder {
         F: Fn() -> Vec<Outgoing> + Send + Sync + 'static,
     {
         self.identify_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Identify messages produced by an async function before every connect attempt (after
+    /// the fixed and [`identify_with`](Self::identify_with) ones): a token fetched from an
+    /// auth service, a nonce signed by a remote key. It runs within the attempt's connect
+    /// timeout; an error it returns fails the attempt (retried with backoff when
+    /// [`Error::is_retryable`], such as [`Error::Credentials`] with `retryable`, else
+    /// Closed(Fatal)). The messages are treated as secrets: never logged.
+    ///
+    /// ```
+    /// # use resocket::{Outgoing, SocketConfig};
+    /// let config = SocketConfig::builder("ws://127.0.0.1:9000/feed")
+    ///     .identify_with_async(|| Box::pin(async {
+    ///         let token = "fetched-from-your-auth-service"; // e.g. an HTTP call
+    ///         Ok(vec![Outgoing::json(&serde_json::json!({"op": "auth", "token": token}))?])
+    ///     }))
+    ///     .build()?;
+    /// # Ok::<(), resocket::Error>(())
+    /// ```
+    pub fn identify_with_async<F>(mut self, f: F) -> Self
+    where
+        F: Fn() -> futures_util::future::LocalBoxFuture<'static, Result<Vec<Outgoing>, Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.identify_async = Some(Arc::new(f));
         self
     }
 
@@ -704,6 +744,7 @@ impl SocketConfigBuilder {
             name: self.name,
             identify: self.identify,
             identify_fn: self.identify_fn,
+            identify_async: self.identify_async,
             identify_wait: self.identify_wait,
             credentials: self.credentials,
             request_id: self.request_id,

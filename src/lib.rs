@@ -100,7 +100,8 @@ pub mod tls;
 pub use acked::{Gap, DEFAULT_ACK_WINDOW, MAX_SEQ};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{
-    Credentials, CredentialsFn, IdentifyFn, ReadyFn, SocketConfig, SocketConfigBuilder,
+    Credentials, CredentialsFn, IdentifyAsyncFn, IdentifyFn, ReadyFn, SocketConfig,
+    SocketConfigBuilder,
 };
 pub use delivery::Delivery;
 pub use error::Error;

@@ -22,7 +22,6 @@ use actix::{
 use actix_http::ws::Frame;
 use log::{debug, warn};
 
-use self::connect::WsFramed;
 use self::connection::{Closing, Driver, OpenConnection, UserClose};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
@@ -391,14 +390,14 @@ impl SocketActor {
     fn connect_finished(
         &mut self,
         attempt: u32,
-        result: Result<WsFramed, Error>,
+        result: Result<connect::Connected, Error>,
         ctx: &mut Context<Self>,
     ) {
         if !matches!(self.phase, Phase::Connecting { attempt: a, .. } if a == attempt) {
             return;
         }
         match result {
-            Ok(framed) => self.enter_open(attempt, framed, ctx),
+            Ok(connected) => self.enter_open(attempt, connected, ctx),
             Err(error) => {
                 self.counters.connect_failures += 1;
                 if self.failure_logged || self.supervision.is_some() {
@@ -425,7 +424,12 @@ impl SocketActor {
         }
     }
 
-    fn enter_open(&mut self, attempt: u32, framed: WsFramed, ctx: &mut Context<Self>) {
+    fn enter_open(
+        &mut self,
+        attempt: u32,
+        connect::Connected { framed, identify }: connect::Connected,
+        ctx: &mut Context<Self>,
+    ) {
         self.next_connection_id += 1;
         let id = self.next_connection_id;
         self.counters.connects += 1;
@@ -445,10 +449,12 @@ impl SocketActor {
                 self.config
                     .identify_messages()
                     .into_iter()
+                    .chain(identify)
                     .map(crate::Outgoing::into_frame),
             ),
             Some(link) => {
                 // Hello first; identify and data only after the server's welcome.
+                conn.identify_async = identify;
                 conn.priority
                     .push_back(awc::ws::Message::Text(link.connected().into()));
                 conn.welcome_deadline =
@@ -883,10 +889,12 @@ impl SocketActor {
                 if let Some(deadline) = conn.welcome_deadline.take() {
                     ctx.cancel_future(deadline);
                 }
+                let produced = std::mem::take(&mut conn.identify_async);
                 conn.priority.extend(
                     self.config
                         .identify_messages()
                         .iter()
+                        .chain(&produced)
                         .map(|m| AckedLink::identify_frame(m).into_frame()),
                 );
                 self.outbox.waker.wake();

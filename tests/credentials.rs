@@ -133,3 +133,121 @@ async fn a_provided_url_replaces_the_configured_one_and_secrets_never_show() {
     );
     assert!(!shown.contains("s3cret"), "{shown}");
 }
+
+#[actix_rt::test]
+async fn async_identify_messages_are_fresh_on_every_connect_and_follow_the_fixed_ones() {
+    let mut server = TestServer::start().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let socket = SocketActor::start(
+        fast(&server.url())
+            .identify("fixed")
+            .identify_with_async(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                Box::pin(async move {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+                    Ok(vec![resocket::Outgoing::from(format!("token-{n}"))])
+                })
+            })
+            .build()
+            .unwrap(),
+    );
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    socket
+        .send(resocket::Send::text("data"))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_for("first connection", DEADLINE, || {
+        server.received().len() >= 3
+    })
+    .await;
+    server.restart().await;
+    watch.wait_opens(2).await;
+    let n = calls.load(Ordering::SeqCst);
+    wait_for("second identify", DEADLINE, || server.received().len() >= 5).await;
+    assert_eq!(
+        server.received(),
+        ["fixed", "token-1", "data", "fixed", &format!("token-{n}")]
+    );
+    assert!(n >= 2);
+}
+
+#[actix_rt::test]
+async fn an_async_identify_that_fails_or_never_answers_fails_the_attempt() {
+    let server = TestServer::start().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let config = fast(&server.url())
+        .connect_timeout(std::time::Duration::from_millis(200))
+        .identify_with_async(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match n {
+                    0 => futures_util::future::pending().await,
+                    1 => Err(Error::Credentials {
+                        message: "token service down".into(),
+                        retryable: true,
+                    }),
+                    _ => Ok(vec![resocket::Outgoing::from("ok")]),
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    let socket = SocketActor::start(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    let errors = watch.errors();
+    assert!(
+        errors.iter().any(
+            |e| matches!(e, Error::Credentials { message, retryable: true }
+            if message.contains("did not answer within the connect timeout"))
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, Error::Credentials { message, .. }
+            if message == "token service down")),
+        "{errors:?}"
+    );
+    wait_for("identify", DEADLINE, || !server.received().is_empty()).await;
+    assert_eq!(server.received(), ["ok"]);
+}
+
+#[actix_rt::test]
+async fn in_acked_mode_async_identify_messages_follow_the_welcome() {
+    let server = TestServer::start().await;
+    let app = common::record_app(&server.hub);
+    let socket = SocketActor::start(
+        fast(&server.acked_url())
+            .acked("ida")
+            .identify_with_async(|| {
+                Box::pin(async { Ok(vec![resocket::Outgoing::from(r#"{"token":"t"}"#)]) })
+            })
+            .build()
+            .unwrap(),
+    );
+    socket
+        .send(resocket::Send::text(r#"{"n":1}"#))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_for("both", DEADLINE, || app.lock().unwrap().len() >= 2).await;
+    let texts: Vec<(String, Option<u64>)> = app
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| (m.text.clone(), m.seq))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (r#"{"token":"t"}"#.to_string(), None),
+            (r#"{"n":1}"#.to_string(), Some(1))
+        ]
+    );
+}

@@ -37,11 +37,35 @@ fn plain_client(nodelay: bool) -> awc::Client {
         .finish()
 }
 
-/// Connects (on the current thread's client) within the configured timeout.
-pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
+/// A connection, with the identify messages produced for it by
+/// [`identify_with_async`](crate::SocketConfigBuilder::identify_with_async).
+pub(crate) struct Connected {
+    pub(crate) framed: WsFramed,
+    pub(crate) identify: Vec<crate::Outgoing>,
+}
+
+/// Connects (on the current thread's client) within the configured timeout; the credentials
+/// provider and the async identify function each have that long too.
+pub(crate) async fn connect(config: &SocketConfig) -> Result<Connected, Error> {
+    let limit = config.connect_timeout;
+    let unanswered = |what: &str| Error::Credentials {
+        message: format!("{what} did not answer within the connect timeout of {limit:?}"),
+        retryable: true,
+    };
     let (uri, extra) = match &config.credentials {
         None => (None, Vec::new()),
-        Some(provider) => fresh_credentials(provider().await?)?,
+        Some(provider) => {
+            let credentials = actix_rt::time::timeout(limit, provider())
+                .await
+                .map_err(|_| unanswered("the credentials provider"))??;
+            fresh_credentials(credentials)?
+        }
+    };
+    let identify = match &config.identify_async {
+        None => Vec::new(),
+        Some(f) => actix_rt::time::timeout(limit, f())
+            .await
+            .map_err(|_| unanswered("the identify_with_async function"))??,
     };
     let uri = uri.unwrap_or_else(|| config.uri.clone());
     let mut request = client(config, &uri).ws(uri);
@@ -66,7 +90,10 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<WsFramed, Error> {
         }
     }
     let max = config.max_message;
-    Ok(framed.into_map_codec(|codec| FrameGuard::new(codec, max)))
+    Ok(Connected {
+        framed: framed.into_map_codec(|codec| FrameGuard::new(codec, max)),
+        identify,
+    })
 }
 
 /// Headers for one upgrade request.

@@ -36,6 +36,9 @@ pub(crate) struct OpenConnection {
     pub(crate) priority: VecDeque<Message>,
     /// Only the latest Ping is answered (RFC 6455 5.5.3), so a ping flood costs nothing.
     pub(crate) pending_pong: Option<Bytes>,
+    /// Acked mode: the identify messages produced for this connection by
+    /// `identify_with_async`, written after the welcome.
+    pub(crate) identify_async: Vec<crate::Outgoing>,
     /// Our latest Ping: its payload (a counter) and when it was queued, for the round trip.
     pub(crate) ping_sent: Option<(Bytes, Instant)>,
     pub(crate) closing: Option<Closing>,
@@ -89,6 +92,7 @@ impl OpenConnection {
             priority: VecDeque::new(),
             pending_pong: None,
             ping_sent: None,
+            identify_async: Vec::new(),
             closing: None,
             heartbeat: SpawnHandle::default(),
             driver: SpawnHandle::default(),
