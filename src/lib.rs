@@ -113,8 +113,9 @@ pub use messages::{
 };
 pub use outbox::{Outbox, Overflow};
 pub use payload::Outgoing;
-pub use restart::{ChildEnd, RestartIntensity, RestartPolicy};
+pub use restart::{RestartIntensity, RestartPolicy};
 pub use sender::Sender;
+pub use socket::owner::SocketEnd;
 pub use socket::SocketActor;
 pub use state::{CloseReason, Disconnect, SocketState};
 pub use subscribers::SlowSubscriber;

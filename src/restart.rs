@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::CloseReason;
+use crate::SocketEnd;
 
 /// Whether a supervised socket is restarted when it ends (OTP's child restart types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,42 +18,9 @@ pub enum RestartPolicy {
     Temporary,
 }
 
-/// How a supervised socket ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChildEnd {
-    /// It reached Closed for this reason.
-    Closed(CloseReason),
-    /// One of its handlers panicked.
-    Panicked,
-    /// Its actor stopped without reaching Closed (e.g. its arbiter stopped).
-    Stopped,
-}
-
-impl ChildEnd {
-    /// Whether this end is abnormal (what `Transient` restarts after).
-    pub fn is_abnormal(&self) -> bool {
-        match self {
-            ChildEnd::Closed(CloseReason::ByUser) => false,
-            ChildEnd::Closed(CloseReason::PeerClosed { .. }) => false,
-            ChildEnd::Closed(CloseReason::GaveUp { .. } | CloseReason::Fatal(_)) => true,
-            ChildEnd::Panicked | ChildEnd::Stopped => true,
-        }
-    }
-}
-
-impl std::fmt::Display for ChildEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ChildEnd::Closed(reason) => write!(f, "closed: {reason}"),
-            ChildEnd::Panicked => write!(f, "a handler panicked"),
-            ChildEnd::Stopped => write!(f, "stopped"),
-        }
-    }
-}
-
 impl RestartPolicy {
     /// Whether a child with this policy is restarted after `end`.
-    pub fn restarts_after(&self, end: &ChildEnd) -> bool {
+    pub fn restarts_after(&self, end: &SocketEnd) -> bool {
         match self {
             RestartPolicy::Permanent => true,
             RestartPolicy::Transient => end.is_abnormal(),
@@ -115,23 +82,23 @@ impl RestartWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Disconnect, Error};
+    use crate::{CloseReason, Disconnect, Error};
 
     #[test]
     fn policies() {
-        let gave_up = ChildEnd::Closed(CloseReason::GaveUp {
+        let gave_up = SocketEnd::Closed(CloseReason::GaveUp {
             attempts: 3,
             last: Disconnect::ConnectionLost(None),
         });
-        let fatal = ChildEnd::Closed(CloseReason::Fatal(Error::HandshakeStatus(401)));
-        let by_user = ChildEnd::Closed(CloseReason::ByUser);
-        for end in [&gave_up, &fatal, &ChildEnd::Panicked, &by_user] {
+        let fatal = SocketEnd::Closed(CloseReason::Fatal(Error::HandshakeStatus(401)));
+        let by_user = SocketEnd::Closed(CloseReason::ByUser);
+        for end in [&gave_up, &fatal, &SocketEnd::Panicked, &by_user] {
             assert!(RestartPolicy::Permanent.restarts_after(end));
             assert!(!RestartPolicy::Temporary.restarts_after(end));
         }
         assert!(RestartPolicy::Transient.restarts_after(&gave_up));
         assert!(RestartPolicy::Transient.restarts_after(&fatal));
-        assert!(RestartPolicy::Transient.restarts_after(&ChildEnd::Panicked));
+        assert!(RestartPolicy::Transient.restarts_after(&SocketEnd::Panicked));
         assert!(!RestartPolicy::Transient.restarts_after(&by_user));
     }
 

@@ -8,6 +8,7 @@
 mod connect;
 mod connection;
 mod handlers;
+pub(crate) mod owner;
 mod requests;
 pub(crate) mod tcp;
 
@@ -23,13 +24,14 @@ use actix_http::ws::Frame;
 use log::{debug, warn};
 
 use self::connection::{Closing, Driver, OpenConnection, UserClose};
+pub(crate) use self::owner::{Inheritance, Owner};
+use self::owner::{LinkChanged, SocketEnd, SocketEnded};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
 use crate::events::SocketId;
 use crate::heartbeat::{Tick, RECHECK_AFTER};
 use crate::outbox::Expired;
 use crate::reassembly::Inbound;
-use crate::restart::ChildEnd;
 use crate::sender::{Pushing, SharedOutbox};
 use crate::subscribers::{Outcome, Subscribers};
 use crate::telemetry::{Gauges, Telemetry};
@@ -69,7 +71,7 @@ pub struct SocketActor {
     /// A streak of connect failures is logged at `warn` once, then at `debug`.
     failure_logged: bool,
     /// Set when a supervisor owns this socket: it stops on Closed and reports its end.
-    supervision: Option<Supervision>,
+    supervision: Option<Owner>,
     /// Acked mode's state (sequence numbers, messages in flight); it outlives connections.
     acked: Option<AckedLink>,
     /// Deliveries waiting for room in a full subscriber mailbox; reading pauses while any do.
@@ -94,25 +96,6 @@ pub(crate) struct WaitingClose {
     pub(crate) deadline: Instant,
     pub(crate) timer: SpawnHandle,
     pub(crate) responders: Vec<futures_channel::oneshot::Sender<crate::CloseReport>>,
-}
-
-/// What a restarted socket takes over from the one that ended.
-#[derive(Default)]
-pub(crate) struct Inheritance {
-    /// Messages not yet written, oldest first.
-    pub(crate) outbox: Vec<crate::Outgoing>,
-    pub(crate) subscribers: Subscribers,
-    /// Acked mode's sequence numbers and messages in flight.
-    pub(crate) acked: Option<AckedLink>,
-}
-
-/// The link from a supervised socket to its supervisor.
-pub(crate) struct Supervision {
-    pub(crate) key: String,
-    pub(crate) generation: u64,
-    pub(crate) notify: actix::Recipient<crate::supervisor::SocketEnded>,
-    /// Told of every Open and every lost connection (the supervisor logs the summary).
-    pub(crate) links: actix::Recipient<crate::supervisor::SocketLink>,
 }
 
 /// The internal state: each variant carries exactly the data and timers valid in it.
@@ -183,7 +166,7 @@ impl SocketActor {
     /// replaces.
     pub(crate) fn supervised(
         config: SocketConfig,
-        supervision: Supervision,
+        supervision: Owner,
         inheritance: Inheritance,
     ) -> Self {
         let Inheritance {
@@ -344,7 +327,7 @@ impl SocketActor {
                 SocketState::Backoff { cause, .. } => Some(cause.to_string()),
                 _ => None,
             };
-            supervision.links.do_send(crate::supervisor::SocketLink {
+            supervision.links.do_send(LinkChanged {
                 key: supervision.key.clone(),
                 generation: supervision.generation,
                 open: now_open,
@@ -1066,11 +1049,11 @@ impl Actor for SocketActor {
         debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
         let end = if std::thread::panicking() {
-            ChildEnd::Panicked
+            SocketEnd::Panicked
         } else {
             match &self.phase {
-                Phase::Closed { reason } => ChildEnd::Closed(reason.clone()),
-                _ => ChildEnd::Stopped,
+                Phase::Closed { reason } => SocketEnd::Closed(reason.clone()),
+                _ => SocketEnd::Stopped,
             }
         };
         if !matches!(self.phase, Phase::Closed { .. } | Phase::Idle) {
@@ -1087,7 +1070,7 @@ impl Actor for SocketActor {
             }
         }
         if let Some(supervision) = self.supervision.take() {
-            supervision.notify.do_send(crate::supervisor::SocketEnded {
+            supervision.ended.do_send(SocketEnded {
                 key: supervision.key,
                 generation: supervision.generation,
                 end,

@@ -19,9 +19,9 @@ pub use self::messages::{
     GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
     SubscribeSupervision, SupervisionEvent, SupervisorStats,
 };
-pub(crate) use self::messages::{SocketEnded, SocketLink};
 use crate::restart::RestartWindow;
-use crate::socket::{Inheritance, Supervision};
+use crate::socket::owner::{LinkChanged, SocketEnded};
+use crate::socket::{Inheritance, Owner};
 use crate::subscribers::Subscribers;
 use crate::{
     Close, CloseReport, Error, GetStatus, Outgoing, RestartIntensity, RestartPolicy, Send,
@@ -142,10 +142,10 @@ impl SupervisorActor {
     ) -> (Addr<SocketActor>, u64) {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let supervision = Supervision {
+        let supervision = Owner {
             key: key.to_string(),
             generation,
-            notify: ctx.address().recipient(),
+            ended: ctx.address().recipient(),
             links: ctx.address().recipient(),
         };
         let config = config.clone();
@@ -251,10 +251,10 @@ impl SupervisorActor {
     }
 }
 
-impl Handler<SocketLink> for SupervisorActor {
+impl Handler<LinkChanged> for SupervisorActor {
     type Result = ();
 
-    fn handle(&mut self, link: SocketLink, ctx: &mut Context<Self>) {
+    fn handle(&mut self, link: LinkChanged, ctx: &mut Context<Self>) {
         let current = self
             .children
             .get(&link.key)
@@ -358,7 +358,7 @@ impl Handler<SocketEnded> for SupervisorActor {
         } else {
             debug!("resocket supervisor: socket {key:?} ended ({end})");
         }
-        self.publish(SupervisionEvent::ChildEnded {
+        self.publish(SupervisionEvent::SocketEnded {
             key: key.clone(),
             end,
             restarting,

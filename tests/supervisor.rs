@@ -10,9 +10,9 @@ use actix::prelude::*;
 use common::{fast, giving_up_after, wait_for, TestServer, Watch, DEADLINE};
 use resocket::testing::Panic;
 use resocket::{
-    Backoff, ChildEnd, CloseReason, GetSocket, GetStats, ListSockets, Outgoing, RestartIntensity,
-    RestartPolicy, SendTo, StartSocket, StopSocket, SubscribeSupervision, SupervisionEvent,
-    SupervisorActor, SupervisorConfig,
+    Backoff, CloseReason, GetSocket, GetStats, ListSockets, Outgoing, RestartIntensity,
+    RestartPolicy, SendTo, SocketEnd, StartSocket, StopSocket, SubscribeSupervision,
+    SupervisionEvent, SupervisorActor, SupervisorConfig,
 };
 
 /// Records supervision events.
@@ -98,9 +98,9 @@ async fn a_panicking_socket_is_restarted_with_its_outbox_and_subscribers() {
         matches!(e, SupervisionEvent::ChildRestarted { restarts: 1, .. })
     })
     .await;
-    assert!(tree.events().contains(&SupervisionEvent::ChildEnded {
+    assert!(tree.events().contains(&SupervisionEvent::SocketEnded {
         key: "feed".into(),
-        end: ChildEnd::Panicked,
+        end: SocketEnd::Panicked,
         restarting: true,
         unsent: 5,
     }));
@@ -140,8 +140,8 @@ async fn transient_restarts_after_giving_up_but_not_after_a_user_close() {
     .await;
     assert!(tree.events().iter().any(|e| matches!(
         e,
-        SupervisionEvent::ChildEnded {
-            end: ChildEnd::Closed(CloseReason::GaveUp { .. }),
+        SupervisionEvent::SocketEnded {
+            end: SocketEnd::Closed(CloseReason::GaveUp { .. }),
             restarting: true,
             ..
         }
@@ -162,7 +162,7 @@ async fn transient_restarts_after_giving_up_but_not_after_a_user_close() {
         .await
         .unwrap();
     tree.wait_event("calm ended", |e| {
-        matches!(e, SupervisionEvent::ChildEnded { key, restarting: false, .. } if key == "calm")
+        matches!(e, SupervisionEvent::SocketEnded { key, restarting: false, .. } if key == "calm")
     })
     .await;
     assert!(tree.supervisor.send(ListSockets).await.unwrap().is_empty());
@@ -200,7 +200,7 @@ async fn permanent_restarts_even_after_a_user_close_and_temporary_never_restarts
     )
     .await;
     tree.wait_event("temp ended", |e| {
-        matches!(e, SupervisionEvent::ChildEnded { key, end: ChildEnd::Panicked, restarting: false, .. } if key == "temp")
+        matches!(e, SupervisionEvent::SocketEnded { key, end: SocketEnd::Panicked, restarting: false, .. } if key == "temp")
     })
     .await;
     assert_eq!(tree.supervisor.send(ListSockets).await.unwrap(), ["perm"]);

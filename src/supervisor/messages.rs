@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix::{Addr, Message, Recipient};
 
 use crate::{
-    ChildEnd, CloseReport, Error, Outgoing, RestartPolicy, SendError, SocketActor, SocketConfig,
+    CloseReport, Error, Outgoing, RestartPolicy, SendError, SocketActor, SocketConfig, SocketEnd,
     Subscribe,
 };
 
@@ -161,11 +161,11 @@ pub enum SupervisionEvent {
         key: String,
     },
     /// A socket ended.
-    ChildEnded {
+    SocketEnded {
         /// Its key.
         key: String,
         /// How.
-        end: ChildEnd,
+        end: SocketEnd,
         /// Whether it will be restarted.
         restarting: bool,
         /// Messages that were waiting in its outbox (handed to the restarted socket, or lost
@@ -193,26 +193,4 @@ pub enum SupervisionEvent {
         /// The socket whose end broke the limit.
         key: String,
     },
-}
-
-/// A supervised socket has ended (sent by the socket's `stopped()`, even after a panic).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SocketEnded {
-    pub(crate) key: String,
-    pub(crate) generation: u64,
-    pub(crate) end: ChildEnd,
-    pub(crate) inheritance: crate::socket::Inheritance,
-}
-
-/// A supervised socket's connection opened or was lost (sent on every change), so that the
-/// supervisor can summarise an outage instead of every socket logging its own.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SocketLink {
-    pub(crate) key: String,
-    pub(crate) generation: u64,
-    pub(crate) open: bool,
-    /// Why it was lost.
-    pub(crate) cause: Option<String>,
 }
