@@ -1,6 +1,7 @@
 //! The `resocket` binary, driven as a person or a script would: stdin in, stdout and stderr out,
 //! exit codes.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Stdio;
