@@ -115,6 +115,13 @@ pub enum Error {
         /// The bound.
         max: usize,
     },
+    /// More messages expired during an outage than are kept to be handed back in
+    /// [`Error::Expired`] events (1,024): `count` more were dropped without theirs.
+    /// [`Counters::expired`](crate::Counters::expired) counts them all.
+    ExpiredUnreported {
+        /// How many.
+        count: usize,
+    },
     /// A single message is larger than the whole outbox byte limit; it can never be queued.
     MessageTooLargeForOutbox {
         /// The message size in bytes.
@@ -122,9 +129,9 @@ pub enum Error {
         /// The outbox byte limit.
         max_bytes: usize,
     },
-    /// Messages were dropped from the outbox by the `DropOldest` or `DropNewest` policy (or
-    /// expired beyond the 1,024 held to be handed back in [`Error::Expired`] events, during a
-    /// long outage). Reported as an event; `count` messages are gone.
+    /// Messages were dropped from the outbox by the `DropOldest` or `DropNewest` policy.
+    /// Reported as an event; `count` messages are gone. (A [`Request`](crate::Request) whose
+    /// message is dropped, or taken by [`TakeOutbox`](crate::TakeOutbox), fails with it.)
     Dropped {
         /// How many messages were dropped by this event.
         count: usize,
@@ -262,6 +269,10 @@ impl fmt::Display for Error {
             Error::TooManyRequests { max } => {
                 write!(f, "{max} requests already wait for their reply")
             }
+            Error::ExpiredUnreported { count } => write!(
+                f,
+                "{count} more messages expired before they could be written and were dropped"
+            ),
             Error::Expired { ttl, message } => write!(
                 f,
                 "a message of {} bytes was not written within its time to live of {ttl:?}; it was dropped",

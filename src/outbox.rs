@@ -127,7 +127,7 @@ struct Entry {
 }
 
 #[derive(Debug)]
-struct EntryOptions {
+pub(crate) struct EntryOptions {
     /// When it stops being worth writing, and its TTL (for the error).
     expires: Option<(Instant, Duration)>,
     collapse_key: Option<Arc<str>>,
@@ -156,6 +156,23 @@ impl Entry {
 /// past it (a long outage with a busy sender) they are only counted.
 pub(crate) const MAX_EXPIRED_HELD: usize = 1024;
 
+/// A queued message with its options, as one queue hands it to another (a restarted socket
+/// inherits its predecessor's outbox this way: deadlines, keys and requests included).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) message: Outgoing,
+    pub(crate) options: Option<Box<EntryOptions>>,
+}
+
+impl From<Outgoing> for Queued {
+    fn from(message: Outgoing) -> Self {
+        Queued {
+            message,
+            options: None,
+        }
+    }
+}
+
 /// A message dropped because its time to live passed before it could be written.
 #[derive(Debug)]
 pub(crate) struct Expired {
@@ -181,6 +198,8 @@ pub(crate) struct OutboxQueue {
     expired_uncarried: usize,
     /// Queued messages that are pending requests (none: nothing to look for).
     requests: usize,
+    /// Pending requests whose message the overflow policy dropped, to be failed.
+    dropped_requests: Vec<u64>,
     /// Messages replaced by a newer one with the same collapse key, since the last call to
     /// [`take_collapsed`](Self::take_collapsed).
     collapsed: u64,
@@ -198,6 +217,7 @@ impl OutboxQueue {
             expired: Vec::new(),
             expired_uncarried: 0,
             requests: 0,
+            dropped_requests: Vec::new(),
             collapsed: 0,
         }
     }
@@ -211,6 +231,23 @@ impl OutboxQueue {
     /// Queues `message` with its delivery options: at the back, or in the place of a queued
     /// message with the same collapse key; applying the overflow policy if it does not fit.
     pub(crate) fn push_with(&mut self, message: Outgoing, delivery: &Delivery) -> Pushed {
+        let options = (!delivery.is_plain()).then(|| {
+            Box::new(EntryOptions {
+                // A TTL too long to add to the clock never expires.
+                expires: delivery
+                    .time_to_live()
+                    .and_then(|ttl| Some((Instant::now().checked_add(ttl)?, ttl))),
+                collapse_key: delivery.collapse_key_arc().cloned(),
+                request: delivery.request,
+            })
+        });
+        self.push_queued(Queued { message, options })
+    }
+
+    /// Queues a message that keeps the options it had in another queue (a restarted
+    /// socket's inheritance): its deadline, key and request.
+    pub(crate) fn push_queued(&mut self, queued: Queued) -> Pushed {
+        let Queued { message, options } = queued;
         let size = message.len();
         if size > self.limits.max_bytes {
             return Pushed::Refused {
@@ -222,52 +259,43 @@ impl OutboxQueue {
                 dropped: false,
             };
         }
-        let options = (!delivery.is_plain()).then(|| {
-            Box::new(EntryOptions {
-                expires: delivery
-                    .time_to_live()
-                    .map(|ttl| (Instant::now() + ttl, ttl)),
-                collapse_key: delivery.collapse_key_arc().cloned(),
-                request: delivery.request,
-            })
-        });
-        if let Some(index) = delivery
-            .collapse_key_arc()
-            .and_then(|k| self.index_of_key(k))
-        {
-            let old_size = self.items[index].message.len();
-            if self.bytes - old_size + size + self.held <= self.limits.max_bytes {
-                let entry = &mut self.items[index];
-                entry.message = message;
-                entry.options = options;
-                self.bytes = self.bytes - old_size + size;
-                self.collapsed += 1;
-                return Pushed::Queued;
-            }
-            // Larger than the room the older one leaves: it goes, and the newer one is queued
-            // as any other (or refused, and the older one put back).
-            let old = self.remove(index);
-            let pushed = self.push_entry(message, size, options);
-            match &pushed {
-                Pushed::Refused { .. } => self.restore(index, old),
-                _ => self.collapsed += 1,
-            }
-            return pushed;
+        let key = options.as_ref().and_then(|o| o.collapse_key.clone());
+        let Some(index) = key.and_then(|k| self.index_of_key(&k)) else {
+            return self.push_entry(message, size, options, None);
+        };
+        let old_size = self.items[index].message.len();
+        if self.bytes - old_size + size + self.held <= self.limits.max_bytes {
+            let entry = &mut self.items[index];
+            entry.message = message;
+            entry.options = options;
+            self.bytes = self.bytes - old_size + size;
+            self.collapsed += 1;
+            return Pushed::Queued;
         }
-        self.push_entry(message, size, options)
+        // Larger than the room the older one leaves: it goes, and the newer one takes its
+        // place once there is room (or is refused, and the older one is put back).
+        let old = self.remove(index);
+        let pushed = self.push_entry(message, size, options, Some(old.id));
+        match &pushed {
+            Pushed::Refused { .. } => self.restore(old),
+            _ => self.collapsed += 1,
+        }
+        pushed
     }
 
+    /// Queues at the back, or where the entry `in_place_of` was (keeping the ids sorted).
     fn push_entry(
         &mut self,
         message: Outgoing,
         size: usize,
         options: Option<Box<EntryOptions>>,
+        in_place_of: Option<u64>,
     ) -> Pushed {
         if !self.fits(size) {
             self.purge_expired();
         }
         if self.fits(size) {
-            self.push_unchecked(message, options);
+            self.insert(message, options, in_place_of);
             return Pushed::Queued;
         }
         match self.limits.overflow {
@@ -276,20 +304,25 @@ impl OutboxQueue {
                 error: self.limits.full_error(),
                 dropped: self.limits.overflow == Overflow::DropNewest,
             },
+            Overflow::DropOldest if self.held + size > self.limits.max_bytes => {
+                // What is held in flight alone leaves no room: dropping the queue would not
+                // help, so nothing is dropped but the new message.
+                Pushed::Refused {
+                    message,
+                    error: self.limits.full_error(),
+                    dropped: true,
+                }
+            }
             Overflow::DropOldest => {
                 let mut dropped = 0;
                 while !self.fits(size) {
-                    if self.pop_entry().is_none() {
-                        // What is left is held in flight and cannot be dropped: no room.
-                        return Pushed::Refused {
-                            message,
-                            error: self.limits.full_error(),
-                            dropped: true,
-                        };
-                    }
+                    let Some(entry) = self.pop_entry() else {
+                        break; // (cannot happen: the held bytes alone leave room)
+                    };
+                    self.dropped_requests.extend(entry.request());
                     dropped += 1;
                 }
-                self.push_unchecked(message, options);
+                self.insert(message, options, in_place_of);
                 Pushed::QueuedDroppingOldest(dropped)
             }
         }
@@ -300,20 +333,21 @@ impl OutboxQueue {
             && self.bytes + self.held + size <= self.limits.max_bytes
     }
 
-    fn push_unchecked(&mut self, message: Outgoing, options: Option<Box<EntryOptions>>) {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.bytes += message.len();
-        let entry = Entry {
+    fn insert(
+        &mut self,
+        message: Outgoing,
+        options: Option<Box<EntryOptions>>,
+        in_place_of: Option<u64>,
+    ) {
+        let id = in_place_of.unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id - 1
+        });
+        self.restore(Entry {
             id,
             message,
             options,
-        };
-        if let Some(key) = entry.key() {
-            self.keys.insert(key.clone(), id);
-        }
-        self.requests += usize::from(entry.request().is_some());
-        self.items.push_back(entry);
+        });
     }
 
     fn index_of_key(&self, key: &Arc<str>) -> Option<usize> {
@@ -328,13 +362,14 @@ impl OutboxQueue {
         entry
     }
 
-    /// Puts back an entry [`remove`](Self::remove)d at `index`.
-    fn restore(&mut self, index: usize, entry: Entry) {
+    /// Puts an entry where its id belongs (the back, for a new one).
+    fn restore(&mut self, entry: Entry) {
         self.bytes += entry.message.len();
         if let Some(key) = entry.key() {
             self.keys.insert(key.clone(), entry.id);
         }
         self.requests += usize::from(entry.request().is_some());
+        let index = self.items.partition_point(|e| e.id < entry.id);
         self.items.insert(index, entry);
     }
 
@@ -429,7 +464,15 @@ impl OutboxQueue {
 
     /// Whether expired or replaced messages wait to be reported.
     pub(crate) fn has_events(&self) -> bool {
-        !self.expired.is_empty() || self.expired_uncarried > 0 || self.collapsed > 0
+        !self.expired.is_empty()
+            || self.expired_uncarried > 0
+            || self.collapsed > 0
+            || !self.dropped_requests.is_empty()
+    }
+
+    /// Pending requests whose message the overflow policy dropped since the last call.
+    pub(crate) fn take_dropped_requests(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dropped_requests)
     }
 
     /// Messages replaced through their collapse key since the last call.
@@ -473,11 +516,38 @@ impl OutboxQueue {
     }
 
     /// Empties the queue, oldest first (delivery options are not kept).
+    #[cfg(test)]
     pub(crate) fn drain(&mut self) -> Vec<Outgoing> {
+        self.drain_queued().into_iter().map(|q| q.message).collect()
+    }
+
+    /// Empties the queue, oldest first, each message with its options.
+    pub(crate) fn drain_queued(&mut self) -> Vec<Queued> {
         self.bytes = 0;
         self.requests = 0;
         self.keys.clear();
-        self.items.drain(..).map(|e| e.message).collect()
+        self.items
+            .drain(..)
+            .map(|e| Queued {
+                message: e.message,
+                options: e.options,
+            })
+            .collect()
+    }
+
+    /// Empties the queue for the application ([`TakeOutbox`](crate::TakeOutbox)): the plain
+    /// messages, oldest first, and apart the pending requests whose messages these were
+    /// (their callers get them back with the failure).
+    pub(crate) fn drain_for_application(&mut self) -> (Vec<Outgoing>, Vec<u64>) {
+        let mut messages = Vec::new();
+        let mut requests = Vec::new();
+        for queued in self.drain_queued() {
+            match queued.options.as_ref().and_then(|o| o.request) {
+                Some(token) => requests.push(token),
+                None => messages.push(queued.message),
+            }
+        }
+        (messages, requests)
     }
 }
 

@@ -9,7 +9,7 @@ use futures_util::task::AtomicWaker;
 use serde::Serialize;
 
 use crate::acked::AckedLink;
-use crate::outbox::{OutboxQueue, Pushed};
+use crate::outbox::{OutboxQueue, Pushed, Queued};
 use crate::{Delivery, Error, Outbox, Outgoing, SendError};
 
 /// The outbox a socket shares with its [`Sender`]s.
@@ -150,6 +150,11 @@ impl SharedOutbox {
         self.refused.load(Ordering::Acquire)
     }
 
+    /// Notes that expired, replaced or dropped messages wait to be reported.
+    pub(crate) fn flag_events(&self) {
+        self.events.store(true, Ordering::Release);
+    }
+
     /// Whether expired or replaced messages may wait to be reported; clears the flag.
     pub(crate) fn take_events_flag(&self) -> bool {
         self.events.swap(false, Ordering::AcqRel)
@@ -161,6 +166,7 @@ impl SharedOutbox {
     }
 
     /// Queues `message` under the outbox policy; wakes the driver if the outbox was empty.
+    #[cfg(test)]
     pub(crate) fn push(&self, message: Outgoing) -> Pushing {
         self.push_with(message, &Delivery::default())
     }
@@ -170,6 +176,24 @@ impl SharedOutbox {
         if let Err(error) = delivery.validate() {
             return Pushing::Refused(SendError { error, message }, false);
         }
+        self.push_checked(message, |queue, message| queue.push_with(message, delivery))
+    }
+
+    /// Queues a message inherited with its options from a socket that ended.
+    pub(crate) fn push_queued(&self, queued: Queued) -> Pushing {
+        let Queued { message, options } = queued;
+        self.push_checked(message, move |queue, message| {
+            queue.push_queued(Queued { message, options })
+        })
+    }
+
+    /// The checks every message passes (acked mode's text only, the peer's size limit, a
+    /// closed socket), then `push` under the queue's lock.
+    fn push_checked(
+        &self,
+        message: Outgoing,
+        push: impl FnOnce(&mut OutboxQueue, Outgoing) -> Pushed,
+    ) -> Pushing {
         if self.acked {
             if let Err(error) = AckedLink::accepts(&message) {
                 return Pushing::Refused(SendError { error, message }, false);
@@ -194,7 +218,7 @@ impl SharedOutbox {
                 return Pushing::Refused(SendError { error, message }, false);
             }
             let was_empty = queue.is_empty();
-            let pushed = queue.push_with(message, delivery);
+            let pushed = push(&mut queue, message);
             if queue.has_events() {
                 self.events.store(true, Ordering::Release);
             }

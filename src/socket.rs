@@ -8,6 +8,7 @@
 mod connect;
 mod connection;
 mod handlers;
+mod machine;
 pub(crate) mod owner;
 mod requests;
 pub(crate) mod tcp;
@@ -24,6 +25,7 @@ use actix_http::ws::Frame;
 use log::{debug, warn};
 
 use self::connection::{Closing, Driver, OpenConnection, UserClose};
+use self::machine::{At, Event, Next, Rules};
 pub(crate) use self::owner::{Inheritance, Owner};
 use self::owner::{LinkChanged, SocketEnd, SocketEnded};
 use crate::acked::{wire, AckedLink};
@@ -35,7 +37,6 @@ use crate::reassembly::Inbound;
 use crate::sender::{Pushing, SharedOutbox};
 use crate::subscribers::{Outcome, Subscribers};
 use crate::telemetry::{Gauges, Telemetry};
-use crate::Backoff;
 use crate::{
     CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
 };
@@ -173,8 +174,12 @@ impl SocketActor {
             outbox,
             subscribers,
             acked,
+            requests,
         } = inheritance;
         let mut socket = SocketActor::new(config);
+        if let Some(requests) = requests {
+            socket.requests.adopt(requests);
+        }
         if let (Some(link), true) = (acked, socket.acked.is_some()) {
             // Keep the sequence numbers and messages in flight: resent, they stay deduplicated.
             // Their bytes count against this socket's outbox limit, as they did before.
@@ -187,9 +192,9 @@ impl SocketActor {
         // Every event of a supervised socket names it by its key.
         socket.subscribers.socket = SocketId::new(supervision.key.as_str());
         let mut dropped = 0;
-        for message in outbox {
+        for queued in outbox {
             // The same checks as any send (acked mode refuses binary; the outbox policy).
-            match socket.outbox.push(message) {
+            match socket.outbox.push_queued(queued) {
                 Pushing::Ok => {}
                 Pushing::DroppedOldest(n) => dropped += n,
                 Pushing::Refused(refused, _) => {
@@ -253,6 +258,23 @@ impl SocketActor {
 
     /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
     /// state subscribers.
+    /// Arms request `token`'s timeout, `after` from now.
+    pub(crate) fn arm_request_timer(
+        &mut self,
+        token: u64,
+        after: std::time::Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let timer = ctx.run_later(after, move |act, ctx| {
+            if let Some(pending) = act.requests.remove(token) {
+                act.outbox.lock().remove_request(token);
+                let timeout = pending.timeout;
+                act.request_failed(pending, Error::RequestTimeout(timeout), ctx);
+            }
+        });
+        self.requests.set_timer(token, timer);
+    }
+
     /// Answers a request's caller with `error`; its message is not written later.
     pub(crate) fn request_failed(
         &mut self,
@@ -277,26 +299,37 @@ impl SocketActor {
 
     /// Reports what the outbox did on its own: drops on the `Sender` path (it cannot reach
     /// the subscribers), messages whose time to live passed, replacements by collapse key.
-    pub(crate) fn report_outbox_events(&mut self) {
-        let (expired, uncarried, collapsed) = {
+    pub(crate) fn report_outbox_events(&mut self, ctx: &mut Context<Self>) {
+        let (expired, uncarried, collapsed, dropped_requests) = {
             let mut queue = self.outbox.lock();
             let (expired, uncarried) = queue.take_expired();
-            (expired, uncarried, queue.take_collapsed())
+            let collapsed = queue.take_collapsed();
+            (expired, uncarried, collapsed, queue.take_dropped_requests())
         };
         self.counters.collapsed += collapsed;
-        let count = self.outbox.take_dropped() + uncarried;
         self.counters.expired += (expired.len() + uncarried) as u64;
         for Expired { message, ttl } in expired {
             self.subscribers.error(&Error::Expired { ttl, message });
         }
+        if uncarried > 0 {
+            let error = Error::ExpiredUnreported { count: uncarried };
+            self.subscribers.error(&error);
+        }
+        let count = self.outbox.take_dropped();
         if count > 0 {
-            self.counters.dropped += (count - uncarried) as u64;
+            self.counters.dropped += count as u64;
             self.subscribers.error(&Error::Dropped { count });
+        }
+        // A request whose message the overflow policy dropped can never be answered.
+        for token in dropped_requests {
+            if let Some(pending) = self.requests.remove(token) {
+                self.request_failed(pending, Error::Dropped { count: 1 }, ctx);
+            }
         }
     }
 
     fn set_phase(&mut self, next: Phase, ctx: &mut Context<Self>) {
-        self.report_outbox_events();
+        self.report_outbox_events(ctx);
         let now_open = matches!(next, Phase::Open(_));
         let was_open = matches!(self.phase, Phase::Open(_));
         match std::mem::replace(&mut self.phase, next) {
@@ -340,10 +373,10 @@ impl SocketActor {
     }
 
     /// Publishes the counters and gauges (feature `metrics`); `state: None` once stopped.
-    fn publish_metrics(&self, state: Option<&str>) {
-        let Some(telemetry) = &self.telemetry else {
+    fn publish_metrics(&mut self, state: Option<&str>) {
+        if self.telemetry.is_none() {
             return;
-        };
+        }
         let (outbox_messages, outbox_bytes) = {
             let queue = self.outbox.lock();
             (queue.len(), queue.bytes())
@@ -356,9 +389,12 @@ impl SocketActor {
         };
         let counters = Counters {
             refused: self.counters.refused + self.outbox.refused(),
+            errors_lost: self.subscribers.errors_lost,
             ..self.counters
         };
-        telemetry.publish(state, &counters, &gauges);
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.publish(state, &counters, &gauges);
+        }
     }
 
     fn enter_connecting(&mut self, attempt: u32, ctx: &mut Context<Self>) {
@@ -380,7 +416,11 @@ impl SocketActor {
             return;
         }
         match result {
-            Ok(connected) => self.enter_open(attempt, connected, ctx),
+            Ok(connected) => {
+                if let Next::Open { attempt } = self.next(Event::Connected) {
+                    self.enter_open(attempt, connected, ctx);
+                }
+            }
             Err(error) => {
                 self.counters.connect_failures += 1;
                 if self.failure_logged || self.supervision.is_some() {
@@ -397,12 +437,11 @@ impl SocketActor {
                     self.failure_logged = true;
                 }
                 self.subscribers.error(&error);
-                if connect::is_retryable(&error, &self.config) {
-                    self.failed(attempt, Disconnect::ConnectFailed(error), ctx);
-                } else {
+                let retryable = connect::is_retryable(&error, &self.config);
+                if !retryable {
                     warn!("resocket {}: not retrying: {error}", self.config.shown_url);
-                    self.enter_closed(CloseReason::Fatal(error), ctx);
                 }
+                self.decide(Event::ConnectFailed { error, retryable }, ctx);
             }
         }
     }
@@ -491,27 +530,53 @@ impl SocketActor {
         for r in waiting.responders {
             let _ = r.send(report.clone());
         }
-        self.enter_closed(CloseReason::ByUser, ctx);
+        self.decide(Event::CloseNow, ctx);
     }
 
-    /// `failures` consecutive attempts have failed, the last for `cause`: back off or give up.
-    fn failed(&mut self, failures: u32, cause: Disconnect, ctx: &mut Context<Self>) {
-        if self.config.backoff.gives_up_after(failures) {
-            warn!(
-                "resocket {}: giving up after {failures} attempts",
-                self.config.shown_url
-            );
-            self.enter_closed(
-                CloseReason::GaveUp {
-                    attempts: failures,
-                    last: cause,
-                },
-                ctx,
-            );
-            return;
+    /// Where the socket is, for the transition function.
+    fn at(&self) -> At {
+        match &self.phase {
+            Phase::Idle => At::Connecting { attempt: 0 },
+            Phase::Connecting { attempt, .. } => At::Connecting { attempt: *attempt },
+            Phase::Open(conn) => At::Open {
+                attempt: conn.attempt,
+            },
+            Phase::Backoff { attempt, .. } => At::Backoff { attempt: *attempt },
+            Phase::Closed { .. } => At::Closed,
         }
-        let delay = self.config.backoff.delay(failures, &mut self.rng);
-        self.back_off(failures, delay, cause, ctx);
+    }
+
+    /// What the transition function makes of `event` here.
+    fn next(&mut self, event: Event) -> Next {
+        let config = Arc::clone(&self.config);
+        let rules = Rules {
+            backoff: &config.backoff,
+            fatal_close_codes: &config.fatal_close_codes,
+            reconnect_spread: config.reconnect_spread,
+        };
+        machine::transition(self.at(), event, &rules, &mut self.rng)
+    }
+
+    /// Decides `event` with the transition function and enters the state it says.
+    fn decide(&mut self, event: Event, ctx: &mut Context<Self>) {
+        match self.next(event) {
+            Next::Stay | Next::Open { .. } => {} // (Open is entered with its connection)
+            Next::Connect { attempt } => self.enter_connecting(attempt, ctx),
+            Next::Backoff {
+                attempt,
+                delay,
+                cause,
+            } => self.back_off(attempt, delay, cause, ctx),
+            Next::Closed(reason) => {
+                if let CloseReason::GaveUp { attempts, .. } = &reason {
+                    warn!(
+                        "resocket {}: giving up after {attempts} attempts",
+                        self.config.shown_url
+                    );
+                }
+                self.enter_closed(reason, ctx);
+            }
+        }
     }
 
     /// Enters Backoff for `delay`; the timer starts attempt `failures + 1`.
@@ -523,7 +588,7 @@ impl SocketActor {
         ctx: &mut Context<Self>,
     ) {
         let timer = ctx.run_later(delay, move |act, ctx| {
-            act.enter_connecting(failures + 1, ctx)
+            act.decide(Event::BackoffElapsed, ctx)
         });
         self.set_phase(
             Phase::Backoff {
@@ -578,7 +643,12 @@ impl SocketActor {
             for r in user.responders {
                 let _ = r.send(report.clone());
             }
-            self.enter_closed(CloseReason::ByUser, ctx);
+            let event = Event::ConnectionEnded {
+                cause,
+                by_user: true,
+                stable: false,
+            };
+            self.decide(event, ctx);
             return;
         }
         if let (
@@ -603,20 +673,9 @@ impl SocketActor {
                 }
             }
         }
-        if let Disconnect::PeerClosed {
-            code: Some(code),
-            description,
-        } = &cause
-        {
-            if self.config.fatal_close_codes.contains(code) {
-                let reason = CloseReason::PeerClosed {
-                    code: *code,
-                    description: description.clone(),
-                };
-                self.enter_closed(reason, ctx);
-                return;
-            }
-        }
+        let Phase::Open(conn) = &self.phase else {
+            return;
+        };
         // Stable: the peer kept talking for the minimum uptime (a silent or never-welcoming
         // peer does not count), so a connection that never worked keeps backing off.
         let talked_for = conn
@@ -626,23 +685,17 @@ impl SocketActor {
         let welcomed = self.acked.as_ref().is_none_or(AckedLink::is_welcomed);
         let identified = conn.identifying.is_none();
         let stable = welcomed && identified && talked_for >= self.config.min_uptime;
-        if stable {
-            // The first reconnect after a good connection waits the minimum backoff plus a
-            // random share of the spread, so that the thousands of sockets a server restart
-            // drops come back spread out, and not while the server is still restarting.
-            let delay = self.config.backoff.min()
-                + Backoff::spread(self.config.reconnect_spread, &mut self.rng);
-            self.back_off(1, delay, cause, ctx);
-        } else {
-            let attempt = conn.attempt;
-            self.failed(attempt, cause, ctx);
-        }
+        let event = Event::ConnectionEnded {
+            cause,
+            by_user: false,
+            stable,
+        };
+        self.decide(event, ctx);
     }
 
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
         self.subscribers.prune();
-        self.report_outbox_events();
-        self.publish_metrics(Some(self.state().name()));
+        self.report_outbox_events(ctx);
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
@@ -1036,6 +1089,16 @@ impl Actor for SocketActor {
         debug!("resocket {}: starting", self.config.shown_url);
         if cfg!(feature = "metrics") {
             self.telemetry = Some(Telemetry::new(self.subscribers.socket.as_str()));
+            // For the socket's lifetime, in every state (the outbox gauge matters most
+            // during an outage); ends with the actor.
+            ctx.run_interval(self.config.heartbeat.interval, |act, _| {
+                act.publish_metrics(Some(act.state().name()))
+            });
+        }
+        // Requests inherited from the socket this one replaces keep their deadlines.
+        let now = Instant::now();
+        for (token, deadline) in self.requests.deadlines() {
+            self.arm_request_timer(token, deadline.saturating_duration_since(now), ctx);
         }
         self.enter_connecting(1, ctx);
     }
@@ -1043,8 +1106,16 @@ impl Actor for SocketActor {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         // Senders must not queue into an outbox nobody will write.
         self.outbox.close();
-        // Nobody would wait for their replies: not handed to a restarted socket.
-        self.fail_all_requests(ctx);
+        if self.supervision.is_none() {
+            // Nobody would wait for their replies.
+            self.fail_all_requests(ctx);
+        } else if self.acked.is_none() {
+            // The connection dies with the actor: what was written on it is lost (not resent);
+            // the rest go to the socket that replaces this one, with the outbox.
+            for pending in self.requests.take_written() {
+                self.request_failed(pending, Error::RequestLost, ctx);
+            }
+        }
         self.publish_metrics(None);
         debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
@@ -1075,7 +1146,11 @@ impl Actor for SocketActor {
                 generation: supervision.generation,
                 end,
                 inheritance: Inheritance {
-                    outbox: self.outbox.lock().drain(),
+                    outbox: self.outbox.lock().drain_queued(),
+                    requests: Some(std::mem::replace(
+                        &mut self.requests,
+                        requests::Requests::new(None, 1),
+                    )),
                     subscribers: std::mem::take(&mut self.subscribers),
                     acked: self.acked.take(),
                 },

@@ -19,6 +19,7 @@ pub use self::messages::{
     GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
     SubscribeSupervision, SupervisionEvent, SupervisorStats,
 };
+use crate::outbox::Queued;
 use crate::restart::RestartWindow;
 use crate::socket::owner::{LinkChanged, SocketEnded};
 use crate::socket::{Inheritance, Owner};
@@ -349,7 +350,9 @@ impl Handler<SocketEnded> for SupervisorActor {
         if child.generation != generation {
             return; // a late report from an instance already replaced
         }
-        inheritance.outbox.append(&mut child.pending);
+        inheritance
+            .outbox
+            .extend(child.pending.drain(..).map(Queued::from));
         let restarting = child.policy.restarts_after(&end);
         let unsent =
             inheritance.outbox.len() + inheritance.acked.as_ref().map_or(0, |l| l.unacked());

@@ -3,8 +3,9 @@
 //!
 //! The series and their meaning are listed in the README's Metrics section.
 //!
-//! Counters and gauges are published on every state change and heartbeat tick, so they lag
-//! by at most one heartbeat interval and cost nothing per message. Install the recorder (an
+//! Counters and gauges are published on every state change and every heartbeat interval
+//! (in every state, outages included), so they lag by at most one interval and cost nothing
+//! per message. Install the recorder (an
 //! exporter) before starting sockets: handles taken before it exists record nothing.
 
 use std::time::Duration;
@@ -24,10 +25,17 @@ pub(crate) struct Gauges {
 #[cfg(feature = "metrics")]
 const STATES: [&str; 5] = ["connecting", "identifying", "open", "backoff", "closed"];
 
+/// Counters published.
+#[cfg(feature = "metrics")]
+const COUNTERS: usize = 14;
+
 /// One socket's metric handles, registered once.
 #[cfg(feature = "metrics")]
 pub(crate) struct Telemetry {
-    counters: [metrics::Counter; 10],
+    counters: [metrics::Counter; COUNTERS],
+    /// What `counters` were last given: each publish adds the difference, so a restarted
+    /// socket (new counters from 0, same labels) or two sockets of one name add up.
+    published: [u64; COUNTERS],
     states: [metrics::Gauge; 5],
     gauges: [metrics::Gauge; 4],
     rtt: metrics::Histogram,
@@ -53,7 +61,12 @@ impl Telemetry {
                 counter("resocket_discarded_total"),
                 counter("resocket_expired_total"),
                 counter("resocket_duplicates_total"),
+                counter("resocket_collapsed_total"),
+                counter("resocket_lagged_total"),
+                counter("resocket_waited_total"),
+                counter("resocket_errors_lost_total"),
             ],
+            published: [0; COUNTERS],
             states: STATES.map(|state| {
                 metrics::gauge!(
                     "resocket_state",
@@ -72,7 +85,7 @@ impl Telemetry {
 
     /// Publishes the counters and gauges, and `state` as the current one (`None`: the
     /// socket is gone, no state is current).
-    pub(crate) fn publish(&self, state: Option<&str>, counters: &Counters, gauges: &Gauges) {
+    pub(crate) fn publish(&mut self, state: Option<&str>, counters: &Counters, gauges: &Gauges) {
         let values = [
             counters.connects,
             counters.reconnects,
@@ -84,9 +97,14 @@ impl Telemetry {
             counters.discarded,
             counters.expired,
             counters.duplicates,
+            counters.collapsed,
+            counters.lagged,
+            counters.waited,
+            counters.errors_lost,
         ];
-        for (counter, value) in self.counters.iter().zip(values) {
-            counter.absolute(value);
+        for ((counter, last), value) in self.counters.iter().zip(&mut self.published).zip(values) {
+            counter.increment(value.saturating_sub(*last));
+            *last = value;
         }
         for (gauge, name) in self.states.iter().zip(STATES) {
             gauge.set(if Some(name) == state { 1.0 } else { 0.0 });
@@ -140,6 +158,22 @@ fn describe() {
         "resocket_duplicates_total",
         "Acked mode: inbound duplicates dropped"
     );
+    describe_counter!(
+        "resocket_collapsed_total",
+        "Queued messages replaced by a newer one with the same collapse key"
+    );
+    describe_counter!(
+        "resocket_lagged_total",
+        "Deliveries dropped for a full subscriber mailbox (policy Drop)"
+    );
+    describe_counter!(
+        "resocket_waited_total",
+        "Times reading paused for a full subscriber mailbox (policy Wait)"
+    );
+    describe_counter!(
+        "resocket_errors_lost_total",
+        "Error events a subscriber missed because its mailbox was full"
+    );
     describe_gauge!(
         "resocket_state",
         "1 for the socket's current state (label state), else 0"
@@ -175,7 +209,8 @@ impl Telemetry {
         Telemetry
     }
 
-    pub(crate) fn publish(&self, _state: Option<&str>, _counters: &Counters, _gauges: &Gauges) {}
+    pub(crate) fn publish(&mut self, _state: Option<&str>, _counters: &Counters, _gauges: &Gauges) {
+    }
 
     pub(crate) fn ping_rtt(&self, _rtt: Duration) {}
 }

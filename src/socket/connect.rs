@@ -44,10 +44,11 @@ pub(crate) struct Connected {
     pub(crate) identify: Vec<crate::Outgoing>,
 }
 
-/// Connects (on the current thread's client) within the configured timeout; the credentials
-/// provider and the async identify function each have that long too.
+/// Connects (on the current thread's client) within the configured timeout, which covers the
+/// whole attempt: the credentials provider, the async identify function and the handshake.
 pub(crate) async fn connect(config: &SocketConfig) -> Result<Connected, Error> {
     let limit = config.connect_timeout;
+    let deadline = std::time::Instant::now() + limit;
     let unanswered = |what: &str| Error::Credentials {
         message: format!("{what} did not answer within the connect timeout of {limit:?}"),
         retryable: true,
@@ -55,7 +56,7 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<Connected, Error> {
     let (uri, extra) = match &config.credentials {
         None => (None, Vec::new()),
         Some(provider) => {
-            let credentials = actix_rt::time::timeout(limit, provider())
+            let credentials = actix_rt::time::timeout(left(deadline), provider())
                 .await
                 .map_err(|_| unanswered("the credentials provider"))??;
             fresh_credentials(credentials)?
@@ -63,7 +64,7 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<Connected, Error> {
     };
     let identify = match &config.identify_async {
         None => Vec::new(),
-        Some(f) => actix_rt::time::timeout(limit, f())
+        Some(f) => actix_rt::time::timeout(left(deadline), f())
             .await
             .map_err(|_| unanswered("the identify_with_async function"))??,
     };
@@ -76,7 +77,7 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<Connected, Error> {
         request = request.protocols(&config.protocols);
     }
     request = request.max_frame_size(config.max_message);
-    let (response, framed) = actix_rt::time::timeout(config.connect_timeout, request.connect())
+    let (response, framed) = actix_rt::time::timeout(left(deadline), request.connect())
         .await
         .map_err(|_| Error::ConnectTimeout(config.connect_timeout))?
         .map_err(classify)?;
@@ -94,6 +95,11 @@ pub(crate) async fn connect(config: &SocketConfig) -> Result<Connected, Error> {
         framed: framed.into_map_codec(|codec| FrameGuard::new(codec, max)),
         identify,
     })
+}
+
+/// What is left of the attempt's time.
+fn left(deadline: std::time::Instant) -> Duration {
+    deadline.saturating_duration_since(std::time::Instant::now())
 }
 
 /// Headers for one upgrade request.

@@ -173,7 +173,11 @@ impl ActorFuture<SocketActor> for Driver {
                 break;
             }
         }
-        match act.pump(id, task) {
+        let pumped = act.pump(id, task);
+        if act.outbox.take_events_flag() {
+            act.report_outbox_events(ctx);
+        }
+        match pumped {
             Ok(true) => Poll::Pending,
             Ok(false) => Poll::Ready(()),
             Err(e) => {
@@ -270,10 +274,9 @@ impl SocketActor {
             Poll::Ready(Err(e)) => Err(e.to_string()),
             _ => Ok(true),
         };
-        let events = outbox.has_events();
-        drop(outbox);
-        if events {
-            self.report_outbox_events();
+        if outbox.has_events() {
+            // Reported by the driver (it has the context request timers need).
+            self.outbox.flag_events();
         }
         flushed
     }

@@ -8,25 +8,30 @@ use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
-    Close, CloseReason, CloseReport, Counters, Delivery, Error, GetStatus, Outgoing, Request, Send,
-    SendError, StateChanged, Status, Subscribe, TakeOutbox,
+    Close, CloseReport, Counters, Delivery, Error, GetStatus, Outgoing, Request, Send, SendError,
+    StateChanged, Status, Subscribe, TakeOutbox,
 };
 
 impl Handler<Send> for SocketActor {
     type Result = Result<(), SendError>;
 
-    fn handle(&mut self, send: Send, _ctx: &mut Context<Self>) -> Self::Result {
-        self.push(send.message, &send.delivery)
+    fn handle(&mut self, send: Send, ctx: &mut Context<Self>) -> Self::Result {
+        self.push(send.message, &send.delivery, ctx)
     }
 }
 
 impl SocketActor {
     /// Queues one message from the actor path, reporting drops and refusals.
-    fn push(&mut self, message: Outgoing, delivery: &Delivery) -> Result<(), SendError> {
+    fn push(
+        &mut self,
+        message: Outgoing,
+        delivery: &Delivery,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SendError> {
         // The outbox refuses once the socket is closing by the user's request or closed.
         let pushed = self.outbox.push_with(message, delivery);
         if self.outbox.take_events_flag() {
-            self.report_outbox_events();
+            self.report_outbox_events(ctx);
         }
         match pushed {
             Pushing::Ok => Ok(()),
@@ -69,7 +74,7 @@ impl Handler<Request> for SocketActor {
             let _ = tx.send(Err(SendError { error, message }));
             return answered(rx);
         }
-        let token = match self.requests.insert(&message, tx) {
+        let token = match self.requests.insert(&message, timeout, tx) {
             Ok(token) => token,
             Err((error, tx)) => {
                 self.counters.refused += 1;
@@ -78,16 +83,8 @@ impl Handler<Request> for SocketActor {
             }
         };
         let delivery = Delivery::for_request(token);
-        match self.push(message, &delivery) {
-            Ok(()) => {
-                let timer = ctx.run_later(timeout, move |act, ctx| {
-                    if let Some(pending) = act.requests.remove(token) {
-                        act.outbox.lock().remove_request(token);
-                        act.request_failed(pending, Error::RequestTimeout(timeout), ctx);
-                    }
-                });
-                self.requests.set_timer(token, timer);
-            }
+        match self.push(message, &delivery, ctx) {
+            Ok(()) => self.arm_request_timer(token, timeout, ctx),
             Err(refused) => {
                 if let Some(pending) = self.requests.remove(token) {
                     pending.fail(refused.error);
@@ -159,7 +156,7 @@ impl Handler<Close> for SocketActor {
                 });
             }
             Phase::Idle | Phase::Connecting { .. } | Phase::Backoff { .. } => {
-                self.enter_closed(CloseReason::ByUser, ctx);
+                self.decide(super::machine::Event::CloseNow, ctx);
                 return done(false);
             }
             Phase::Open(conn) => conn,
@@ -206,8 +203,8 @@ impl Handler<Close> for SocketActor {
 impl Handler<GetStatus> for SocketActor {
     type Result = actix::MessageResult<GetStatus>;
 
-    fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        self.report_outbox_events();
+    fn handle(&mut self, _: GetStatus, ctx: &mut Context<Self>) -> Self::Result {
+        self.report_outbox_events(ctx);
         let (outbox_len, outbox_bytes) = {
             let outbox = self.outbox.lock();
             (outbox.len(), outbox.bytes())
@@ -232,13 +229,23 @@ impl Handler<GetStatus> for SocketActor {
 impl Handler<TakeOutbox> for SocketActor {
     type Result = actix::MessageResult<TakeOutbox>;
 
-    fn handle(&mut self, _: TakeOutbox, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut outbox = self.outbox.lock();
-        let mut messages: Vec<Outgoing> = match &mut self.acked {
-            Some(link) => link.take_unacked(&mut outbox),
-            None => Vec::new(),
+    fn handle(&mut self, _: TakeOutbox, ctx: &mut Context<Self>) -> Self::Result {
+        let (messages, requests) = {
+            let mut outbox = self.outbox.lock();
+            let mut messages: Vec<Outgoing> = match &mut self.acked {
+                Some(link) => link.take_unacked(&mut outbox),
+                None => Vec::new(),
+            };
+            let (queued, requests) = outbox.drain_for_application();
+            messages.extend(queued);
+            (messages, requests)
         };
-        messages.extend(outbox.drain());
+        // A request's message is handed back once, to its caller, with the failure.
+        for token in requests {
+            if let Some(pending) = self.requests.remove(token) {
+                self.request_failed(pending, Error::Dropped { count: 1 }, ctx);
+            }
+        }
         actix::MessageResult(messages)
     }
 }

@@ -45,8 +45,11 @@ impl std::fmt::Display for SocketEnd {
 /// What a restarted socket takes over from the one that ended.
 #[derive(Default)]
 pub(crate) struct Inheritance {
-    /// Messages not yet written, oldest first.
-    pub(crate) outbox: Vec<crate::Outgoing>,
+    /// Messages not yet written, oldest first, with their delivery options.
+    pub(crate) outbox: Vec<crate::outbox::Queued>,
+    /// Requests waiting for their reply (their messages are in `outbox`, or in flight in
+    /// acked mode): the new socket answers them.
+    pub(crate) requests: Option<super::requests::Requests>,
     pub(crate) subscribers: Subscribers,
     /// Acked mode's sequence numbers and messages in flight.
     pub(crate) acked: Option<AckedLink>,

@@ -2,6 +2,7 @@
 //! Pure bookkeeping: the socket arms the timers and answers the callers.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix::SpawnHandle;
 use futures_channel::oneshot;
@@ -20,6 +21,9 @@ pub(crate) struct Pending {
     pub(crate) message: Outgoing,
     pub(crate) reply: oneshot::Sender<Answer>,
     pub(crate) timer: Option<SpawnHandle>,
+    /// When it times out, and its timeout (for the error).
+    pub(crate) deadline: Instant,
+    pub(crate) timeout: Duration,
     /// Written on the current connection (default mode: lost with it).
     written: bool,
 }
@@ -31,6 +35,17 @@ impl Pending {
             error,
             message: self.message,
         }));
+    }
+}
+
+/// An id as canonical JSON: a whole number is the same id however it is written (`1`, `1.0`,
+/// `1e0`: a JavaScript peer echoes `1.0` as `1`); a string is never the number it spells.
+fn canonical(id: &Value) -> String {
+    match id.as_f64() {
+        Some(n) if id.is_number() && n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            format!("{}", n as i64)
+        }
+        _ => id.to_string(),
     }
 }
 
@@ -60,6 +75,7 @@ impl Requests {
     pub(crate) fn insert(
         &mut self,
         message: &Outgoing,
+        timeout: Duration,
         reply: oneshot::Sender<Answer>,
     ) -> Result<u64, (Error, oneshot::Sender<Answer>)> {
         let id = match self.id_of_request(message) {
@@ -83,6 +99,10 @@ impl Requests {
                 message: message.clone(),
                 reply,
                 timer: None,
+                deadline: Instant::now()
+                    .checked_add(timeout)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+                timeout,
                 written: false,
             },
         );
@@ -104,7 +124,7 @@ impl Requests {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::InvalidRequest(format!("a request must be JSON: {e}")))?;
         match value.pointer(pointer) {
-            Some(id) if !id.is_null() => Ok(id.to_string()),
+            Some(id) if !id.is_null() => Ok(canonical(id)),
             _ => Err(Error::InvalidRequest(format!(
                 "the request has no id at {pointer}"
             ))),
@@ -139,7 +159,7 @@ impl Requests {
         }
         let pointer = self.pointer.as_ref()?;
         let value: Value = serde_json::from_str(text).ok()?;
-        let id = value.pointer(pointer)?.to_string();
+        let id = canonical(value.pointer(pointer)?);
         let token = *self.by_id.get(&id)?;
         let pending = self.remove(token)?;
         Some((token, pending, value))
@@ -170,6 +190,24 @@ impl Requests {
         all
     }
 
+    /// Adopts the requests of a socket that ended (a supervisor restart): same pointer and
+    /// bound as this one's configuration; their timers are to be armed again
+    /// ([`deadlines`](Self::deadlines)).
+    pub(crate) fn adopt(&mut self, mut other: Requests) {
+        for (token, mut pending) in other.pending.drain() {
+            pending.timer = None;
+            pending.written = false; // on no connection of this socket yet
+            self.by_id.insert(pending.id.clone(), token);
+            self.pending.insert(token, pending);
+        }
+        self.next_token = self.next_token.max(other.next_token);
+    }
+
+    /// Every pending request's token and deadline.
+    pub(crate) fn deadlines(&self) -> Vec<(u64, Instant)> {
+        self.pending.iter().map(|(t, p)| (*t, p.deadline)).collect()
+    }
+
     /// Requests waiting for their reply.
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
@@ -186,7 +224,8 @@ mod tests {
 
     fn insert(r: &mut Requests, text: &str) -> Result<u64, Error> {
         let (tx, _rx) = oneshot::channel();
-        r.insert(&Outgoing::from(text), tx).map_err(|(e, _)| e)
+        r.insert(&Outgoing::from(text), Duration::from_secs(5), tx)
+            .map_err(|(e, _)| e)
     }
 
     #[test]
@@ -194,6 +233,9 @@ mod tests {
         let mut r = requests();
         let token = insert(&mut r, r#"{"id":7,"method":"get"}"#).unwrap();
         assert!(r.reply(r#"{"id":"7"}"#).is_none(), "\"7\" is not 7");
+        let (_, _, value) = r.reply(r#"{"id":7.0,"result":0}"#).unwrap();
+        assert_eq!(value["result"], 0, "7.0 is 7");
+        insert(&mut r, r#"{"id":7,"method":"get"}"#).unwrap();
         assert!(r.reply("not json").is_none());
         let (_, pending, value) = r.reply(r#"{"id":7,"result":1}"#).unwrap();
         assert_eq!(value["result"], 1);
