@@ -23,7 +23,7 @@ use resocket::server::{
     accept_acked, ClientEvent, ClientIdentity, FromClient, Hub, HubConfig, ServerConfig,
     SubscribeHub, ToClient,
 };
-use resocket::{Backoff, Inbound, Send, SocketActor, SocketConfig, Subscribe};
+use resocket::{Backoff, Inbound, SendMessage, SocketActor, SocketConfig, Subscribe};
 
 /// What a client says.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -158,7 +158,7 @@ async fn wait(what: &str, check: impl Fn() -> bool) -> Result<(), String> {
 
 async fn say(socket: &Addr<SocketActor>, text: &str) -> Result<(), Box<dyn std::error::Error>> {
     socket
-        .send(Send::json(&Say {
+        .send(SendMessage::json(&Say {
             say: text.to_string(),
         })?)
         .await??;
@@ -198,7 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Duration::from_secs(1),
             ))
             .build()?;
-        let socket = SocketActor::start(config);
+        let socket = SocketActor::connect(config);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let screen = Screen {
             name: name.to_string(),

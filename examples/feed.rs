@@ -152,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .reconnect_spread(Duration::ZERO)
         .build()?;
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let ticks = Arc::new(AtomicU64::new(0));
     let consumer = Consumer {
         ticks: ticks.clone(),

@@ -23,8 +23,8 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use resocket::server::{accept, ServerConfig, Session, SessionHandler};
 use resocket::{
-    Backoff, GetStats, Shutdown, SocketConfig, StartSocket, SupervisorActor, SupervisorConfig,
-    SupervisorStats,
+    Backoff, GetSupervisorStats, Shutdown, SocketConfig, StartSocket, SupervisorActor,
+    SupervisorConfig, SupervisorStats,
 };
 
 type BoxError = Box<dyn std::error::Error>;
@@ -241,13 +241,16 @@ async fn watch(
     done: impl Fn(&SupervisorStats) -> bool,
 ) -> Result<(SupervisorStats, bool), BoxError> {
     let begin = Instant::now();
-    let mut last_in = supervisor.send(GetStats).await?.messages_in;
+    let mut last_in = supervisor.send(GetSupervisorStats).await?.messages_in;
     let mut last_time = Instant::now();
     let mut last_print = Instant::now() - Duration::from_secs(2);
     loop {
         // During a reconnect storm the sockets answer late; say so rather than go quiet.
-        let stats = match actix_rt::time::timeout(Duration::from_secs(2), supervisor.send(GetStats))
-            .await
+        let stats = match actix_rt::time::timeout(
+            Duration::from_secs(2),
+            supervisor.send(GetSupervisorStats),
+        )
+        .await
         {
             Ok(stats) => stats?,
             Err(_) => {
@@ -312,7 +315,7 @@ async fn run(o: Options) -> Result<(), BoxError> {
         ))
         .build()?;
     // Let the arbiters start before the baseline is taken.
-    supervisor.send(GetStats).await?;
+    supervisor.send(GetSupervisorStats).await?;
     let rss_before = rss_bytes();
     let started = Instant::now();
     for i in 0..o.connections {
@@ -345,7 +348,7 @@ async fn run(o: Options) -> Result<(), BoxError> {
             .and_then(|p| p.parse().ok())
             .ok_or("bad server address")?;
         println!("restarting the server (killed: every connection drops without a Close frame)");
-        let before = supervisor.send(GetStats).await?.reconnects;
+        let before = supervisor.send(GetSupervisorStats).await?.reconnects;
         server.kill();
         let restarted_at = Instant::now();
         *server = ServerProcess::spawn(port)?;
@@ -364,7 +367,7 @@ async fn run(o: Options) -> Result<(), BoxError> {
         println!("external server: no restart");
     }
 
-    let stats = supervisor.send(GetStats).await?;
+    let stats = supervisor.send(GetSupervisorStats).await?;
     println!("totals:");
     println!("  sockets            {}", stats.sockets);
     println!("  open               {}", stats.open);

@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .name(name)
             .heartbeat(Duration::from_millis(250), Duration::from_secs(5))
             .build()?;
-        sockets.push(SocketActor::start(config));
+        sockets.push(SocketActor::connect(config));
     }
     let sender = sockets[0].send(GetSender).await?;
     actix_rt::spawn(async move {

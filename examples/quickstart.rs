@@ -15,8 +15,8 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use resocket::server::{accept, ServerConfig, Session, SessionHandler};
 use resocket::{
-    Backoff, Close, GetStatus, Inbound, Send, SocketActor, SocketConfig, SocketState, StateChanged,
-    Subscribe,
+    Backoff, Close, GetStatus, Inbound, SendMessage, SocketActor, SocketConfig, SocketState,
+    StateChanged, Subscribe,
 };
 
 /// What the demo sends and receives.
@@ -119,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(2),
         ))
         .build()?;
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let printer = Printer.start();
     socket.do_send(Subscribe::states(printer.clone().recipient()));
     socket.do_send(Subscribe::to::<Note>(printer.recipient()));
@@ -129,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         n: 1,
         text: "hello".into(),
     };
-    socket.send(Send::json(&hello)?).await??;
+    socket.send(SendMessage::json(&hello)?).await??;
     actix_rt::time::sleep(Duration::from_millis(200)).await;
 
     println!("[server] stopping: every connection dropped, no Close frame");
@@ -141,7 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             n,
             text: format!("sent while disconnected #{n}"),
         };
-        socket.send(Send::json(&note)?).await??;
+        socket.send(SendMessage::json(&note)?).await??;
     }
     let queued = socket.send(GetStatus).await?.outbox_len;
     println!("[client] {queued} messages wait in the outbox");

@@ -14,7 +14,7 @@ use crate::outbox::OutboxQueue;
 use crate::{Error, Outgoing};
 
 /// Default number of messages in flight (written, not yet acknowledged): 1,000.
-pub const DEFAULT_ACK_WINDOW: usize = 1000;
+pub(crate) const DEFAULT_ACK_WINDOW: usize = 1000;
 
 /// One message written (or about to be) and not yet acknowledged, held once: as its frame.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl InFlight {
 
 /// What to do with an inbound sequenced message.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Inbound {
+pub(crate) enum Arrival {
     /// New: deliver it.
     Deliver,
     /// Seen before (a resend after a reconnect): drop it.
@@ -290,10 +290,10 @@ impl AckedLink {
     /// an error (the server skipped messages without reporting a gap), except for the first
     /// message a fresh link ever receives: a client that restarted takes up the server's
     /// numbering wherever it is.
-    pub(crate) fn inbound(&mut self, seq: u64) -> Result<Inbound, Error> {
+    pub(crate) fn inbound(&mut self, seq: u64) -> Result<Arrival, Error> {
         if seq <= self.last_inbound {
             self.ack_due = true;
-            return Ok(Inbound::Duplicate);
+            return Ok(Arrival::Duplicate);
         }
         let fresh = self.last_inbound == 0 && seq <= MAX_SEQ;
         if seq != self.last_inbound + 1 && !fresh {
@@ -304,7 +304,7 @@ impl AckedLink {
         }
         self.ack_due = true;
         self.last_inbound = seq;
-        Ok(Inbound::Deliver)
+        Ok(Arrival::Deliver)
     }
 
     /// Whether an ack should be written (never before the welcome).
@@ -398,11 +398,11 @@ mod tests {
     #[test]
     fn inbound_duplicates_are_dropped_and_acked() {
         let mut link = AckedLink::new("c".into(), 3);
-        assert_eq!(link.inbound(1), Ok(Inbound::Deliver));
-        assert_eq!(link.inbound(2), Ok(Inbound::Deliver));
+        assert_eq!(link.inbound(1), Ok(Arrival::Deliver));
+        assert_eq!(link.inbound(2), Ok(Arrival::Deliver));
         assert_eq!(link.take_ack(), Some(wire::ack(2)));
         assert_eq!(link.take_ack(), None);
-        assert_eq!(link.inbound(2), Ok(Inbound::Duplicate));
+        assert_eq!(link.inbound(2), Ok(Arrival::Duplicate));
         assert_eq!(link.take_ack(), Some(wire::ack(2)));
         assert!(link.connected().contains(r#""last_seq":2"#));
     }
@@ -471,12 +471,12 @@ mod tests {
     #[test]
     fn a_sequence_jump_is_an_error_but_a_fresh_link_takes_up_the_numbering() {
         let mut link = AckedLink::new("c".into(), 3);
-        assert_eq!(link.inbound(51), Ok(Inbound::Deliver), "fresh: any start");
-        assert_eq!(link.inbound(52), Ok(Inbound::Deliver));
+        assert_eq!(link.inbound(51), Ok(Arrival::Deliver), "fresh: any start");
+        assert_eq!(link.inbound(52), Ok(Arrival::Deliver));
         assert!(matches!(link.inbound(54), Err(Error::Protocol(_))));
         assert_eq!(
             link.inbound(53),
-            Ok(Inbound::Deliver),
+            Ok(Arrival::Deliver),
             "the jump was not taken"
         );
         let mut fresh = AckedLink::new("d".into(), 3);
@@ -487,14 +487,14 @@ mod tests {
     fn a_reported_gap_is_passed_over_once() {
         let mut link = AckedLink::new("c".into(), 3);
         let mut q = outbox(0);
-        assert_eq!(link.inbound(1), Ok(Inbound::Deliver));
+        assert_eq!(link.inbound(1), Ok(Arrival::Deliver));
         link.connected();
         link.welcome(0, Some(Gap { from: 2, to: 6 }), None, &mut q)
             .unwrap();
-        assert_eq!(link.inbound(7), Ok(Inbound::Deliver));
+        assert_eq!(link.inbound(7), Ok(Arrival::Deliver));
         assert!(link.connected().contains(r#""last_seq":7"#));
         link.welcome(0, None, None, &mut q).unwrap();
-        assert_eq!(link.inbound(7), Ok(Inbound::Duplicate));
+        assert_eq!(link.inbound(7), Ok(Arrival::Duplicate));
     }
 
     #[test]

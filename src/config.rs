@@ -185,6 +185,8 @@ impl SocketConfig {
     pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
     /// Default wait for the peer's Close (or FIN) after ours: 2 s.
     pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default acked-mode window of messages in flight: 1,000.
+    pub const DEFAULT_ACK_WINDOW: usize = crate::acked::DEFAULT_ACK_WINDOW;
     /// Default bound on requests waiting for their reply: 1,000.
     pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1000;
 
@@ -218,7 +220,7 @@ impl SocketConfig {
             fatal_close_codes: Vec::new(),
             jitter_seed: None,
             acked: None,
-            ack_window: crate::acked::DEFAULT_ACK_WINDOW,
+            ack_window: Self::DEFAULT_ACK_WINDOW,
             slow_subscriber: crate::SlowSubscriber::default(),
             #[cfg(feature = "rustls")]
             tls: None,
@@ -628,6 +630,7 @@ impl SocketConfigBuilder {
     /// For wss://: trust exactly these roots (e.g. a private CA) instead of the webpki roots.
     /// Certificate verification stays on. (Feature `rustls`.)
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_roots(mut self, roots: crate::tls::RootCertStore) -> Self {
         self.tls = Some(crate::tls::with_roots(roots));
         self
@@ -636,6 +639,7 @@ impl SocketConfigBuilder {
     /// For wss://: a complete rustls client configuration (its ALPN is replaced by HTTP/1.1,
     /// which a WebSocket upgrade needs). (Feature `rustls`.)
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_config(mut self, config: crate::tls::ClientConfig) -> Self {
         self.tls = Some(crate::tls::http11(config));
         self

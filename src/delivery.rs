@@ -22,9 +22,9 @@ use crate::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use resocket::{Delivery, Send};
+/// use resocket::{Delivery, SendMessage};
 ///
-/// let quote = Send::text(r#"{"BTC":97000}"#)
+/// let quote = SendMessage::text(r#"{"BTC":97000}"#)
 ///     .with(Delivery::new().ttl(Duration::from_secs(5)).collapse_key("quote:BTC"));
 /// assert_eq!(quote.delivery.time_to_live(), Some(Duration::from_secs(5)));
 /// ```

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use crate::acked::{wire, AckedLink};
 use crate::frame_guard::{FrameError, FrameGuard};
 use crate::outbox::OutboxQueue;
-use crate::reassembly::{Inbound, Reassembler};
+use crate::reassembly::{Reassembler, Received};
 
 /// The inbound path on arbitrary bytes from a peer: frame decoding (client side, as awc does),
 /// the frame guard, reassembly under a size cap, UTF-8 validation, the acked protocol's frame decoding and
@@ -30,7 +30,7 @@ pub fn inbound(data: &[u8]) {
             }
             Err(_) => break,
         };
-        if let Ok(Some(Inbound::Text(text))) = reassembler.frame(frame) {
+        if let Ok(Some(Received::Text(text))) = reassembler.frame(frame) {
             route(&text, &mut link, &mut outbox);
         }
         let _ = link.take_ack();

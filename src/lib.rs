@@ -8,7 +8,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use actix::prelude::*;
-//! use resocket::{Inbound, Send, SocketActor, SocketConfig, Subscribe};
+//! use resocket::{Inbound, SendMessage, SocketActor, SocketConfig, Subscribe};
 //!
 //! #[derive(serde::Deserialize, Debug)]
 //! struct Tick { symbol: String, price: f64 }
@@ -28,44 +28,37 @@
 //!         .heartbeat(Duration::from_secs(5), Duration::from_secs(10))
 //!         .identify(r#"{"op":"subscribe","channels":["ticks"]}"#)
 //!         .build()?;
-//!     let socket = SocketActor::start(config);
+//!     let socket = SocketActor::connect(config);
 //!     socket.do_send(Subscribe::to::<Tick>(Printer.start().recipient()));
-//!     socket.send(Send::text("hello")).await??;
+//!     socket.send(SendMessage::text("hello")).await??;
 //!     Ok(())
 //! }
 //! ```
 //!
-//! # Layout
+//! # Concepts
 //!
-//! | file | role |
-//! |---|---|
-//! | `config.rs` | [`SocketConfig`] and its validating builder |
-//! | `backoff.rs` | [`Backoff`]: delay for attempt n, when to give up (pure) |
-//! | `heartbeat.rs` | [`Heartbeat`] settings and the dead-peer check (pure) |
-//! | `outbox.rs` | [`Outbox`] limits, [`Overflow`] policy and the bounded queue (pure) |
-//! | `reassembly.rs` | fragments to whole messages, size cap, UTF-8 check (pure) |
-//! | `acked.rs`, `acked/wire.rs` | acked delivery: sequence numbers, window, acks, resume, dedup; the wire format (pure) |
-//! | `payload.rs` | [`Outgoing`]: one outbound message |
-//! | `state.rs` | [`SocketState`], [`Disconnect`], [`CloseReason`] |
-//! | `messages.rs` | what an application sends a socket: [`Send`], [`Subscribe`], [`Close`], [`GetStatus`], [`TakeOutbox`] |
-//! | `events.rs` | what a socket sends its subscribers: [`StateChanged`], [`Inbound`], [`InboundText`], [`InboundBinary`], [`ErrorOccurred`] |
-//! | `sender.rs` | [`Sender`]: the fast path into a socket's outbox, and the outbox it shares |
-//! | `subscribers.rs` | subscriber lists and routing of inbound messages |
-//! | `socket.rs` | [`SocketActor`]: the state machine and its transitions |
-//! | `socket/connect.rs` | one awc connect, failure classification |
-//! | `socket/connection.rs` | the Open state's connection and the driver that reads and writes it |
-//! | `socket/handlers.rs` | the message handlers |
-//! | `restart.rs` | [`RestartPolicy`], [`RestartIntensity`] and the restart window (pure) |
-//! | `supervisor.rs` | [`SupervisorActor`]: many sockets by key, restarted by policy, spread over arbiters |
-//! | `supervisor/messages.rs` | what an application sends a supervisor, and its [`SupervisionEvent`]s |
-//! | `server.rs` | (feature `server`) the matching server session for actix-web apps |
-//! | `tls.rs` | (feature `rustls`) wss: the TLS client configuration, HTTP/1.1 forced |
-//! | `error.rs` | [`Error`] |
-//! | `testing.rs`, `fuzzing.rs` | (features `fault-injection`, `fuzzing`) hooks for tests and the fuzzer; not supported API |
+//! - **A socket** is a [`SocketActor`] with one [`SocketConfig`]; its [`SocketState`] is
+//!   Connecting, Identifying, Open, Backoff or Closed, and every change reaches the
+//!   [`StateChanged`] subscribers. [`Backoff`] and [`Heartbeat`] set how it reconnects and how
+//!   it finds a dead peer.
+//! - **Sending**: [`SendMessage`] (or a [`Sender`], the thread-safe fast path) queues an
+//!   [`Outgoing`] message in the bounded [`Outbox`]; [`Delivery`] options give it a time to live
+//!   or a collapse key; [`Request`] waits for the reply with the same id. Acked mode
+//!   (`SocketConfigBuilder::acked`) makes delivery exactly once with the server's `Hub`.
+//! - **Receiving**: [`Subscribe`] an actor to typed payloads ([`Inbound`]), raw text or binary,
+//!   states and errors ([`ErrorOccurred`] carrying an [`Error`]).
+//! - **Many sockets**: a [`SupervisorActor`] owns sockets by key and restarts them by
+//!   [`RestartPolicy`] within a [`RestartIntensity`]; a restarted socket keeps its outbox, its
+//!   pending requests and its subscribers.
+//! - **The server side** (feature `server`): `server::accept` for actix-web apps, and the
+//!   acked `server::Hub`.
+//!
+//! The source layout, file by file, is in `ARCHITECTURE.md`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acked;
 mod backoff;
@@ -85,6 +78,7 @@ mod reassembly;
 mod restart;
 mod sender;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 mod socket;
 mod state;
@@ -95,9 +89,10 @@ mod telemetry;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod tls;
 
-pub use acked::{Gap, DEFAULT_ACK_WINDOW, MAX_SEQ};
+pub use acked::{Gap, MAX_SEQ};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{
     Credentials, CredentialsFn, IdentifyAsyncFn, IdentifyFn, ReadyFn, SocketConfig,
@@ -108,8 +103,8 @@ pub use error::Error;
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 pub use heartbeat::Heartbeat;
 pub use messages::{
-    Close, CloseReport, Counters, GetSender, GetStatus, Request, Send, SendError, SendWhenRoom,
-    Status, Subscribe, TakeOutbox,
+    Close, CloseReport, Counters, GetSender, GetStatus, Request, SendError, SendMessage,
+    SendWhenRoom, Status, Subscribe, TakeOutbox,
 };
 pub use outbox::{Outbox, Overflow};
 pub use payload::Outgoing;
@@ -120,8 +115,9 @@ pub use socket::SocketActor;
 pub use state::{CloseReason, Disconnect, SocketState};
 pub use subscribers::SlowSubscriber;
 pub use supervisor::{
-    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
-    SubscribeSupervision, SupervisionEvent, SupervisorActor, SupervisorConfig, SupervisorStats,
+    GetSocket, GetSupervisorStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
+    SubscribeAll, SubscribeSupervision, SupervisionEvent, SupervisorActor, SupervisorConfig,
+    SupervisorStats,
 };
 
 #[cfg(doctest)]

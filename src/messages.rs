@@ -19,26 +19,26 @@ use crate::{
 ///
 /// ```
 /// # fn demo(socket: actix::Addr<resocket::SocketActor>) -> Result<(), resocket::Error> {
-/// use resocket::Send;
-/// socket.do_send(Send::text("hello"));
-/// socket.do_send(Send::json(&serde_json::json!({"op": "ping"}))?);
+/// use resocket::SendMessage;
+/// socket.do_send(SendMessage::text("hello"));
+/// socket.do_send(SendMessage::json(&serde_json::json!({"op": "ping"}))?);
 /// # Ok(()) }
 /// ```
 ///
-/// [`with`](Send::with) adds delivery options: a time to live and a collapse key
+/// [`with`](SendMessage::with) adds delivery options: a time to live and a collapse key
 /// ([`Delivery`]).
 #[derive(Debug, Clone)]
-pub struct Send {
+pub struct SendMessage {
     /// The message.
     pub message: Outgoing,
     /// Its delivery options (none by default).
     pub delivery: Delivery,
 }
 
-impl Send {
+impl SendMessage {
     /// `message`, with no delivery options.
     pub fn new(message: impl Into<Outgoing>) -> Self {
-        Send {
+        SendMessage {
             message: message.into(),
             delivery: Delivery::default(),
         }
@@ -46,17 +46,17 @@ impl Send {
 
     /// A text message.
     pub fn text(text: impl Into<String>) -> Self {
-        Send::new(Outgoing::from(text.into()))
+        SendMessage::new(Outgoing::from(text.into()))
     }
 
     /// A binary message.
     pub fn binary(data: impl Into<bytes::Bytes>) -> Self {
-        Send::new(Outgoing::Binary(data.into()))
+        SendMessage::new(Outgoing::Binary(data.into()))
     }
 
     /// `value` serialized with serde_json, as a text message.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
-        Outgoing::json(value).map(Send::new)
+        Outgoing::json(value).map(SendMessage::new)
     }
 
     /// The same message with these delivery options.
@@ -66,7 +66,7 @@ impl Send {
     }
 }
 
-impl Message for Send {
+impl Message for SendMessage {
     type Result = Result<(), SendError>;
 }
 
@@ -75,13 +75,13 @@ impl Message for Send {
 /// id, and the first inbound message with the same id answers it, parsed. The reply is not
 /// delivered to subscribers; a reply to an unknown (or timed-out) id is an ordinary message.
 ///
-/// The request is queued like any [`Send`], in order. Its outcomes, each handing the request
+/// The request is queued like any [`SendMessage`], in order. Its outcomes, each handing the request
 /// back inside [`SendError`]: the reply; [`Error::RequestTimeout`] (a request still queued is
 /// taken out of the outbox, so it is never written after its caller gave up; one written may
 /// still reach the peer); [`Error::RequestLost`] when, in the default mode, the connection
 /// ended after it was written (it is not resent: the peer may have acted on it; in acked mode
 /// it is resent and answered after the reconnect); [`Error::Closed`] when the socket closes
-/// first; a refusal as for `Send`, or [`Error::InvalidRequest`] / [`Error::TooManyRequests`].
+/// first; a refusal as for `SendMessage`, or [`Error::InvalidRequest`] / [`Error::TooManyRequests`].
 ///
 /// ```
 /// # use std::time::Duration;
@@ -122,7 +122,7 @@ impl Message for Request {
 /// Send one message, waiting while the outbox is full (policy `Reject`) until there is room:
 /// the actor-message form of [`Sender::send_wait`](crate::Sender::send_wait). Other refusals
 /// come back at once. Messages waiting for room are not ordered among themselves or against
-/// later [`Send`]s; await each before the next when order matters.
+/// later [`SendMessage`]s; await each before the next when order matters.
 #[derive(Debug, Clone)]
 pub struct SendWhenRoom(pub Outgoing);
 
@@ -304,9 +304,9 @@ pub struct Counters {
     pub lagged: u64,
     /// Times reading paused because a subscriber's mailbox was full (policy `Wait`).
     pub waited: u64,
-    /// Sends refused, by [`Send`] or a [`Sender`](crate::Sender): outbox full, socket
+    /// Sends refused, by [`SendMessage`] or a [`Sender`](crate::Sender): outbox full, socket
     /// closed, message too large, binary in acked mode. (Each refusal also hands the message
-    /// back to its sender; `do_send(Send…)` discards that answer, so count on this.)
+    /// back to its sender; `do_send(SendMessage…)` discards that answer, so count on this.)
     pub refused: u64,
     /// Error events an error subscriber missed because its mailbox was full.
     pub errors_lost: u64,

@@ -10,7 +10,7 @@ use crate::Error;
 
 /// A whole inbound message or control frame.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Inbound {
+pub(crate) enum Received {
     Text(ByteString),
     Binary(Bytes),
     Ping(Bytes),
@@ -46,13 +46,13 @@ impl Reassembler {
 
     /// Feeds one frame. `Ok(None)` means a fragment was taken and the message is not complete.
     /// An error means one message was discarded; the connection can go on.
-    pub(crate) fn frame(&mut self, frame: Frame) -> Result<Option<Inbound>, Error> {
+    pub(crate) fn frame(&mut self, frame: Frame) -> Result<Option<Received>, Error> {
         match frame {
             Frame::Text(bytes) => self.whole(true, bytes).map(Some),
             Frame::Binary(bytes) => self.whole(false, bytes).map(Some),
-            Frame::Ping(bytes) => Ok(Some(Inbound::Ping(bytes))),
-            Frame::Pong(bytes) => Ok(Some(Inbound::Pong(bytes))),
-            Frame::Close(reason) => Ok(Some(Inbound::Close(reason))),
+            Frame::Ping(bytes) => Ok(Some(Received::Ping(bytes))),
+            Frame::Pong(bytes) => Ok(Some(Received::Pong(bytes))),
+            Frame::Close(reason) => Ok(Some(Received::Close(reason))),
             Frame::Continuation(item) => self.fragment(item),
         }
     }
@@ -70,20 +70,20 @@ impl Reassembler {
         (!already_reported).then_some(Error::MessageTooLarge { limit: self.max })
     }
 
-    fn whole(&self, text: bool, bytes: Bytes) -> Result<Inbound, Error> {
+    fn whole(&self, text: bool, bytes: Bytes) -> Result<Received, Error> {
         if bytes.len() > self.max {
             return Err(Error::MessageTooLarge { limit: self.max });
         }
         if text {
             ByteString::try_from(bytes)
-                .map(Inbound::Text)
+                .map(Received::Text)
                 .map_err(|_| Error::InvalidUtf8)
         } else {
-            Ok(Inbound::Binary(bytes))
+            Ok(Received::Binary(bytes))
         }
     }
 
-    fn fragment(&mut self, item: Item) -> Result<Option<Inbound>, Error> {
+    fn fragment(&mut self, item: Item) -> Result<Option<Received>, Error> {
         match item {
             Item::FirstText(bytes) => self.start(true, bytes),
             Item::FirstBinary(bytes) => self.start(false, bytes),
@@ -103,7 +103,7 @@ impl Reassembler {
         }
     }
 
-    fn start(&mut self, text: bool, bytes: Bytes) -> Result<Option<Inbound>, Error> {
+    fn start(&mut self, text: bool, bytes: Bytes) -> Result<Option<Received>, Error> {
         // The codec rejects a new first fragment while one is open, so any leftover here was
         // abandoned (by an oversized frame): start afresh.
         self.partial = Partial::Collecting {
@@ -142,7 +142,7 @@ mod tests {
         let mut r = Reassembler::new(100);
         assert_eq!(
             r.frame(Frame::Text(b(b"hi"))).unwrap(),
-            Some(Inbound::Text("hi".into()))
+            Some(Received::Text("hi".into()))
         );
         assert_eq!(
             r.frame(Frame::Text(b(&[0xff, 0xfe]))).unwrap_err(),
@@ -150,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             r.frame(Frame::Binary(b(&[0xff]))).unwrap(),
-            Some(Inbound::Binary(b(&[0xff])))
+            Some(Received::Binary(b(&[0xff])))
         );
     }
 
@@ -165,7 +165,7 @@ mod tests {
         // A control frame may arrive between fragments.
         assert_eq!(
             r.frame(Frame::Ping(b(b"p"))).unwrap(),
-            Some(Inbound::Ping(b(b"p")))
+            Some(Received::Ping(b(b"p")))
         );
         assert_eq!(
             r.frame(Frame::Continuation(Item::Continue(b(b"ll"))))
@@ -174,7 +174,7 @@ mod tests {
         );
         assert_eq!(
             r.frame(Frame::Continuation(Item::Last(b(b"o")))).unwrap(),
-            Some(Inbound::Text("hello".into()))
+            Some(Received::Text("hello".into()))
         );
     }
 
@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(
             r.frame(Frame::Continuation(Item::Last(b(&[0xac]))))
                 .unwrap(),
-            Some(Inbound::Text("€".into()))
+            Some(Received::Text("€".into()))
         );
     }
 
@@ -219,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             r.frame(Frame::Text(b(b"ok"))).unwrap(),
-            Some(Inbound::Text("ok".into()))
+            Some(Received::Text("ok".into()))
         );
     }
 }
@@ -254,11 +254,11 @@ mod properties {
             let mut r = Reassembler::new(max);
             for f in frames {
                 match r.frame(f) {
-                    Ok(Some(Inbound::Text(t))) => {
+                    Ok(Some(Received::Text(t))) => {
                         prop_assert!(t.len() <= max);
                         prop_assert!(std::str::from_utf8(t.as_bytes()).is_ok());
                     }
-                    Ok(Some(Inbound::Binary(b))) => prop_assert!(b.len() <= max),
+                    Ok(Some(Received::Binary(b))) => prop_assert!(b.len() <= max),
                     Ok(_) => {}
                     Err(e) => {
                         let expected = matches!(e, Error::InvalidUtf8 | Error::MessageTooLarge { .. });
@@ -269,7 +269,7 @@ mod properties {
             let _ = r.oversized_frame(Position::Middle);
             prop_assert_eq!(
                 r.frame(Frame::Text(Bytes::from_static(b"k"))).unwrap(),
-                Some(Inbound::Text("k".into()))
+                Some(Received::Text("k".into()))
             );
         }
     }

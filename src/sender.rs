@@ -241,7 +241,7 @@ impl SharedOutbox {
 }
 
 /// A cloneable, thread-safe handle to one socket's outbox: [`Sender::send`] queues a message
-/// at once (same ordering, limits and overflow policy as the [`Send`](crate::Send) message),
+/// at once (same ordering, limits and overflow policy as the [`SendMessage`](crate::SendMessage) message),
 /// without a round trip through the actor's mailbox, and costs a few tens of nanoseconds.
 /// Get one with [`GetSender`](crate::GetSender).
 ///

@@ -33,7 +33,7 @@ use crate::backoff::SplitMix64;
 use crate::events::SocketId;
 use crate::heartbeat::{Tick, RECHECK_AFTER};
 use crate::outbox::Expired;
-use crate::reassembly::Inbound;
+use crate::reassembly::Received;
 use crate::sender::{Pushing, SharedOutbox};
 use crate::subscribers::{Outcome, Subscribers};
 use crate::telemetry::{Gauges, Telemetry};
@@ -44,19 +44,19 @@ use crate::{
 /// One WebSocket client connection that keeps itself connected: heartbeat, reconnect with
 /// backoff, identify messages on every connect, a bounded outbox, typed subscribers.
 ///
-/// Talk to it with messages: [`Send`](crate::Send), [`Subscribe`](crate::Subscribe),
+/// Talk to it with messages: [`SendMessage`](crate::SendMessage), [`Subscribe`](crate::Subscribe),
 /// [`Close`](crate::Close), [`GetStatus`](crate::GetStatus), [`TakeOutbox`](crate::TakeOutbox).
 /// The socket runs until it is Closed (by [`Close`](crate::Close), a fatal error or the attempt
 /// limit); a Closed socket stops once the last address to it is dropped.
 ///
 /// ```no_run
-/// use resocket::{Send, SocketActor, SocketConfig};
+/// use resocket::{SendMessage, SocketActor, SocketConfig};
 ///
 /// #[actix::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let config = SocketConfig::builder("ws://127.0.0.1:9000/ws").build()?;
-///     let socket = SocketActor::start(config);
-///     socket.send(Send::text("hello")).await??;
+///     let socket = SocketActor::connect(config);
+///     socket.send(SendMessage::text("hello")).await??;
 ///     Ok(())
 /// }
 /// ```
@@ -214,13 +214,17 @@ impl SocketActor {
         socket
     }
 
-    /// Starts a socket for `config` on the current arbiter; it connects at once.
-    pub fn start(config: SocketConfig) -> Addr<SocketActor> {
+    /// Starts a socket for `config` on the current arbiter; it connects at once. (Named
+    /// apart from `Actor::start`, which starts a `SocketActor::new(config)` the same way.)
+    /// To have sockets restarted when they end or panic, start them under a
+    /// [`SupervisorActor`](crate::SupervisorActor) instead (`actix::Supervisor` does not fit:
+    /// a socket's context is its own).
+    pub fn connect(config: SocketConfig) -> Addr<SocketActor> {
         Actor::start(SocketActor::new(config))
     }
 
     /// Starts a socket on another arbiter; it connects there (awc's client is per thread).
-    pub fn start_in_arbiter(arbiter: &ArbiterHandle, config: SocketConfig) -> Addr<SocketActor> {
+    pub fn connect_in_arbiter(arbiter: &ArbiterHandle, config: SocketConfig) -> Addr<SocketActor> {
         SocketActor::start_in_arbiter_with(arbiter, move |_| SocketActor::new(config))
     }
 
@@ -795,7 +799,7 @@ impl SocketActor {
         };
         match inbound {
             Ok(None) => {}
-            Ok(Some(Inbound::Pong(payload))) => {
+            Ok(Some(Received::Pong(payload))) => {
                 if conn.ping_sent.as_ref().is_some_and(|(p, _)| *p == payload) {
                     if let Some((_, sent)) = conn.ping_sent.take() {
                         let rtt = sent.elapsed();
@@ -806,15 +810,15 @@ impl SocketActor {
                     }
                 }
             }
-            Ok(Some(Inbound::Ping(payload))) => conn.pending_pong = Some(payload),
-            Ok(Some(Inbound::Text(text))) if self.acked.is_some() => self.acked_text(text, ctx),
-            Ok(Some(Inbound::Text(text))) => self.deliver_text(text, ctx),
-            Ok(Some(Inbound::Binary(data))) => {
+            Ok(Some(Received::Ping(payload))) => conn.pending_pong = Some(payload),
+            Ok(Some(Received::Text(text))) if self.acked.is_some() => self.acked_text(text, ctx),
+            Ok(Some(Received::Text(text))) => self.deliver_text(text, ctx),
+            Ok(Some(Received::Binary(data))) => {
                 self.counters.messages_in += 1;
                 let outcome = self.subscribers.binary(data);
                 self.delivered(outcome, ctx);
             }
-            Ok(Some(Inbound::Close(reason))) => self.peer_closed(reason, ctx),
+            Ok(Some(Received::Close(reason))) => self.peer_closed(reason, ctx),
             Err(error) => self.discarded(error),
         }
     }
@@ -950,8 +954,8 @@ impl SocketActor {
             }
             Some(wire::Frame::Msg { seq, body }) => {
                 let fresh = match seq.map(|seq| link.inbound(seq)) {
-                    None | Some(Ok(crate::acked::Inbound::Deliver)) => true,
-                    Some(Ok(crate::acked::Inbound::Duplicate)) => false,
+                    None | Some(Ok(crate::acked::Arrival::Deliver)) => true,
+                    Some(Ok(crate::acked::Arrival::Duplicate)) => false,
                     Some(Err(error)) => return self.protocol_violated(error, ctx),
                 };
                 if !fresh {

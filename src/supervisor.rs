@@ -16,8 +16,8 @@ use futures_util::future::join_all;
 use log::{debug, warn};
 
 pub use self::messages::{
-    GetSocket, GetStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket, SubscribeAll,
-    SubscribeSupervision, SupervisionEvent, SupervisorStats,
+    GetSocket, GetSupervisorStats, ListSockets, SendTo, Shutdown, StartSocket, StopSocket,
+    SubscribeAll, SubscribeSupervision, SupervisionEvent, SupervisorStats,
 };
 use crate::outbox::Queued;
 use crate::restart::RestartWindow;
@@ -25,8 +25,8 @@ use crate::socket::owner::{LinkChanged, SocketEnded};
 use crate::socket::{Inheritance, Owner};
 use crate::subscribers::Subscribers;
 use crate::{
-    Close, CloseReport, Error, GetStatus, Outgoing, RestartIntensity, RestartPolicy, Send,
-    SendError, SocketActor, SocketConfig, SocketState, Subscribe,
+    Close, CloseReport, Error, GetStatus, Outgoing, RestartIntensity, RestartPolicy, SendError,
+    SendMessage, SocketActor, SocketConfig, SocketState, Subscribe,
 };
 
 /// How long a stopping supervisor lets its sockets close before it stops their arbiters.
@@ -455,7 +455,7 @@ impl Handler<SendTo> for SupervisorActor {
             return Box::pin(actix::fut::ready(Ok(())));
         }
         let generation = child.generation;
-        let request = child.addr.send(Send::new(message.clone()));
+        let request = child.addr.send(SendMessage::new(message.clone()));
         Box::pin(
             request
                 .into_actor(self)
@@ -465,7 +465,7 @@ impl Handler<SendTo> for SupervisorActor {
                     Err(_) => match act.children.get_mut(&key) {
                         // Already restarted: the new socket takes it (its outbox policy applies).
                         Some(child) if child.generation != generation && child.addr.connected() => {
-                            child.addr.do_send(Send::new(message));
+                            child.addr.do_send(SendMessage::new(message));
                             Ok(())
                         }
                         // Not yet restarted: it goes to the restarted socket with the outbox.
@@ -483,10 +483,10 @@ impl Handler<SendTo> for SupervisorActor {
     }
 }
 
-impl Handler<GetStats> for SupervisorActor {
+impl Handler<GetSupervisorStats> for SupervisorActor {
     type Result = ResponseFuture<SupervisorStats>;
 
-    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetSupervisorStats, _ctx: &mut Context<Self>) -> Self::Result {
         let queries: Vec<_> = self
             .children
             .values()

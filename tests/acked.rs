@@ -11,7 +11,8 @@ use common::proxy::{Cut, Proxy};
 use common::{fast, giving_up_after, record_app, wait_for, TestServer, Watch, DEADLINE};
 use resocket::server::{FromClient, GetHubStats, Hub, HubConfig, ServerConfig, ToClient};
 use resocket::{
-    Backoff, Error, GetStatus, Outbox, RandomSource, Send, SocketActor, SocketState, SplitMix64,
+    Backoff, Error, GetStatus, Outbox, RandomSource, SendMessage, SocketActor, SocketState,
+    SplitMix64,
 };
 
 fn numbers(messages: &[FromClient]) -> Vec<u64> {
@@ -46,11 +47,11 @@ async fn messages_flow_both_ways_exactly_once_in_order() {
         .identify(r#"{"op":"subscribe"}"#)
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     for n in 0..100 {
         socket
-            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .send(SendMessage::text(format!(r#"{{"n":{n}}}"#)))
             .await
             .unwrap()
             .unwrap();
@@ -103,12 +104,12 @@ async fn unacked_messages_are_sent_again_after_a_cut_and_delivered_once() {
         .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     for n in 0..10 {
         socket
-            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .send(SendMessage::text(format!(r#"{{"n":{n}}}"#)))
             .await
             .unwrap()
             .unwrap();
@@ -122,7 +123,7 @@ async fn unacked_messages_are_sent_again_after_a_cut_and_delivered_once() {
     proxy.stall(true);
     for n in 10..30 {
         socket
-            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .send(SendMessage::text(format!(r#"{{"n":{n}}}"#)))
             .await
             .unwrap()
             .unwrap();
@@ -152,7 +153,7 @@ async fn a_client_that_was_away_gets_what_it_missed_and_is_told_of_a_gap() {
         .acked("away")
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     hub.do_send(ToClient {
@@ -187,7 +188,7 @@ async fn a_server_that_does_not_speak_the_protocol_is_a_clear_error() {
         .backoff(giving_up_after(1))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_state("closed", SocketState::is_closed).await;
     watch
@@ -201,9 +202,9 @@ async fn a_server_that_does_not_speak_the_protocol_is_a_clear_error() {
 #[actix_rt::test]
 async fn binary_messages_are_refused_in_acked_mode() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("c").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("c").build().unwrap());
     let err = socket
-        .send(Send::binary(vec![1u8]))
+        .send(SendMessage::binary(vec![1u8]))
         .await
         .unwrap()
         .unwrap_err();
@@ -243,6 +244,13 @@ async fn a_socket_restarted_after_a_panic_keeps_its_sequence_numbers() {
         numbers(&app.lock().unwrap()).len() == 5
     })
     .await;
+    let first = supervisor
+        .send(GetSocket("p".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    // Their acks back too (on a loaded machine they may still be on their way).
+    wait_unacked(&first, "first five acked", |u| u == 0).await;
     // Written but not acknowledged when the socket dies.
     proxy.stall(true);
     for n in 5..15 {
@@ -310,7 +318,7 @@ async fn chaos_twenty_thousand_each_way_through_cuts_stalls_and_a_server_restart
         .outbox(Outbox::bounded(30_000))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let received = Arc::new(Mutex::new(Vec::new()));
     let collector = Received(received.clone()).start();
     socket.do_send(resocket::Subscribe::to::<serde_json::Value>(
@@ -325,7 +333,7 @@ async fn chaos_twenty_thousand_each_way_through_cuts_stalls_and_a_server_restart
             for n in batch * 25..(batch + 1) * 25 {
                 let text = format!(r#"{{"n":{n}}}"#);
                 sender
-                    .send(Send::text(text.clone()))
+                    .send(SendMessage::text(text.clone()))
                     .await
                     .unwrap()
                     .unwrap();
@@ -452,10 +460,10 @@ async fn the_hub_drops_duplicate_sequence_numbers_from_a_raw_client() {
 async fn a_client_restarted_with_the_same_id_is_not_taken_for_duplicates() {
     let server = TestServer::start().await;
     let app = record_app(&server.hub);
-    let first = SocketActor::start(fast(&server.acked_url()).acked("device-7").build().unwrap());
+    let first = SocketActor::connect(fast(&server.acked_url()).acked("device-7").build().unwrap());
     for n in 0..3 {
         first
-            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .send(SendMessage::text(format!(r#"{{"n":{n}}}"#)))
             .await
             .unwrap()
             .unwrap();
@@ -467,10 +475,10 @@ async fn a_client_restarted_with_the_same_id_is_not_taken_for_duplicates() {
     wait_unacked(&first, "first run acked", |u| u == 0).await;
     first.send(resocket::Close::now()).await.unwrap();
     // A new process: its numbering starts afresh, the hub remembers 1..3.
-    let second = SocketActor::start(fast(&server.acked_url()).acked("device-7").build().unwrap());
+    let second = SocketActor::connect(fast(&server.acked_url()).acked("device-7").build().unwrap());
     for n in 10..13 {
         second
-            .send(Send::text(format!(r#"{{"n":{n}}}"#)))
+            .send(SendMessage::text(format!(r#"{{"n":{n}}}"#)))
             .await
             .unwrap()
             .unwrap();
@@ -485,7 +493,7 @@ async fn a_client_restarted_with_the_same_id_is_not_taken_for_duplicates() {
 #[actix_rt::test]
 async fn a_server_that_lost_its_hub_state_is_not_taken_for_duplicates() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("dev").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("dev").build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     for n in 0..3 {
@@ -522,14 +530,14 @@ async fn a_server_that_lost_its_hub_state_is_not_taken_for_duplicates() {
 async fn a_null_payload_is_data_too() {
     let server = TestServer::start().await;
     let app = record_app(&server.hub);
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("n").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("n").build().unwrap());
     socket
-        .send(Send::json(&()).unwrap())
+        .send(SendMessage::json(&()).unwrap())
         .await
         .unwrap()
         .unwrap();
     socket
-        .send(Send::text(r#"{"n":1}"#))
+        .send(SendMessage::text(r#"{"n":1}"#))
         .await
         .unwrap()
         .unwrap();
@@ -551,7 +559,7 @@ async fn a_server_that_never_welcomes_is_not_a_stable_connection() {
         .backoff(giving_up_after(3))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("gave up", SocketState::is_closed).await;
     assert!(
@@ -614,7 +622,7 @@ async fn a_message_the_server_keeps_refusing_is_given_up_and_the_rest_flows() {
     })
     .await;
     let app = record_app(&server.hub);
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.acked_url())
             .acked("big")
             .max_refusals(2)
@@ -628,7 +636,7 @@ async fn a_message_the_server_keeps_refusing_is_given_up_and_the_rest_flows() {
         big.clone(),
         r#"{"n":2}"#.to_string(),
     ] {
-        socket.send(Send::text(text)).await.unwrap().unwrap();
+        socket.send(SendMessage::text(text)).await.unwrap().unwrap();
     }
     watch
         .wait_error("given up", |e| {
@@ -648,7 +656,7 @@ async fn a_message_the_server_keeps_refusing_is_given_up_and_the_rest_flows() {
 async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_escaping_included()
 {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.acked_url())
             .acked("p")
             .peer_max_message(1024)
@@ -658,7 +666,7 @@ async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_
     // 600 bytes of quotes: 1,200 once escaped in the envelope.
     let quotes = "\"".repeat(600);
     let refused = socket
-        .send(Send::text(quotes.clone()))
+        .send(SendMessage::text(quotes.clone()))
         .await
         .unwrap()
         .unwrap_err();
@@ -669,7 +677,7 @@ async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_
     );
     assert_eq!(refused.message.as_text(), Some(quotes.as_str()));
     socket
-        .send(Send::text("small"))
+        .send(SendMessage::text("small"))
         .await
         .unwrap()
         .expect("a small one is taken");
@@ -698,7 +706,7 @@ async fn bytes_in_flight_count_against_the_outbox_byte_limit() {
         })
         .await
         .unwrap();
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.acked_url())
             .acked("bytes")
             .outbox(Outbox::bounded(1000).max_bytes(64 * 1024))
@@ -706,9 +714,17 @@ async fn bytes_in_flight_count_against_the_outbox_byte_limit() {
             .unwrap(),
     );
     let big = "x".repeat(58 * 1024);
-    socket.send(Send::text(big.clone())).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text(big.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     wait_unacked(&socket, "the first in flight", |u| u == 1).await;
-    let refused = socket.send(Send::text(big)).await.unwrap().unwrap_err();
+    let refused = socket
+        .send(SendMessage::text(big))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(
         matches!(refused.error, Error::OutboxFull { .. }),
         "{:?}",

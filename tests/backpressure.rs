@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
-use resocket::{Error, GetStatus, Outbox, Send, SocketActor};
+use resocket::{Error, GetStatus, Outbox, SendMessage, SocketActor};
 
 #[actix_rt::test]
 async fn a_stalled_peer_fills_the_outbox_and_then_sends_are_refused() {
@@ -19,7 +19,7 @@ async fn a_stalled_peer_fills_the_outbox_and_then_sends_are_refused() {
         .outbox(Outbox::bounded(100))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     proxy.stall(true);
@@ -28,7 +28,7 @@ async fn a_stalled_peer_fills_the_outbox_and_then_sends_are_refused() {
     let mut refused = None;
     // 2,000 × 64 KiB = 125 MiB if nothing pushed back; the outbox must refuse long before.
     for _ in 0..2000 {
-        match socket.send(Send::text(big.clone())).await.unwrap() {
+        match socket.send(SendMessage::text(big.clone())).await.unwrap() {
             Ok(()) => accepted += 1,
             Err(e) => {
                 refused = Some(e.error);
@@ -69,7 +69,7 @@ async fn a_stalled_peer_fills_the_outbox_and_then_sends_are_refused() {
 async fn more_than_a_hundred_sockets_on_one_thread_all_open() {
     let server = TestServer::start().await;
     let sockets: Vec<_> = (0..150)
-        .map(|_| SocketActor::start(fast(&server.url()).build().unwrap()))
+        .map(|_| SocketActor::connect(fast(&server.url()).build().unwrap()))
         .collect();
     let watches: Vec<_> = sockets.iter().map(Watch::attach).collect();
     wait_for("150 sockets open", DEADLINE, || {

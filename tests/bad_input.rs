@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::{fast, wait_for, StopProbe, TestServer, Tick, Watch, DEADLINE};
 use resocket::server::Command;
 use resocket::{
-    Error, GetStatus, Outbox, Outgoing, Overflow, Send, SendError, SocketActor, TakeOutbox,
+    Error, GetStatus, Outbox, Outgoing, Overflow, SendError, SendMessage, SocketActor, TakeOutbox,
 };
 
 async fn open_socket(server: &TestServer, max_message: usize) -> (actix::Addr<SocketActor>, Watch) {
@@ -16,7 +16,7 @@ async fn open_socket(server: &TestServer, max_message: usize) -> (actix::Addr<So
         .max_message(max_message)
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     wait_for("server session", DEADLINE, || server.live() == 1).await;
@@ -28,7 +28,7 @@ async fn disconnected(
     server: &mut TestServer,
     outbox: Outbox,
 ) -> (actix::Addr<SocketActor>, Watch) {
-    let socket = SocketActor::start(fast(&server.url()).outbox(outbox).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).outbox(outbox).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
@@ -145,12 +145,12 @@ async fn a_full_outbox_rejects_and_hands_the_message_back() {
     .await;
     for i in 0..3 {
         socket
-            .send(Send::text(format!("m{i}")))
+            .send(SendMessage::text(format!("m{i}")))
             .await
             .unwrap()
             .unwrap();
     }
-    let refused = socket.send(Send::text("m3")).await.unwrap();
+    let refused = socket.send(SendMessage::text("m3")).await.unwrap();
     assert_eq!(
         refused,
         Err(SendError {
@@ -181,7 +181,7 @@ async fn drop_oldest_keeps_the_newest_and_reports_the_drop() {
     .await;
     for i in 0..5 {
         socket
-            .send(Send::text(format!("m{i}")))
+            .send(SendMessage::text(format!("m{i}")))
             .await
             .unwrap()
             .unwrap();
@@ -204,8 +204,12 @@ async fn drop_newest_refuses_and_reports_the_drop() {
         Outbox::bounded(1).on_overflow(Overflow::DropNewest),
     )
     .await;
-    socket.send(Send::text("kept")).await.unwrap().unwrap();
-    socket.do_send(Send::text("dropped"));
+    socket
+        .send(SendMessage::text("kept"))
+        .await
+        .unwrap()
+        .unwrap();
+    socket.do_send(SendMessage::text("dropped"));
     watch
         .wait_error("dropped", |e| *e == Error::Dropped { count: 1 })
         .await;
@@ -222,9 +226,9 @@ async fn a_message_larger_than_the_outbox_is_refused() {
         .outbox(Outbox::bounded(10).max_bytes(8))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let err = socket
-        .send(Send::text("123456789"))
+        .send(SendMessage::text("123456789"))
         .await
         .unwrap()
         .unwrap_err();
@@ -274,7 +278,7 @@ async fn a_ping_flood_is_answered_with_the_latest_pong_only_and_the_connection_s
         )
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     wait_for("session", DEADLINE, || server.live() == 1).await;
@@ -282,7 +286,11 @@ async fn a_ping_flood_is_answered_with_the_latest_pong_only_and_the_connection_s
     still_delivering(&server, &watch).await;
     // Every ping has been read; pongs go out before data, so once this marker arrives every
     // pong the flood caused has arrived too.
-    socket.send(Send::text("marker")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("marker"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("marker", DEADLINE, || {
         server.received().contains(&"marker".to_string())
     })

@@ -8,14 +8,14 @@ use std::time::Duration;
 use common::proxy::Proxy;
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
 use resocket::{
-    Close, CloseReason, CloseReport, Error, GetStatus, Outgoing, Send, SendError, SocketActor,
-    SocketState, TakeOutbox,
+    Close, CloseReason, CloseReport, Error, GetStatus, Outgoing, SendError, SendMessage,
+    SocketActor, SocketState, TakeOutbox,
 };
 
 #[actix_rt::test]
 async fn close_delivers_the_close_frame_and_ends_in_closed_by_user() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     let report = socket.send(Close::now()).await.unwrap();
@@ -40,7 +40,7 @@ async fn close_delivers_the_close_frame_and_ends_in_closed_by_user() {
         }
     );
     // No reconnect afterwards, and sends are refused with the message handed back.
-    let refused = socket.send(Send::text("late")).await.unwrap();
+    let refused = socket.send(SendMessage::text("late")).await.unwrap();
     assert_eq!(
         refused,
         Err(SendError {
@@ -54,11 +54,11 @@ async fn close_delivers_the_close_frame_and_ends_in_closed_by_user() {
 #[actix_rt::test]
 async fn graceful_close_writes_the_outbox_first() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     for i in 0..2000 {
-        socket.do_send(Send::text(format!("m{i}")));
+        socket.do_send(SendMessage::text(format!("m{i}")));
     }
     let report = socket
         .send(Close::graceful(Duration::from_secs(5)))
@@ -88,14 +88,14 @@ async fn close_times_out_against_a_peer_that_never_answers_and_keeps_the_outbox(
         .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     proxy.stall(true);
     // Enough to fill the socket buffers of a stalled path, so some stay in the outbox.
     let big = "x".repeat(64 * 1024);
     for _ in 0..200 {
-        socket.do_send(Send::text(big.clone()));
+        socket.do_send(SendMessage::text(big.clone()));
     }
     let report = socket
         .send(Close::graceful(Duration::from_millis(300)))
@@ -117,12 +117,16 @@ async fn close_times_out_against_a_peer_that_never_answers_and_keeps_the_outbox(
 #[actix_rt::test]
 async fn close_while_backing_off_closes_at_once_and_keeps_the_outbox() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
     watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    socket.send(Send::text("pending")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("pending"))
+        .await
+        .unwrap()
+        .unwrap();
     let report = socket.send(Close::now()).await.unwrap();
     assert_eq!(
         report,
@@ -158,7 +162,7 @@ async fn close_while_connecting_closes_at_once() {
     // A listener that never answers the handshake keeps the socket in Connecting.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&url)
             .connect_timeout(Duration::from_secs(30))
             .build()
@@ -181,10 +185,10 @@ async fn close_while_connecting_closes_at_once() {
 #[actix_rt::test]
 async fn a_graceful_close_while_connecting_waits_for_open_and_sends_what_is_queued() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     // At once: the socket is still Connecting.
     socket
-        .send(resocket::Send::text("hello"))
+        .send(resocket::SendMessage::text("hello"))
         .await
         .unwrap()
         .unwrap();
@@ -201,9 +205,9 @@ async fn a_graceful_close_that_never_sees_open_gives_up_at_its_timeout_keeping_t
     let mut server = TestServer::start().await;
     let url = server.url();
     server.stop().await;
-    let socket = SocketActor::start(fast(&url).build().unwrap());
+    let socket = SocketActor::connect(fast(&url).build().unwrap());
     socket
-        .send(resocket::Send::text("kept"))
+        .send(resocket::SendMessage::text("kept"))
         .await
         .unwrap()
         .unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{fast, giving_up_after, wait_for, TestServer, Tick, Watch, DEADLINE};
-use resocket::{CloseReason, Disconnect, Error, GetStatus, Send, SocketActor, SocketState};
+use resocket::{CloseReason, Disconnect, Error, GetStatus, SendMessage, SocketActor, SocketState};
 
 #[actix_rt::test]
 async fn connects_sends_identify_first_and_delivers_typed_and_raw_payloads() {
@@ -16,11 +16,11 @@ async fn connects_sends_identify_first_and_delivers_typed_and_raw_payloads() {
         .identify_with(|| vec![r#"{"op":"subscribe"}"#.into()])
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     socket
         .send(
-            Send::json(&Tick {
+            SendMessage::json(&Tick {
                 symbol: "ABC".into(),
                 price: 1.5,
             })
@@ -62,10 +62,10 @@ async fn connects_sends_identify_first_and_delivers_typed_and_raw_payloads() {
 #[actix_rt::test]
 async fn binary_messages_go_both_ways() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let _watch = Watch::attach(&socket);
     socket
-        .send(Send::binary(vec![0u8, 159, 255]))
+        .send(SendMessage::binary(vec![0u8, 159, 255]))
         .await
         .unwrap()
         .unwrap();
@@ -80,7 +80,7 @@ async fn binary_messages_go_both_ways() {
 async fn handshake_refused_with_client_error_is_fatal() {
     let server = TestServer::start().await;
     for status in [401u16, 403, 404] {
-        let socket = SocketActor::start(fast(&server.status_url(status)).build().unwrap());
+        let socket = SocketActor::connect(fast(&server.status_url(status)).build().unwrap());
         let watch = Watch::attach(&socket);
         let state = watch.wait_state("closed", SocketState::is_closed).await;
         assert_eq!(
@@ -107,7 +107,7 @@ async fn handshake_refused_with_server_error_is_retried_until_the_limit() {
         .backoff(giving_up_after(3))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("gave up", SocketState::is_closed).await;
     match state {
@@ -131,7 +131,7 @@ async fn client_errors_can_be_made_retryable() {
         .backoff(giving_up_after(2))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("gave up", SocketState::is_closed).await;
     assert!(matches!(
@@ -146,7 +146,7 @@ async fn client_errors_can_be_made_retryable() {
 async fn refused_connection_backs_off_and_connects_once_the_server_is_back() {
     let mut server = TestServer::start().await;
     server.stop().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     wait_for("two refused attempts", DEADLINE, || {
         watch
@@ -181,7 +181,7 @@ async fn a_server_that_never_answers_the_handshake_times_out() {
         .backoff(giving_up_after(2))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("gave up", SocketState::is_closed).await;
     assert_eq!(
@@ -203,7 +203,7 @@ async fn a_subprotocol_that_was_not_offered_is_fatal() {
         .protocol("chat.v1")
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("closed", SocketState::is_closed).await;
     assert_eq!(

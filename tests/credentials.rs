@@ -14,7 +14,7 @@ async fn every_connect_gets_a_fresh_token() {
     let mut server = TestServer::start().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.auth_url())
             .credentials(move || {
                 let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
@@ -44,7 +44,7 @@ async fn a_retryable_provider_failure_backs_off_and_a_fatal_one_closes() {
     let server = TestServer::start().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.auth_url())
             .credentials(move || {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
@@ -72,7 +72,7 @@ async fn a_retryable_provider_failure_backs_off_and_a_fatal_one_closes() {
         }
     )));
 
-    let fatal = SocketActor::start(
+    let fatal = SocketActor::connect(
         fast(&server.auth_url())
             .backoff(giving_up_after(5))
             .credentials(|| {
@@ -106,7 +106,7 @@ async fn a_retryable_provider_failure_backs_off_and_a_fatal_one_closes() {
 async fn a_provided_url_replaces_the_configured_one_and_secrets_never_show() {
     let server = TestServer::start().await;
     let url = server.auth_url();
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast("ws://127.0.0.1:1/never-used")
             .credentials(move || {
                 let url = url.clone();
@@ -139,7 +139,7 @@ async fn async_identify_messages_are_fresh_on_every_connect_and_follow_the_fixed
     let mut server = TestServer::start().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .identify("fixed")
             .identify_with_async(move || {
@@ -155,7 +155,7 @@ async fn async_identify_messages_are_fresh_on_every_connect_and_follow_the_fixed
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     socket
-        .send(resocket::Send::text("data"))
+        .send(resocket::SendMessage::text("data"))
         .await
         .unwrap()
         .unwrap();
@@ -196,7 +196,7 @@ async fn an_async_identify_that_fails_or_never_answers_fails_the_attempt() {
         })
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     let errors = watch.errors();
@@ -222,7 +222,7 @@ async fn an_async_identify_that_fails_or_never_answers_fails_the_attempt() {
 async fn in_acked_mode_async_identify_messages_follow_the_welcome() {
     let server = TestServer::start().await;
     let app = common::record_app(&server.hub);
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.acked_url())
             .acked("ida")
             .identify_with_async(|| {
@@ -232,7 +232,7 @@ async fn in_acked_mode_async_identify_messages_follow_the_welcome() {
             .unwrap(),
     );
     socket
-        .send(resocket::Send::text(r#"{"n":1}"#))
+        .send(resocket::SendMessage::text(r#"{"n":1}"#))
         .await
         .unwrap()
         .unwrap();

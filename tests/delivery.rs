@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
 use common::{fast, record_app, wait_for, TestServer, Watch, DEADLINE};
-use resocket::{Delivery, Error, GetSender, GetStatus, Outgoing, Send, SocketActor};
+use resocket::{Delivery, Error, GetSender, GetStatus, Outgoing, SendMessage, SocketActor};
 
 fn ttl(ms: u64) -> Delivery {
     Delivery::new().ttl(Duration::from_millis(ms))
@@ -24,7 +24,7 @@ async fn past(sent: Instant, ttl: Duration) {
 #[actix_rt::test]
 async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_back() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
@@ -32,7 +32,7 @@ async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_
     let sent = Instant::now();
     let send = |text: &str, delivery: Delivery| {
         let socket = socket.clone();
-        let message = Send::text(text).with(delivery);
+        let message = SendMessage::text(text).with(delivery);
         async move { socket.send(message).await.unwrap().unwrap() }
     };
     send("stale", ttl(100)).await;
@@ -58,7 +58,7 @@ async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_
 #[actix_rt::test]
 async fn a_reconnect_replays_the_latest_value_of_each_key_once() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
@@ -90,10 +90,10 @@ async fn a_reconnect_replays_the_latest_value_of_each_key_once() {
 #[actix_rt::test]
 async fn a_zero_ttl_is_refused_with_the_message_handed_back() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let zero = Delivery::new().ttl(Duration::ZERO);
     let refused = socket
-        .send(Send::text("now or never").with(zero.clone()))
+        .send(SendMessage::text("now or never").with(zero.clone()))
         .await
         .unwrap()
         .unwrap_err();
@@ -120,13 +120,15 @@ async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
         .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
+    common::welcomed(&socket).await;
+    app.lock().unwrap().clear(); // (the probe)
     proxy.stall(true);
     let sent = Instant::now();
     socket
-        .send(Send::text(r#"{"n":1}"#).with(ttl(100)))
+        .send(SendMessage::text(r#"{"n":1}"#).with(ttl(100)))
         .await
         .unwrap()
         .unwrap();
@@ -150,12 +152,12 @@ async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
     watch.wait_state("backoff", |s| s.name() == "backoff").await;
     let sent = Instant::now();
     socket
-        .send(Send::text(r#"{"n":2}"#).with(ttl(100)))
+        .send(SendMessage::text(r#"{"n":2}"#).with(ttl(100)))
         .await
         .unwrap()
         .unwrap();
     socket
-        .send(Send::text(r#"{"n":3}"#))
+        .send(SendMessage::text(r#"{"n":3}"#))
         .await
         .unwrap()
         .unwrap();

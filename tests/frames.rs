@@ -63,7 +63,7 @@ async fn a_frame_announcing_a_huge_length_is_refused_at_its_header_not_after_buf
         let _ = stream.write_all(&frame(FIN | TEXT, b"after"));
         hold(stream);
     });
-    let socket = SocketActor::start(fast(&server.url()).max_message(64 * 1024).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).max_message(64 * 1024).build().unwrap());
     let watch = Watch::attach(&socket);
     watch
         .wait_error("refused at the header", |e| {
@@ -94,7 +94,7 @@ async fn an_oversized_first_or_last_fragment_discards_one_message_and_the_connec
         let _ = stream.write_all(&bytes);
         hold(stream);
     });
-    let socket = SocketActor::start(fast(&server.url()).max_message(1024).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).max_message(1024).build().unwrap());
     let watch = Watch::attach(&socket);
     wait_for("both good messages", DEADLINE, || watch.texts().len() >= 2).await;
     assert_eq!(watch.texts(), ["one", "two"]);
@@ -117,7 +117,7 @@ async fn one_large_message_sent_slowly_is_not_taken_for_a_dead_peer() {
         }
         hold(stream);
     });
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     wait_for("the slow message", DEADLINE, || !watch.texts().is_empty()).await;
     assert_eq!(watch.texts()[0].len(), 64 * 1024);
@@ -154,7 +154,7 @@ async fn a_stalled_client_thread_does_not_take_its_live_peer_for_dead() {
         ..ServerConfig::default()
     })
     .await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     socket.do_send(Subscribe::text(Blocker.start().recipient()));
     watch.wait_opens(1).await;

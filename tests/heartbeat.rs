@@ -18,7 +18,7 @@ async fn a_silent_peer_is_detected_within_interval_plus_timeout_and_the_socket_r
         .heartbeat(interval, timeout)
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     wait_for("server session", DEADLINE, || server.live() == 1).await;
@@ -73,7 +73,7 @@ async fn server_pings_are_answered_so_a_strict_server_keeps_the_connection() {
         .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     // Six server timeouts long: without pongs the server would have dropped us by now.
@@ -95,7 +95,7 @@ async fn the_keepalive_message_goes_out_with_every_heartbeat() {
         .backoff(Backoff::default())
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let _watch = Watch::attach(&socket);
     wait_for("three keepalives", DEADLINE, || {
         server

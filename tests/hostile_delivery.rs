@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use resocket::testing::Panic;
 use resocket::{
     Delivery, Error, GetSender, GetSocket, GetStatus, Outbox, Overflow, Request, RestartIntensity,
-    Send, SocketActor, StartSocket, SupervisorActor, SupervisorConfig,
+    SendMessage, SocketActor, StartSocket, SupervisorActor, SupervisorConfig,
 };
 
 /// A ws:// URL nobody listens on (connection refused at once).
@@ -52,7 +52,7 @@ fn panic_text(p: Box<dyn std::any::Any + std::marker::Send>) -> String {
 
 #[actix_rt::test]
 async fn a_ttl_too_long_for_the_clock_never_expires_on_the_sender_path() {
-    let socket = SocketActor::start(fast(&dead_url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&dead_url()).build().unwrap());
     let sender = socket.send(GetSender).await.unwrap();
     let forever = Delivery::new().ttl(Duration::MAX);
     let result = catch_unwind(AssertUnwindSafe(|| sender.send_with("x", &forever)));
@@ -65,12 +65,12 @@ async fn a_ttl_too_long_for_the_clock_never_expires_on_the_sender_path() {
 
 #[actix_rt::test]
 async fn a_ttl_too_long_for_the_clock_never_expires_on_the_actor_path() {
-    let socket = SocketActor::start(fast(&dead_url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&dead_url()).build().unwrap());
     let forever = Delivery::new().ttl(Duration::from_secs(u64::MAX));
-    let answer = socket.send(Send::text("x").with(forever)).await;
+    let answer = socket.send(SendMessage::text("x").with(forever)).await;
     assert!(
         matches!(answer, Ok(Ok(()))),
-        "Send with a very long TTL: {answer:?} (the actor panicked and is gone)"
+        "SendMessage with a very long TTL: {answer:?} (the actor panicked and is gone)"
     );
     assert!(socket.connected(), "the socket actor died");
 }
@@ -82,7 +82,7 @@ async fn a_ttl_too_long_for_the_clock_never_expires_on_the_actor_path() {
 
 #[actix_rt::test]
 async fn a_refused_larger_replacement_after_an_expiry_purge_puts_the_older_back() {
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&dead_url())
             .outbox(Outbox::bounded(100).max_bytes(10))
             .build()
@@ -110,7 +110,7 @@ async fn a_refused_larger_replacement_after_an_expiry_purge_puts_the_older_back(
 #[actix_rt::test]
 async fn a_refused_larger_replacement_keeps_the_queue_in_order() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .outbox(Outbox::bounded(100).max_bytes(10))
             .build()
@@ -157,11 +157,16 @@ async fn acked_with_eight_bytes_held() -> (TestServer, Proxy, Addr<SocketActor>)
         )
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
+    common::welcomed(&socket).await;
     proxy.stall(true);
-    socket.send(Send::text("FFFFFFFF")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("FFFFFFFF"))
+        .await
+        .unwrap()
+        .unwrap();
     let start = Instant::now();
     while socket.send(GetStatus).await.unwrap().unacked != 1 {
         assert!(start.elapsed() < DEADLINE, "never written");
@@ -190,10 +195,10 @@ async fn acked_drop_oldest_with_a_larger_replacement_that_cannot_fit_refuses_it(
 #[actix_rt::test]
 async fn acked_drop_oldest_drops_nothing_when_what_is_in_flight_leaves_no_room() {
     let (_server, _proxy, socket) = acked_with_eight_bytes_held().await;
-    socket.send(Send::text("a")).await.unwrap().unwrap();
-    socket.send(Send::text("b")).await.unwrap().unwrap();
+    socket.send(SendMessage::text("a")).await.unwrap().unwrap();
+    socket.send(SendMessage::text("b")).await.unwrap().unwrap();
     let big = socket
-        .send(Send::text("ccccccccccccc")) // 13 bytes: 8 held + 13 > 20 whatever is dropped
+        .send(SendMessage::text("ccccccccccccc")) // 13 bytes: 8 held + 13 > 20 whatever is dropped
         .await
         .unwrap();
     assert!(big.is_err(), "cannot fit: handed back");
@@ -215,7 +220,7 @@ async fn acked_drop_oldest_drops_nothing_when_what_is_in_flight_leaves_no_room()
 
 #[actix_rt::test]
 async fn a_request_whose_message_the_overflow_policy_drops_fails_at_once() {
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&dead_url())
             .requests("/id")
             .outbox(Outbox::bounded(1).on_overflow(Overflow::DropOldest))
@@ -236,7 +241,11 @@ async fn a_request_whose_message_the_overflow_policy_drops_fails_at_once() {
         assert!(start.elapsed() < DEADLINE, "never pending");
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
-    socket.send(Send::text("newer")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("newer"))
+        .await
+        .unwrap()
+        .unwrap();
     let status = socket.send(GetStatus).await.unwrap();
     assert_eq!(
         status.counters.dropped, 1,
@@ -303,11 +312,15 @@ async fn a_supervisor_restart_keeps_the_ttl() {
     let (mut server, tree, _watch, socket) = supervised_down("ttl-restart").await;
     let sent = Instant::now();
     socket
-        .send(Send::text("stale").with(ttl(100)))
+        .send(SendMessage::text("stale").with(ttl(100)))
         .await
         .unwrap()
         .unwrap();
-    socket.send(Send::text("fresh")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("fresh"))
+        .await
+        .unwrap()
+        .unwrap();
     restart_child(&tree, "ttl-restart", &socket).await;
     past(sent, Duration::from_millis(100)).await;
     server.restart().await;
@@ -326,7 +339,7 @@ async fn a_supervisor_restart_keeps_the_ttl() {
 async fn a_supervisor_restart_keeps_collapse_keys() {
     let (mut server, tree, _watch, socket) = supervised_down("key-restart").await;
     socket
-        .send(Send::text("BTC 1").with(keyed("BTC")))
+        .send(SendMessage::text("BTC 1").with(keyed("BTC")))
         .await
         .unwrap()
         .unwrap();
@@ -337,7 +350,7 @@ async fn a_supervisor_restart_keeps_collapse_keys() {
         .unwrap()
         .unwrap();
     after
-        .send(Send::text("BTC 2").with(keyed("BTC")))
+        .send(SendMessage::text("BTC 2").with(keyed("BTC")))
         .await
         .unwrap()
         .unwrap();
@@ -402,7 +415,7 @@ async fn metrics_counters_add_up_across_a_supervised_restart() {
         .unwrap();
     for n in 0..3 {
         socket
-            .send(Send::text(format!("m{n}")))
+            .send(SendMessage::text(format!("m{n}")))
             .await
             .unwrap()
             .unwrap();
@@ -418,7 +431,7 @@ async fn metrics_counters_add_up_across_a_supervised_restart() {
         .unwrap();
     for n in 3..5 {
         after
-            .send(Send::text(format!("m{n}")))
+            .send(SendMessage::text(format!("m{n}")))
             .await
             .unwrap()
             .unwrap();
@@ -454,7 +467,7 @@ async fn the_outbox_gauge_moves_during_an_outage() {
         ))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
@@ -489,7 +502,7 @@ async fn the_outbox_gauge_moves_during_an_outage() {
 #[actix_rt::test]
 async fn expired_messages_beyond_those_handed_back_are_counted_not_called_dropped() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
@@ -529,7 +542,7 @@ async fn expired_messages_beyond_those_handed_back_are_counted_not_called_droppe
 #[actix_rt::test]
 async fn a_larger_replacement_takes_the_older_ones_place() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .outbox(Outbox::bounded(100).max_bytes(10))
             .build()
@@ -566,7 +579,7 @@ async fn a_larger_replacement_takes_the_older_ones_place() {
 /// the request's caller, at once.
 #[actix_rt::test]
 async fn take_outbox_hands_a_requests_message_back_once_through_its_caller() {
-    let socket = SocketActor::start(fast(&dead_url()).requests("/id").build().unwrap());
+    let socket = SocketActor::connect(fast(&dead_url()).requests("/id").build().unwrap());
     let request = Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8));
     let pending = socket.send(request); // queued at once
     let taken = socket.send(resocket::TakeOutbox).await.unwrap();
@@ -607,6 +620,8 @@ async fn an_acked_request_in_flight_survives_a_supervisor_restart_and_is_answere
         .unwrap();
     watch.wait_opens(1).await;
     let socket = tree.send(GetSocket("rpc".into())).await.unwrap().unwrap();
+    common::welcomed(&socket).await;
+    app.lock().unwrap().clear(); // (the probe)
     proxy.stall(true);
     let answer: Arc<Mutex<Option<Result<serde_json::Value, resocket::SendError>>>> = Arc::default();
     {

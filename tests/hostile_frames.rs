@@ -15,7 +15,7 @@ use common::raw::RawClient;
 use common::raw_server::{frame, header, raw_upgrade, RawServer, CONTINUATION, FIN, TEXT};
 use common::{fast, record_app, wait_for, TestServer, Watch, DEADLINE};
 use resocket::server::{Command, GetHubStats, Hub, HubConfig, ServerConfig};
-use resocket::{Backoff, Error, GetStatus, Send, SocketActor};
+use resocket::{Backoff, Error, GetStatus, SendMessage, SocketActor};
 
 const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
@@ -101,7 +101,7 @@ async fn client_a_ping_announcing_a_gigabyte_is_refused_at_its_header() {
         w.store(n, Ordering::SeqCst);
         d.store(true, Ordering::SeqCst);
     });
-    let socket = SocketActor::start(fast(&server.url()).max_message(64 * 1024).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).max_message(64 * 1024).build().unwrap());
     let watch = Watch::attach(&socket);
     wait_for("the raw server to finish", DEADLINE * 3, || {
         done.load(Ordering::SeqCst)
@@ -178,7 +178,7 @@ async fn client_an_oversized_masked_or_rsv_frame_still_fails_the_connection() {
             let _ = stream.write_all(&bytes);
             hold(stream);
         });
-        let socket = SocketActor::start(fast(&server.url()).max_message(1024).build().unwrap());
+        let socket = SocketActor::connect(fast(&server.url()).max_message(1024).build().unwrap());
         let watch = Watch::attach(&socket);
         wait_for("a verdict", DEADLINE, || {
             !watch.texts().is_empty()
@@ -216,7 +216,7 @@ async fn client_a_small_masked_or_rsv_frame_fails_the_connection() {
             let _ = stream.write_all(&bytes);
             hold(stream);
         });
-        let socket = SocketActor::start(fast(&server.url()).max_message(1024).build().unwrap());
+        let socket = SocketActor::connect(fast(&server.url()).max_message(1024).build().unwrap());
         let watch = Watch::attach(&socket);
         wait_for("a verdict", DEADLINE, || {
             !watch.texts().is_empty() || watch.opens() >= 2
@@ -279,7 +279,7 @@ async fn client_byte_by_byte_fragments_controls_and_the_exact_limit() {
         }
         hold(stream);
     });
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .heartbeat(Duration::from_secs(5), Duration::from_secs(10))
             .max_message(MAX)
@@ -362,7 +362,7 @@ impl Actor for Staller {
 #[actix_rt::test]
 async fn a_dead_peer_is_still_found_when_the_thread_stalls_at_every_tick() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     wait_for("server session", DEADLINE, || server.live() == 1).await;
@@ -405,7 +405,7 @@ async fn an_instance_whose_messages_never_arrived_does_not_take_anothers_acks_fo
     let hub = server.hub.clone();
     let url = server.acked_url();
     // A long backoff: B does its part while A waits to reconnect (a deadline, not a race).
-    let a = SocketActor::start(
+    let a = SocketActor::connect(
         fast(&url)
             .acked("shared")
             .backoff(Backoff::exponential(
@@ -418,7 +418,7 @@ async fn an_instance_whose_messages_never_arrived_does_not_take_anothers_acks_fo
     );
     let watch = Watch::attach(&a);
     watch.wait_opens(1).await;
-    a.send(Send::text("a1")).await.unwrap().unwrap();
+    a.send(SendMessage::text("a1")).await.unwrap().unwrap();
     // The hub has no application: it closes A's session with 1013, a1 not accepted.
     wait_for("A's connection closed", DEADLINE, || {
         watch.opens() == 1 && !watch.last_state().is_some_and(|s| s.is_open())
@@ -511,7 +511,7 @@ async fn parked_hellos_do_not_pile_up_behind_a_stuck_application() {
     wait_for("m1 held", DEADLINE, || held.lock().unwrap().len() == 1).await;
     drop(old);
     // The new process: its hello is parked; short connect timeout, so it retries a few times.
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.acked_url())
             .acked("p")
             .connect_timeout(Duration::from_millis(150))
@@ -519,7 +519,7 @@ async fn parked_hellos_do_not_pile_up_behind_a_stuck_application() {
             .unwrap(),
     );
     let watch = Watch::attach(&socket);
-    socket.send(Send::text("m2")).await.unwrap().unwrap();
+    socket.send(SendMessage::text("m2")).await.unwrap().unwrap();
     wait_for("several parked hellos", DEADLINE, || watch.opens() >= 4).await;
     assert!(
         server.max_live() <= 3,

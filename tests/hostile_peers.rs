@@ -17,7 +17,7 @@ use resocket::server::{
     accept, ClientEvent, FromClient, GetHubStats, Hub, HubConfig, ServerConfig, Session,
     SessionHandler, SubscribeHub, ToClient,
 };
-use resocket::{Error, GetStatus, Send, SocketActor};
+use resocket::{Error, GetStatus, SendMessage, SocketActor};
 
 fn texts(messages: &[FromClient]) -> Vec<String> {
     messages.iter().map(|m| m.text.clone()).collect()
@@ -107,10 +107,10 @@ async fn a_message_the_hub_could_not_deliver_is_not_skipped_by_the_next_one() {
 #[actix_rt::test]
 async fn messages_sent_before_the_application_subscribes_all_arrive_in_order() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("early").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("early").build().unwrap());
     for n in 0..3 {
         socket
-            .send(Send::text(format!("{n}")))
+            .send(SendMessage::text(format!("{n}")))
             .await
             .unwrap()
             .unwrap();
@@ -158,7 +158,7 @@ async fn a_fresh_hub_numbers_what_it_queued_before_the_hello_above_last_seq() {
 #[actix_rt::test]
 async fn messages_queued_while_the_hub_was_replaced_reach_the_client() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("dev").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("dev").build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     for n in 0..3 {
@@ -243,7 +243,7 @@ async fn idle_clients_are_evicted_before_a_new_one_is_refused() {
 #[actix_rt::test]
 async fn a_connection_cannot_say_hello_as_someone_else() {
     let server = TestServer::start().await;
-    let victim = SocketActor::start(
+    let victim = SocketActor::connect(
         fast(&server.acked_url_as("victim"))
             .acked("victim")
             .build()
@@ -373,7 +373,7 @@ async fn a_server_that_skips_a_sequence_number_is_reported_and_not_believed() {
     .unwrap()
     .run();
     actix_rt::spawn(server);
-    let socket = SocketActor::start(fast(&format!("ws://{addr}/")).acked("c").build().unwrap());
+    let socket = SocketActor::connect(fast(&format!("ws://{addr}/")).acked("c").build().unwrap());
     let watch = Watch::attach(&socket);
     watch
         .wait_error("the jump", |e| {
@@ -433,10 +433,10 @@ async fn the_hub_acknowledges_only_what_the_application_has_taken() {
         })
         .await
         .unwrap();
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("s").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("s").build().unwrap());
     for n in 0..N {
         socket
-            .send(Send::text(format!("{n}")))
+            .send(SendMessage::text(format!("{n}")))
             .await
             .unwrap()
             .unwrap();
@@ -492,7 +492,7 @@ async fn an_origin_outside_the_allow_list_is_refused_before_the_upgrade() {
         "non-browser clients send no Origin"
     );
     // Through the library: a fatal handshake status.
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .header("origin", "https://evil.example")
             .build()
@@ -605,7 +605,7 @@ async fn a_history_far_larger_than_the_write_backlog_is_replayed_as_the_client_r
     for n in 0..3_000 {
         to_client(&hub, "reader", &format!(r#"{{"n":{n},"pad":"{pad}"}}"#)).await;
     }
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("reader").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("reader").build().unwrap());
     let watch = Watch::attach(&socket);
     wait_for("all 3,000", DEADLINE * 3, || watch.texts().len() >= 3_000).await;
     let numbers: Vec<u64> = watch

@@ -62,7 +62,7 @@ async fn messages_larger_than_the_room_left_or_the_whole_backlog_limit_are_all_d
         .acked("mixed")
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     wait_for("every message", DEADLINE, || {
         watch.texts().len() >= sizes.len()
@@ -104,7 +104,7 @@ async fn a_client_that_falls_behind_the_history_limit_is_told_of_the_gap_and_see
         .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     // The client stops reading; 60 × 256 KiB is far more than the kernel's socket buffers

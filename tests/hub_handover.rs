@@ -23,7 +23,7 @@ use resocket::server::{
     ClientEvent, FromClient, GetHubStats, Hub, HubConfig, HubStats, ServerConfig, SubscribeHub,
     ToClient,
 };
-use resocket::{Close, Error, GetStatus, Send, SocketActor};
+use resocket::{Close, Error, GetStatus, SendMessage, SocketActor};
 
 // ---- a controllable application ----
 
@@ -213,10 +213,10 @@ async fn a_restarted_client_loses_nothing_while_the_app_is_busy_with_its_old_mes
     let server = TestServer::start().await;
     let gate = gate(&server.hub).await;
     old_process_dies_mid_handover(&server, &gate, "r", &["old1", "old2"]).await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("r").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("r").build().unwrap());
     let _watch = Watch::attach(&socket);
     for text in ["new1", "new2"] {
-        socket.send(Send::text(text)).await.unwrap().unwrap();
+        socket.send(SendMessage::text(text)).await.unwrap().unwrap();
     }
     // The new process's hello waits for the old messages; release them.
     gate.release_all();
@@ -241,7 +241,7 @@ async fn a_restarted_client_is_not_wedged_by_acks_of_its_previous_process() {
     let server = TestServer::start().await;
     let gate = gate(&server.hub).await;
     old_process_dies_mid_handover(&server, &gate, "w", &["old1", "old2"]).await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("w").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("w").build().unwrap());
     let watch = Watch::attach(&socket);
     gate.release_all();
     wait_stats(&server.hub, "the old messages taken", |s| s.taken == 2).await;
@@ -249,7 +249,11 @@ async fn a_restarted_client_is_not_wedged_by_acks_of_its_previous_process() {
         s.connected == 1
     })
     .await;
-    socket.send(Send::text("after")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("after"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("'after' delivered, or the client looping", DEADLINE, || {
         gate.count("after") > 0 || protocol_errors(&watch) >= 3
     })
@@ -311,10 +315,14 @@ async fn after_a_rollback_the_messages_queued_behind_it_are_not_handed_over_as_w
 async fn a_rollback_for_a_replaced_session_makes_the_live_one_send_again() {
     let server = TestServer::start().await;
     let gate = gate(&server.hub).await;
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("p").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("p").build().unwrap());
     let watch = Watch::attach(&socket);
     wait_stats(&server.hub, "the socket's hello", |s| s.connected == 1).await;
-    socket.send(Send::text("one")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("one"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("one held", DEADLINE, || gate.pending() == 1).await;
     // Another connection for "p" replaces the socket's session; the socket comes back and
     // replaces it in turn, and sends "one" again (a duplicate for the hub).
@@ -366,9 +374,13 @@ async fn an_evicted_client_starts_afresh_without_sequence_gaps() {
     })
     .await
     .unwrap();
-    let socket = SocketActor::start(fast(&server.acked_url()).acked("e").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("e").build().unwrap());
     let watch = Watch::attach(&socket);
-    socket.send(Send::text("after")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("after"))
+        .await
+        .unwrap()
+        .unwrap();
     let start = Instant::now();
     loop {
         let s = stats(&hub).await;
@@ -428,7 +440,7 @@ async fn a_client_that_ignores_its_window_cannot_make_the_hub_queue_without_boun
     assert_eq!(gate.pending(), 1);
     let queued = s.delivered - s.taken;
     assert!(
-        queued <= resocket::DEFAULT_ACK_WINDOW as u64,
+        queued <= resocket::SocketConfig::DEFAULT_ACK_WINDOW as u64,
         "the hub queued {queued} messages of one client for a slow application: {s:?}"
     );
 }
@@ -450,15 +462,15 @@ async fn a_second_device_with_the_same_id_loses_nothing_of_the_first() {
     let gate = gate(&server.hub).await;
     gate.auto();
     let url = server.acked_url_as("alice");
-    let a = SocketActor::start(fast(&url).acked("alice").build().unwrap());
+    let a = SocketActor::connect(fast(&url).acked("alice").build().unwrap());
     let watch_a = Watch::attach(&a);
-    a.send(Send::text("a1")).await.unwrap().unwrap();
+    a.send(SendMessage::text("a1")).await.unwrap().unwrap();
     wait_all_acked(&a, "a1").await;
-    let b = SocketActor::start(fast(&url).acked("alice").build().unwrap());
-    b.send(Send::text("b1")).await.unwrap().unwrap();
+    let b = SocketActor::connect(fast(&url).acked("alice").build().unwrap());
+    b.send(SendMessage::text("b1")).await.unwrap().unwrap();
     wait_all_acked(&b, "b1").await;
     let _ = b.send(Close::now()).await;
-    a.send(Send::text("a2")).await.unwrap().unwrap();
+    a.send(SendMessage::text("a2")).await.unwrap().unwrap();
     let has = |t: &str| gate.count(t) > 0;
     let errors_before = protocol_errors(&watch_a);
     let start = Instant::now();

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
-use resocket::{Error, Send, SocketActor, SocketState};
+use resocket::{Error, SendMessage, SocketActor, SocketState};
 
 const IDENTIFY: &str = r#"{"op":"identify","token":"t"}"#;
 
@@ -15,7 +15,7 @@ const IDENTIFY: &str = r#"{"op":"identify","token":"t"}"#;
 async fn the_outbox_waits_for_the_servers_acceptance_then_flows() {
     // The test server echoes: the echo of the identify message is its "ready".
     let server = TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .identify(IDENTIFY)
             .identify_until(|t| t.contains(r#""op":"identify""#), Duration::from_secs(5))
@@ -25,7 +25,7 @@ async fn the_outbox_waits_for_the_servers_acceptance_then_flows() {
     let watch = Watch::attach(&socket);
     for n in 0..3 {
         socket
-            .send(Send::text(format!("m{n}")))
+            .send(SendMessage::text(format!("m{n}")))
             .await
             .unwrap()
             .unwrap();
@@ -45,7 +45,7 @@ async fn the_outbox_waits_for_the_servers_acceptance_then_flows() {
 async fn a_server_that_never_accepts_gets_nothing_but_identify_messages_and_is_retried() {
     let server = TestServer::start().await;
     server.shared.echo.store(false, Ordering::SeqCst); // no reply, so never ready
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .identify(IDENTIFY)
             .identify_until(|t| t.contains("ready"), Duration::from_millis(200))
@@ -54,7 +54,7 @@ async fn a_server_that_never_accepts_gets_nothing_but_identify_messages_and_is_r
     );
     let watch = Watch::attach(&socket);
     socket
-        .send(Send::text("secret-data"))
+        .send(SendMessage::text("secret-data"))
         .await
         .unwrap()
         .unwrap();

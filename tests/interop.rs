@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{fast, wait_for, Watch, DEADLINE};
-use resocket::{Disconnect, Error, Send, SocketActor, SocketState};
+use resocket::{Disconnect, Error, SendMessage, SocketActor, SocketState};
 
 /// A peer server in a child process.
 struct Peer {
@@ -82,17 +82,17 @@ fn start(kind: Kind) -> Option<Peer> {
 
 async fn echo(kind: Kind) {
     let Some(peer) = start(kind) else { return };
-    let socket = SocketActor::start(fast(&peer.url).build().unwrap());
+    let socket = SocketActor::connect(fast(&peer.url).build().unwrap());
     let watch = Watch::attach(&socket);
     for i in 0..20 {
         socket
-            .send(Send::text(format!("m{i}")))
+            .send(SendMessage::text(format!("m{i}")))
             .await
             .unwrap()
             .unwrap();
     }
     socket
-        .send(Send::binary(vec![0u8, 255]))
+        .send(SendMessage::binary(vec![0u8, 255]))
         .await
         .unwrap()
         .unwrap();
@@ -112,7 +112,7 @@ async fn server_pings_are_answered(kind: Kind) {
         .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     actix_rt::time::sleep(Duration::from_millis(1000)).await;
@@ -123,7 +123,7 @@ async fn server_pings_are_answered(kind: Kind) {
         watch.states()
     );
     socket
-        .send(Send::text("still here"))
+        .send(SendMessage::text("still here"))
         .await
         .unwrap()
         .unwrap();
@@ -132,11 +132,11 @@ async fn server_pings_are_answered(kind: Kind) {
 
 async fn server_close_codes(kind: Kind) {
     let Some(peer) = start(kind) else { return };
-    let socket = SocketActor::start(fast(&peer.url).fatal_close_code(4002).build().unwrap());
+    let socket = SocketActor::connect(fast(&peer.url).fatal_close_code(4002).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     socket
-        .send(Send::text("close:4001"))
+        .send(SendMessage::text("close:4001"))
         .await
         .unwrap()
         .unwrap();
@@ -152,7 +152,7 @@ async fn server_close_codes(kind: Kind) {
         }
     )));
     socket
-        .send(Send::text("close:4002"))
+        .send(SendMessage::text("close:4002"))
         .await
         .unwrap()
         .unwrap();
@@ -172,10 +172,14 @@ async fn abrupt_disconnect_and_reconnect(kind: Kind) {
         .identify("hello")
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     wait_for("identify echoed", DEADLINE, || watch.texts() == ["hello"]).await;
-    socket.send(Send::text("abort")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("abort"))
+        .await
+        .unwrap()
+        .unwrap();
     watch.wait_opens(2).await;
     assert!(watch.states().iter().any(|s| matches!(
         s,
@@ -192,16 +196,24 @@ async fn abrupt_disconnect_and_reconnect(kind: Kind) {
 
 async fn oversized_message(kind: Kind) {
     let Some(peer) = start(kind) else { return };
-    let socket = SocketActor::start(fast(&peer.url).max_message(1000).build().unwrap());
+    let socket = SocketActor::connect(fast(&peer.url).max_message(1000).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
-    socket.send(Send::text("big:5000")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("big:5000"))
+        .await
+        .unwrap()
+        .unwrap();
     watch
         .wait_error("too large", |e| {
             *e == Error::MessageTooLarge { limit: 1000 }
         })
         .await;
-    socket.send(Send::text("after")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("after"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("the next message", DEADLINE, || watch.texts() == ["after"]).await;
     assert_eq!(watch.opens(), 1);
 }

@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use common::proxy::{Cut, Proxy};
 use common::{fast, TestServer, Watch, DEADLINE};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use resocket::{Send, SocketActor};
+use resocket::{SendMessage, SocketActor};
 
 /// Serves `handle` at `/metrics` on an ephemeral port of 127.0.0.1; returns the URL.
 fn serve(handle: PrometheusHandle) -> String {
@@ -76,12 +76,12 @@ async fn a_scrape_after_a_reconnect_shows_what_happened() {
     let server = TestServer::start().await;
     let proxy = Proxy::start(server.addr).await;
     let config = fast(&proxy.url()).name("feed").build().unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     for n in 0..3 {
         socket
-            .send(Send::text(format!("m{n}")))
+            .send(SendMessage::text(format!("m{n}")))
             .await
             .unwrap()
             .unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::proxy::{Cut, Proxy};
 use common::{fast, giving_up_after, wait_for, TestServer, Watch, DEADLINE};
 use resocket::server::Command;
-use resocket::{CloseReason, Disconnect, GetStatus, Send, SocketActor, SocketState};
+use resocket::{CloseReason, Disconnect, GetStatus, SendMessage, SocketActor, SocketState};
 
 #[actix_rt::test]
 async fn a_connection_dropped_without_close_reconnects_and_identifies_again() {
@@ -20,7 +20,7 @@ async fn a_connection_dropped_without_close_reconnects_and_identifies_again() {
         .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     wait_for("identify", DEADLINE, || server.received().len() == 1).await;
@@ -54,7 +54,7 @@ async fn a_reset_connection_reconnects_with_the_io_error_as_cause() {
         .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     proxy.cut(Cut::Rst);
@@ -75,7 +75,7 @@ async fn a_reset_connection_reconnects_with_the_io_error_as_cause() {
 #[actix_rt::test]
 async fn a_server_close_frame_reconnects_unless_its_code_is_fatal() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).fatal_close_code(4001).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).fatal_close_code(4001).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     wait_for("session", DEADLINE, || server.live() == 1).await;
@@ -126,14 +126,14 @@ async fn a_server_close_frame_reconnects_unless_its_code_is_fatal() {
 #[actix_rt::test]
 async fn messages_sent_while_disconnected_arrive_after_identify_in_order_none_missing() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).identify("identify").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).identify("identify").build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
     watch.wait_state("backoff", |s| s.name() == "backoff").await;
     for i in 0..500 {
         socket
-            .send(Send::text(format!("m{i}")))
+            .send(SendMessage::text(format!("m{i}")))
             .await
             .unwrap()
             .unwrap();
@@ -163,7 +163,7 @@ async fn a_flapping_server_does_not_reset_the_attempt_counter() {
         .backoff(giving_up_after(4))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("gave up", SocketState::is_closed).await;
     assert!(
@@ -190,7 +190,7 @@ async fn a_stable_connection_resets_the_attempt_counter() {
         .min_uptime(Duration::from_millis(50))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     for round in 1..=3 {
         watch.wait_opens(round).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::proxy::{Cut, Proxy};
 use common::{fast, rpc_app, wait_for, TestServer, Watch, DEADLINE};
 use futures_util::future::join_all;
-use resocket::{Close, Error, GetStatus, Outgoing, Request, Send, SocketActor};
+use resocket::{Close, Error, GetStatus, Outgoing, Request, SendMessage, SocketActor};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ fn call(id: impl serde::Serialize, method: &str, params: serde_json::Value) -> R
 async fn a_reply_answers_its_request_and_is_not_delivered_to_subscribers() {
     let server = rpc_server().await;
     let config = fast(&server.url()).requests("/id").build().unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let reply = socket
         .send(call(1, "echo", json!({"x": 1})))
@@ -64,7 +64,7 @@ async fn a_reply_answers_its_request_and_is_not_delivered_to_subscribers() {
 #[actix_rt::test]
 async fn many_concurrent_requests_each_get_their_own_reply() {
     let server = rpc_server().await;
-    let socket = SocketActor::start(fast(&server.url()).requests("/id").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).requests("/id").build().unwrap());
     let replies = join_all((0..200).map(|n| socket.send(call(n, "echo", json!(n * 10))))).await;
     for (n, reply) in replies.into_iter().enumerate() {
         assert_eq!(reply.unwrap().unwrap(), json!({"id": n, "result": n * 10}));
@@ -74,7 +74,7 @@ async fn many_concurrent_requests_each_get_their_own_reply() {
 #[actix_rt::test]
 async fn no_reply_within_the_timeout_is_an_error_with_the_request_handed_back() {
     let server = rpc_server().await;
-    let socket = SocketActor::start(fast(&server.url()).requests("/id").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).requests("/id").build().unwrap());
     let request = Request::json(
         &json!({"id": 9, "method": "never"}),
         Duration::from_millis(200),
@@ -96,7 +96,7 @@ async fn no_reply_within_the_timeout_is_an_error_with_the_request_handed_back() 
 #[actix_rt::test]
 async fn a_request_that_times_out_while_queued_is_never_written() {
     let mut server = rpc_server().await;
-    let socket = SocketActor::start(fast(&server.url()).requests("/id").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).requests("/id").build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     server.stop().await;
@@ -112,7 +112,11 @@ async fn a_request_that_times_out_while_queued_is_never_written() {
         Error::RequestTimeout(Duration::from_millis(100))
     );
     assert_eq!(socket.send(GetStatus).await.unwrap().outbox_len, 0);
-    socket.send(Send::text("after")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("after"))
+        .await
+        .unwrap()
+        .unwrap();
     server.restart().await;
     wait_for("the message behind it", DEADLINE, || {
         server.received().contains(&"after".to_string())
@@ -124,7 +128,7 @@ async fn a_request_that_times_out_while_queued_is_never_written() {
 #[actix_rt::test]
 async fn a_written_request_whose_connection_dies_is_lost_and_not_resent() {
     let server = rpc_server().await;
-    let socket = SocketActor::start(fast(&server.url()).requests("/id").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).requests("/id").build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     let refused = socket
@@ -134,7 +138,11 @@ async fn a_written_request_whose_connection_dies_is_lost_and_not_resent() {
         .unwrap_err();
     assert_eq!(refused.error, Error::RequestLost);
     watch.wait_opens(2).await;
-    socket.send(Send::text("after")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("after"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("the next message", DEADLINE, || {
         server.received().contains(&"after".to_string())
     })
@@ -158,9 +166,11 @@ async fn in_acked_mode_a_written_request_is_resent_and_answered_after_the_reconn
         .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
+    common::welcomed(&socket).await;
+    app.lock().unwrap().clear(); // (the probe)
     proxy.stall(true);
     let pending = socket.send(call(1, "echo", json!("hi")));
     let (reply, ()) = futures_util::future::join(pending, async {
@@ -182,7 +192,7 @@ async fn in_acked_mode_a_written_request_is_resent_and_answered_after_the_reconn
 #[actix_rt::test]
 async fn closing_the_socket_answers_every_pending_request() {
     let server = rpc_server().await;
-    let socket = SocketActor::start(fast(&server.url()).requests("/id").build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).requests("/id").build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
     let pending = socket.send(call(1, "never", json!(null)));
@@ -208,7 +218,7 @@ async fn bad_requests_are_refused_at_once_with_the_reason() {
         .max_pending_requests(2)
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let no_id = refused(
         socket
             .send(Request::new(r#"{"method":"echo"}"#, LONG))
@@ -243,7 +253,7 @@ async fn bad_requests_are_refused_at_once_with_the_reason() {
     let third = refused(socket.send(call(3, "echo", json!(null))).await);
     assert_eq!(third.error, Error::TooManyRequests { max: 2 });
     // Not enabled at all.
-    let plain = SocketActor::start(fast(&server.url()).build().unwrap());
+    let plain = SocketActor::connect(fast(&server.url()).build().unwrap());
     let off = refused(plain.send(call(1, "echo", json!(null))).await);
     assert!(
         off.error.to_string().contains("not enabled"),

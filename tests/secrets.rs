@@ -6,7 +6,7 @@ mod common;
 use std::sync::Mutex;
 
 use common::{wait_for, TestServer, Watch, DEADLINE};
-use resocket::{Close, GetStatus, Send, SocketActor, SocketConfig};
+use resocket::{Close, GetStatus, SendMessage, SocketActor, SocketConfig};
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -44,10 +44,14 @@ async fn secrets_never_reach_debug_output_or_logs() {
         .build()
         .unwrap();
     let shown_config = format!("{config:?}");
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
-    socket.send(Send::text("hello")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("hello"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("identify and hello", DEADLINE, || {
         server.received().len() == 2
     })

@@ -12,7 +12,7 @@ async fn a_sender_on_another_thread_delivers_everything_in_order() {
         .shared
         .echo
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .outbox(Outbox::bounded(100_000))
             .build()
@@ -38,7 +38,7 @@ async fn a_sender_on_another_thread_delivers_everything_in_order() {
 #[actix_rt::test]
 async fn a_sender_queues_while_disconnected_refuses_when_full_and_after_close() {
     let mut server = TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         fast(&server.url())
             .outbox(Outbox::bounded(3))
             .build()
@@ -66,9 +66,9 @@ async fn a_sender_queues_while_disconnected_refuses_when_full_and_after_close() 
 
 #[actix_rt::test]
 async fn every_refused_send_and_every_lost_error_event_is_counted() {
-    use resocket::{GetStatus, Outbox, Send};
+    use resocket::{GetStatus, Outbox, SendMessage};
     let mut server = common::TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         common::fast(&server.url())
             .outbox(Outbox::bounded(10))
             .build()
@@ -86,7 +86,7 @@ async fn every_refused_send_and_every_lost_error_event_is_counted() {
     watch.wait_state("backoff", |s| s.name() == "backoff").await;
     // Fire and forget: do_send discards each answer, so only the counters can tell.
     for n in 0..1000 {
-        socket.do_send(Send::text(format!("{n}")));
+        socket.do_send(SendMessage::text(format!("{n}")));
     }
     let sender = socket.send(resocket::GetSender).await.unwrap();
     let mut refused_by_sender = 0;
@@ -99,7 +99,7 @@ async fn every_refused_send_and_every_lost_error_event_is_counted() {
     let status = socket.send(GetStatus).await.unwrap();
     assert_eq!(status.outbox_len, 10);
     assert_eq!(status.counters.refused, 990 + 100);
-    // Each Send refusal was an OutboxFull event; an error subscriber with actix's default
+    // Each SendMessage refusal was an OutboxFull event; an error subscriber with actix's default
     // 16-slot mailbox could not take them all at once: what it missed is counted.
     let start = std::time::Instant::now();
     loop {
@@ -135,7 +135,7 @@ impl actix::Handler<resocket::ErrorOccurred> for ErrorCount {
 async fn send_wait_applies_backpressure_and_delivers_everything_in_order() {
     use resocket::{Outbox, SendWhenRoom};
     let server = common::TestServer::start().await;
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         common::fast(&server.url())
             .outbox(Outbox::bounded(50))
             .build()
@@ -167,7 +167,7 @@ async fn send_wait_applies_backpressure_and_delivers_everything_in_order() {
 #[actix_rt::test]
 async fn send_wait_returns_at_once_for_a_closed_socket() {
     let server = common::TestServer::start().await;
-    let socket = SocketActor::start(common::fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(common::fast(&server.url()).build().unwrap());
     let sender = socket.send(resocket::GetSender).await.unwrap();
     socket.send(Close::now()).await.unwrap();
     let refused = sender.send_wait("late").await.unwrap_err();
@@ -181,7 +181,7 @@ async fn a_send_wait_blocked_on_a_full_outbox_returns_closed_when_the_socket_clo
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let socket = SocketActor::start(
+    let socket = SocketActor::connect(
         common::fast(&format!("ws://127.0.0.1:{port}/ws"))
             .outbox(resocket::Outbox::bounded(1))
             .build()

@@ -49,7 +49,7 @@ async fn flood(server: &TestServer) {
 #[actix_rt::test]
 async fn wait_policy_pauses_reading_and_loses_nothing() {
     let server = TestServer::start().await;
-    let socket = SocketActor::start(fast(&server.url()).build().unwrap());
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
     let watch = Watch::attach(&socket);
     let arbiter = Arbiter::new();
     let (slow, seen) = slow_subscriber(&arbiter);
@@ -83,7 +83,7 @@ async fn drop_policy_drops_for_the_slow_one_only_and_reports_it() {
         .slow_subscriber(SlowSubscriber::Drop)
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     let arbiter = Arbiter::new();
     let (slow, seen) = slow_subscriber(&arbiter);

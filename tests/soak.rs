@@ -134,7 +134,7 @@ async fn soak_a_million_each_way_through_cuts_stalls_and_restarts() {
         .outbox(Outbox::bounded(20_000))
         .build()
         .unwrap();
-    let socket = SocketActor::start(config);
+    let socket = SocketActor::connect(config);
     let to_client = Arc::new(InOrder::default());
     let collector = Client(to_client.clone()).start();
     socket.do_send(Subscribe::to::<serde_json::Value>(collector.recipient()));

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use common::{fast, giving_up_after, wait_for, TestServer, Watch, DEADLINE};
 use resocket::testing::Panic;
 use resocket::{
-    Backoff, CloseReason, GetSocket, GetStats, ListSockets, Outgoing, RestartIntensity,
+    Backoff, CloseReason, GetSocket, GetSupervisorStats, ListSockets, Outgoing, RestartIntensity,
     RestartPolicy, SendTo, SocketEnd, StartSocket, StopSocket, SubscribeSupervision,
     SupervisionEvent, SupervisorActor, SupervisorConfig,
 };
@@ -307,7 +307,7 @@ async fn wait_stats(
 ) -> resocket::SupervisorStats {
     let start = std::time::Instant::now();
     loop {
-        let stats = tree.supervisor.send(GetStats).await.unwrap();
+        let stats = tree.supervisor.send(GetSupervisorStats).await.unwrap();
         if pred(&stats) {
             return stats;
         }
@@ -446,8 +446,9 @@ async fn one_subscription_serves_every_socket_and_each_event_names_its_socket() 
     from.sort();
     assert_eq!(from, ["a", "b"]);
     // A bare socket is named by the builder, or gets a unique socket-N.
-    let named = resocket::SocketActor::start(fast(&server.url()).name("feed-eu").build().unwrap());
-    let unnamed = resocket::SocketActor::start(fast(&server.url()).build().unwrap());
+    let named =
+        resocket::SocketActor::connect(fast(&server.url()).name("feed-eu").build().unwrap());
+    let unnamed = resocket::SocketActor::connect(fast(&server.url()).build().unwrap());
     let (named_watch, unnamed_watch) = (Watch::attach(&named), Watch::attach(&unnamed));
     named_watch.wait_opens(1).await;
     unnamed_watch.wait_opens(1).await;

@@ -7,7 +7,7 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use common::{fast, wait_for, Watch, DEADLINE};
 use resocket::server::{accept, ServerConfig, Session, SessionHandler};
 use resocket::tls::RootCertStore;
-use resocket::{CloseReason, Error, Send, SocketActor, SocketState};
+use resocket::{CloseReason, Error, SendMessage, SocketActor, SocketState};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 struct Echo;
@@ -66,10 +66,14 @@ async fn a_private_ca_in_the_root_store_connects() {
     let url = tls_server(cert, key).await;
     let mut roots = RootCertStore::empty();
     roots.add(ca).unwrap();
-    let socket = SocketActor::start(fast(&url).tls_roots(roots).build().unwrap());
+    let socket = SocketActor::connect(fast(&url).tls_roots(roots).build().unwrap());
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
-    socket.send(Send::text("over tls")).await.unwrap().unwrap();
+    socket
+        .send(SendMessage::text("over tls"))
+        .await
+        .unwrap()
+        .unwrap();
     wait_for("echo", DEADLINE, || watch.texts() == ["over tls"]).await;
 }
 
@@ -78,7 +82,7 @@ async fn a_certificate_that_does_not_verify_is_fatal_and_says_why() {
     let (_ca, cert, key) = certificates();
     let url = tls_server(cert, key).await;
     // Default roots: the test CA is unknown to them.
-    let socket = SocketActor::start(fast(&url).build().unwrap());
+    let socket = SocketActor::connect(fast(&url).build().unwrap());
     let watch = Watch::attach(&socket);
     let state = watch.wait_state("closed", SocketState::is_closed).await;
     let SocketState::Closed {

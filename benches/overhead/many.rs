@@ -278,7 +278,7 @@ fn start_fleet(
         let collector = Collector(shared.clone()).start();
         let mut fleet = Vec::with_capacity(n);
         for _ in 0..n {
-            let socket = SocketActor::start(config.clone());
+            let socket = SocketActor::connect(config.clone());
             socket.do_send(Subscribe::states(collector.clone().recipient()));
             fleet.push(socket);
         }

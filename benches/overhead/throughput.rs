@@ -10,8 +10,8 @@ use awc::ws::{Codec, Frame, Message as WsMessage};
 use awc::BoxedSocket;
 use futures_util::{SinkExt, StreamExt};
 use resocket::{
-    Inbound, InboundText, Outbox, Send, SocketActor, SocketConfig, SocketState, StateChanged,
-    Subscribe,
+    Inbound, InboundText, Outbox, SendMessage, SocketActor, SocketConfig, SocketState,
+    StateChanged, Subscribe,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -134,7 +134,7 @@ async fn wait_open(socket: &Addr<SocketActor>) -> Result<(), BoxError> {
 pub enum Via {
     /// `Sender::json`: straight into the outbox.
     Sender,
-    /// `socket.do_send(Send::json(..))`: one actor message each.
+    /// `socket.do_send(SendMessage::json(..))`: one actor message each.
     Messages,
 }
 
@@ -151,13 +151,13 @@ async fn resocket_send_batch(
         for s in seq..end {
             match via {
                 Via::Sender => sender.json(&TickOut::new(s))?,
-                Via::Messages => socket.do_send(Send::json(&TickOut::new(s))?),
+                Via::Messages => socket.do_send(SendMessage::json(&TickOut::new(s))?),
             }
         }
         seq = end;
         actix_rt::task::yield_now().await;
     }
-    socket.do_send(Send::text("END"));
+    socket.do_send(SendMessage::text("END"));
     let reply = actix_rt::time::timeout(WAIT, replies.recv())
         .await?
         .ok_or("no reply")?;
@@ -191,7 +191,7 @@ pub async fn send(
     warm: u64,
 ) -> Result<Value, BoxError> {
     if resocket {
-        let socket = SocketActor::start(socket_config(url, n.max(warm))?);
+        let socket = SocketActor::connect(socket_config(url, n.max(warm))?);
         let (tx, mut rx) = mpsc::unbounded_channel();
         socket.do_send(Subscribe::text(Forward(tx).start().recipient()));
         wait_open(&socket).await?;
@@ -294,7 +294,7 @@ async fn resocket_receive_batch(
     n: u64,
 ) -> Result<(), BoxError> {
     let done = expect(counter, n).await?;
-    socket.do_send(Send::text(format!("push {n}")));
+    socket.do_send(SendMessage::text(format!("push {n}")));
     let seen = actix_rt::time::timeout(WAIT, done).await??;
     check("receive", seen, n)
 }
@@ -309,7 +309,7 @@ pub async fn receive(resocket: bool, url: &str, n: u64, warm: u64) -> Result<Val
     }
     .start();
     if resocket {
-        let socket = SocketActor::start(socket_config(url, 16)?);
+        let socket = SocketActor::connect(socket_config(url, 16)?);
         socket.do_send(Subscribe::to::<Tick>(counter.clone().recipient()));
         wait_open(&socket).await?;
         resocket_receive_batch(&socket, &counter, warm).await?;
@@ -340,7 +340,7 @@ struct Pinger {
 impl Pinger {
     fn ping(&mut self) {
         self.sent_at = Instant::now();
-        match Send::json(&TickOut::new(self.seq)) {
+        match SendMessage::json(&TickOut::new(self.seq)) {
             Ok(message) => self.socket.do_send(message),
             Err(_) => self.done = None,
         }
@@ -404,7 +404,7 @@ fn latency(mut samples: Vec<u64>, warm: u64) -> Result<Value, BoxError> {
 pub async fn ping_pong(resocket: bool, url: &str, n: u64, warm: u64) -> Result<Value, BoxError> {
     let total = warm + n;
     if resocket {
-        let socket = SocketActor::start(socket_config(url, 16)?);
+        let socket = SocketActor::connect(socket_config(url, 16)?);
         let (tx, rx) = oneshot::channel();
         let pinger = Pinger {
             socket: socket.clone(),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use clap::Parser;
 use resocket::{
-    Backoff, Close, CloseReason, Error, GetStatus, Send, SendError, SocketActor, SocketConfig,
-    SocketState, Subscribe,
+    Backoff, Close, CloseReason, Error, GetStatus, SendError, SendMessage, SocketActor,
+    SocketConfig, SocketState, Subscribe,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -127,7 +127,7 @@ async fn pump_stdin(socket: &Addr<SocketActor>, reporter: &Addr<Reporter>) -> Op
                 return None;
             }
         };
-        let mut message = Send::text(line);
+        let mut message = SendMessage::text(line);
         loop {
             match socket.send(message).await {
                 Ok(Ok(())) => break,
@@ -136,7 +136,7 @@ async fn pump_stdin(socket: &Addr<SocketActor>, reporter: &Addr<Reporter>) -> Op
                     message: back,
                 })) => {
                     // Backpressure: wait for the outbox to drain, keep the line.
-                    message = Send::new(back);
+                    message = SendMessage::new(back);
                     actix_rt::time::sleep(Duration::from_millis(10)).await;
                 }
                 Ok(Err(SendError {

@@ -41,7 +41,7 @@ pub struct HubConfig {
     /// sends past it (it ignores its ack window, or its window is larger) has its session
     /// closed with 1013 and sends again after reconnecting: a client cannot make the hub queue
     /// without bound. Keep it at least the clients' `ack_window`. Defaults to 1,000
-    /// ([`DEFAULT_ACK_WINDOW`](crate::DEFAULT_ACK_WINDOW)).
+    /// ([`SocketConfig::DEFAULT_ACK_WINDOW`](crate::SocketConfig::DEFAULT_ACK_WINDOW)).
     pub max_pending_per_client: usize,
     /// Hellos per second one client id may send (bursts of as many); past it the hello is
     /// refused with 1013, so a reconnect loop or a flood cannot churn the hub. Defaults to 10.
@@ -58,7 +58,7 @@ impl Default for HubConfig {
             ack_delay: Duration::from_millis(1),
             max_clients: 100_000,
             idle_client_ttl: Duration::from_secs(3600),
-            max_pending_per_client: crate::DEFAULT_ACK_WINDOW,
+            max_pending_per_client: crate::SocketConfig::DEFAULT_ACK_WINDOW,
             max_hellos_per_second: 10,
         }
     }

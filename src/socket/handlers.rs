@@ -8,14 +8,14 @@ use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
-    Close, CloseReport, Counters, Delivery, Error, GetStatus, Outgoing, Request, Send, SendError,
-    StateChanged, Status, Subscribe, TakeOutbox,
+    Close, CloseReport, Counters, Delivery, Error, GetStatus, Outgoing, Request, SendError,
+    SendMessage, StateChanged, Status, Subscribe, TakeOutbox,
 };
 
-impl Handler<Send> for SocketActor {
+impl Handler<SendMessage> for SocketActor {
     type Result = Result<(), SendError>;
 
-    fn handle(&mut self, send: Send, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, send: SendMessage, ctx: &mut Context<Self>) -> Self::Result {
         self.push(send.message, &send.delivery, ctx)
     }
 }
@@ -161,7 +161,7 @@ impl Handler<Close> for SocketActor {
             }
             Phase::Open(conn) => conn,
         };
-        // From now on the socket takes no more messages (the Send handler checks the phase).
+        // From now on the socket takes no more messages (the SendMessage handler checks the phase).
         self.outbox.close();
         let (tx, rx) = oneshot::channel();
         match &mut conn.closing {

@@ -103,7 +103,7 @@ pub struct SendTo {
 /// Ask for the aggregate [`SupervisorStats`].
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "SupervisorStats")]
-pub struct GetStats;
+pub struct GetSupervisorStats;
 
 /// Totals over every socket of a supervisor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

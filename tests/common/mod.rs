@@ -564,6 +564,25 @@ pub fn giving_up_after(attempts: u32) -> resocket::Backoff {
         .max_attempts(attempts)
 }
 
+/// Waits until an acked socket has been welcomed and has nothing in flight: a probe makes the
+/// round trip (before a test stalls the path, so that the stall is not the welcome's).
+pub async fn welcomed(socket: &Addr<resocket::SocketActor>) {
+    socket
+        .send(resocket::SendMessage::text("0"))
+        .await
+        .unwrap()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let status = socket.send(resocket::GetStatus).await.unwrap();
+        if status.unacked == 0 && status.outbox_len == 0 {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "never welcomed: {status:?}");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Settings for fast tests: short heartbeat and backoff.
 pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
     use resocket::{Backoff, SocketConfig};
