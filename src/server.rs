@@ -517,8 +517,14 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
             }
             ws::Message::Close(reason) => {
                 self.close_code = reason.as_ref().map(|r| u16::from(r.code));
-                ctx.close(reason);
-                ctx.stop();
+                // The answering Close goes behind what the handler already sent (the messages
+                // waiting in this actor's mailbox): closing at once dropped them, so a client
+                // that closed right after its last request lost the replies.
+                let (code, description) = match reason {
+                    Some(r) => (u16::from(r.code), r.description),
+                    None => (1000, None),
+                };
+                ctx.address().do_send(Command::Close(code, description));
             }
         }
     }

@@ -116,12 +116,7 @@ async fn close_times_out_against_a_peer_that_never_answers_and_keeps_the_outbox(
 
 #[actix_rt::test]
 async fn close_while_backing_off_closes_at_once_and_keeps_the_outbox() {
-    let mut server = TestServer::start().await;
-    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, watch) = common::disconnected(fast).await;
     socket
         .send(SendMessage::text("pending"))
         .await
@@ -220,4 +215,34 @@ async fn a_graceful_close_that_never_sees_open_gives_up_at_its_timeout_keeping_t
     assert_eq!((report.clean, report.unsent), (false, 1));
     let left = socket.send(resocket::TakeOutbox).await.unwrap();
     assert_eq!(left, [resocket::Outgoing::from("kept")]);
+}
+
+/// The server session closed at once on the client's Close, dropping the replies its handler
+/// had already sent (still in the session's mailbox): a client that closed right after its
+/// last request lost the last replies (the CLI's stress failure). The answering Close now goes
+/// behind them, and the client's Close report comes once they are handed to its subscribers.
+#[actix_rt::test]
+async fn replies_sent_before_the_peers_close_arrive_before_the_answering_close() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    const N: usize = 500;
+    for n in 0..N {
+        socket.do_send(SendMessage::text(format!("{n}")));
+    }
+    let report = socket
+        .send(Close::graceful(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(report.clean, "{report:?}");
+    assert_eq!(server.received().len(), N);
+    let echoes = watch.texts();
+    assert_eq!(
+        echoes.len(),
+        N,
+        "replies lost: the last is {:?}",
+        echoes.last()
+    );
+    assert_eq!(server.close_codes(), [Some(1000)]);
 }

@@ -14,21 +14,9 @@ fn ttl(ms: u64) -> Delivery {
     Delivery::new().ttl(Duration::from_millis(ms))
 }
 
-/// Waits until `ttl` has certainly passed since `sent` (a bound, not a race: the message
-/// expires at `sent + ttl` whatever the load).
-async fn past(sent: Instant, ttl: Duration) {
-    let left = (sent + ttl + Duration::from_millis(20)).saturating_duration_since(Instant::now());
-    actix_rt::time::sleep(left).await;
-}
-
 #[actix_rt::test]
 async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_back() {
-    let mut server = TestServer::start().await;
-    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, watch) = common::disconnected(fast).await;
     let sent = Instant::now();
     let send = |text: &str, delivery: Delivery| {
         let socket = socket.clone();
@@ -38,7 +26,7 @@ async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_
     send("stale", ttl(100)).await;
     send("fresh", Delivery::new().ttl(Duration::from_secs(60))).await;
     send("plain", Delivery::new()).await;
-    past(sent, Duration::from_millis(100)).await;
+    common::past(sent, Duration::from_millis(100)).await;
     server.restart().await;
     wait_for("two messages", DEADLINE, || server.received().len() >= 2).await;
     assert_eq!(server.received(), ["fresh", "plain"]);
@@ -57,12 +45,7 @@ async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_
 
 #[actix_rt::test]
 async fn a_reconnect_replays_the_latest_value_of_each_key_once() {
-    let mut server = TestServer::start().await;
-    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, _watch) = common::disconnected(fast).await;
     let sender = socket.send(GetSender).await.unwrap();
     let btc = Delivery::new().collapse_key("BTC");
     let eth = Delivery::new().collapse_key("ETH");
@@ -133,12 +116,8 @@ async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
         .unwrap()
         .unwrap();
     // Written (in flight, not acknowledged through the stalled path).
-    let start = Instant::now();
-    while socket.send(GetStatus).await.unwrap().unacked != 1 {
-        assert!(start.elapsed() < DEADLINE, "never written");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
-    past(sent, Duration::from_millis(100)).await;
+    common::wait_status(&socket, "never written", |s| s.unacked == 1).await;
+    common::past(sent, Duration::from_millis(100)).await;
     proxy.cut(common::proxy::Cut::Rst);
     proxy.stall(false);
     watch.wait_opens(2).await;
@@ -161,7 +140,7 @@ async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
         .await
         .unwrap()
         .unwrap();
-    past(sent, Duration::from_millis(100)).await;
+    common::past(sent, Duration::from_millis(100)).await;
     proxy.refuse(false);
     wait_for("the last message", DEADLINE, || {
         app.lock().unwrap().len() >= 2

@@ -34,11 +34,6 @@ fn keyed(key: &str) -> Delivery {
     Delivery::new().collapse_key(key)
 }
 
-async fn past(sent: Instant, ttl: Duration) {
-    let left = (sent + ttl + Duration::from_millis(30)).saturating_duration_since(Instant::now());
-    actix_rt::time::sleep(left).await;
-}
-
 fn panic_text(p: Box<dyn std::any::Any + std::marker::Send>) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -94,7 +89,7 @@ async fn a_refused_larger_replacement_after_an_expiry_purge_puts_the_older_back(
     sender.send_with("f", &ttl(50)).unwrap();
     sender.send_with("1", &keyed("k")).unwrap(); // index 2
     sender.send("ppp").unwrap(); // 6 bytes queued
-    past(sent, Duration::from_millis(50)).await;
+    common::past(sent, Duration::from_millis(50)).await;
     // 6 - 1 + 8 > 10: the older "1" is removed (index 2); still no room: purge drops "e" and
     // "f"; 3 + 8 > 10: refused, and "1" is re-inserted at index 2 of a 1-entry queue.
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -109,23 +104,14 @@ async fn a_refused_larger_replacement_after_an_expiry_purge_puts_the_older_back(
 
 #[actix_rt::test]
 async fn a_refused_larger_replacement_keeps_the_queue_in_order() {
-    let mut server = TestServer::start().await;
-    let socket = SocketActor::connect(
-        fast(&server.url())
-            .outbox(Outbox::bounded(100).max_bytes(10))
-            .build()
-            .unwrap(),
-    );
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, _watch) =
+        common::disconnected(|url| fast(url).outbox(Outbox::bounded(100).max_bytes(10))).await;
     let sender = socket.send(GetSender).await.unwrap();
     let sent = Instant::now();
     sender.send_with("e", &ttl(50)).unwrap();
     sender.send_with("1", &keyed("k")).unwrap(); // index 1
     sender.send("ppp").unwrap();
-    past(sent, Duration::from_millis(50)).await;
+    common::past(sent, Duration::from_millis(50)).await;
     let refused = sender.send_with("22222222", &keyed("k"));
     assert!(refused.is_err(), "does not fit: refused");
     server.restart().await;
@@ -167,11 +153,7 @@ async fn acked_with_eight_bytes_held() -> (TestServer, Proxy, Addr<SocketActor>)
         .await
         .unwrap()
         .unwrap();
-    let start = Instant::now();
-    while socket.send(GetStatus).await.unwrap().unacked != 1 {
-        assert!(start.elapsed() < DEADLINE, "never written");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_status(&socket, "never written", |s| s.unacked == 1).await;
     (server, proxy, socket)
 }
 
@@ -236,11 +218,7 @@ async fn a_request_whose_message_the_overflow_policy_drops_fails_at_once() {
             *answer.lock().unwrap() = Some(reply);
         });
     }
-    let start = Instant::now();
-    while socket.send(GetStatus).await.unwrap().pending_requests != 1 {
-        assert!(start.elapsed() < DEADLINE, "never pending");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_status(&socket, "never pending", |s| s.pending_requests == 1).await;
     socket
         .send(SendMessage::text("newer"))
         .await
@@ -322,7 +300,7 @@ async fn a_supervisor_restart_keeps_the_ttl() {
         .unwrap()
         .unwrap();
     restart_child(&tree, "ttl-restart", &socket).await;
-    past(sent, Duration::from_millis(100)).await;
+    common::past(sent, Duration::from_millis(100)).await;
     server.restart().await;
     wait_for("fresh", DEADLINE, || {
         server.received().contains(&"fresh".to_string())
@@ -501,19 +479,14 @@ async fn the_outbox_gauge_moves_during_an_outage() {
 /// counters disagree.
 #[actix_rt::test]
 async fn expired_messages_beyond_those_handed_back_are_counted_not_called_dropped() {
-    let mut server = TestServer::start().await;
-    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, watch) = common::disconnected(fast).await;
     let sender = socket.send(GetSender).await.unwrap();
     let sent = Instant::now();
     for n in 0..1030 {
         sender.send_with(format!("{n}"), &ttl(50)).unwrap();
     }
     sender.send("last").unwrap();
-    past(sent, Duration::from_millis(50)).await;
+    common::past(sent, Duration::from_millis(50)).await;
     server.restart().await;
     wait_for("last", DEADLINE, || {
         server.received().contains(&"last".to_string())
@@ -541,23 +514,14 @@ async fn expired_messages_beyond_those_handed_back_are_counted_not_called_droppe
 /// one is gone goes to the back instead.
 #[actix_rt::test]
 async fn a_larger_replacement_takes_the_older_ones_place() {
-    let mut server = TestServer::start().await;
-    let socket = SocketActor::connect(
-        fast(&server.url())
-            .outbox(Outbox::bounded(100).max_bytes(10))
-            .build()
-            .unwrap(),
-    );
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, _watch) =
+        common::disconnected(|url| fast(url).outbox(Outbox::bounded(100).max_bytes(10))).await;
     let sender = socket.send(GetSender).await.unwrap();
     let sent = Instant::now();
     sender.send_with("k1", &keyed("k")).unwrap();
     sender.send("pp").unwrap();
     sender.send_with("ee", &ttl(50)).unwrap();
-    past(sent, Duration::from_millis(50)).await;
+    common::past(sent, Duration::from_millis(50)).await;
     // 6 - 2 + 7 > 10: removed; 4 + 7 > 10: the expired "ee" is purged; 2 + 7 fits.
     sender.send_with("k2xxxxx", &keyed("k")).unwrap();
     server.restart().await;
@@ -637,11 +601,7 @@ async fn an_acked_request_in_flight_survives_a_supervisor_restart_and_is_answere
             *answer.lock().unwrap() = Some(reply);
         });
     }
-    let start = Instant::now();
-    while socket.send(GetStatus).await.unwrap().unacked != 1 {
-        assert!(start.elapsed() < DEADLINE, "never written");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_status(&socket, "never written", |s| s.unacked == 1).await;
     restart_child(&tree, "rpc", &socket).await;
     proxy.stall(false);
     proxy.cut(common::proxy::Cut::Rst);

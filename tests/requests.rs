@@ -95,12 +95,7 @@ async fn no_reply_within_the_timeout_is_an_error_with_the_request_handed_back() 
 
 #[actix_rt::test]
 async fn a_request_that_times_out_while_queued_is_never_written() {
-    let mut server = rpc_server().await;
-    let socket = SocketActor::connect(fast(&server.url()).requests("/id").build().unwrap());
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let (mut server, socket, _watch) = common::disconnected(|url| fast(url).requests("/id")).await;
     let request = Request::json(
         &json!({"id": 1, "method": "echo"}),
         Duration::from_millis(100),
@@ -175,11 +170,7 @@ async fn in_acked_mode_a_written_request_is_resent_and_answered_after_the_reconn
     let pending = socket.send(call(1, "echo", json!("hi")));
     let (reply, ()) = futures_util::future::join(pending, async {
         // Written and unacknowledged through the stalled path, then the cut.
-        let start = std::time::Instant::now();
-        while socket.send(GetStatus).await.unwrap().unacked != 1 {
-            assert!(start.elapsed() < DEADLINE, "never written");
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        common::wait_status(&socket, "never written", |s| s.unacked == 1).await;
         proxy.cut(Cut::Rst);
         proxy.stall(false);
     })
@@ -197,11 +188,7 @@ async fn closing_the_socket_answers_every_pending_request() {
     watch.wait_opens(1).await;
     let pending = socket.send(call(1, "never", json!(null)));
     let (answer, _) = futures_util::future::join(pending, async {
-        let start = std::time::Instant::now();
-        while socket.send(GetStatus).await.unwrap().pending_requests != 1 {
-            assert!(start.elapsed() < DEADLINE, "never pending");
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        common::wait_status(&socket, "never pending", |s| s.pending_requests == 1).await;
         socket.send(Close::now()).await.unwrap()
     })
     .await;

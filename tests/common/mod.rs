@@ -34,6 +34,47 @@ pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> 
     }
 }
 
+/// Asks `socket` for its status every few milliseconds until `check` holds, and returns that
+/// status; fails the test after [`DEADLINE`] with the last status.
+pub async fn wait_status(
+    socket: &Addr<resocket::SocketActor>,
+    what: &str,
+    mut check: impl FnMut(&resocket::Status) -> bool,
+) -> resocket::Status {
+    let start = Instant::now();
+    loop {
+        let status = socket.send(resocket::GetStatus).await.unwrap();
+        if check(&status) {
+            return status;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for: {what}; last status {status:?}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `ttl` has certainly passed since `sent` (a bound, not a race: a message sent
+/// at `sent` with that time to live has expired, whatever the load).
+pub async fn past(sent: Instant, ttl: Duration) {
+    let left = (sent + ttl + Duration::from_millis(20)).saturating_duration_since(Instant::now());
+    actix_rt::time::sleep(left).await;
+}
+
+/// A socket that has been Open and is now backing off: its server stopped (restart it with
+/// `server.restart()`). What it is sent now waits in its outbox.
+pub async fn disconnected(
+    config: impl FnOnce(&str) -> resocket::SocketConfigBuilder,
+) -> (TestServer, Addr<resocket::SocketActor>, Watch) {
+    let mut server = TestServer::start().await;
+    let socket = resocket::SocketActor::connect(config(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    (server, socket, watch)
+}
+
 /// What the server saw, shared with its sessions.
 #[derive(Default)]
 pub struct Shared {
@@ -572,15 +613,10 @@ pub async fn welcomed(socket: &Addr<resocket::SocketActor>) {
         .await
         .unwrap()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let status = socket.send(resocket::GetStatus).await.unwrap();
-        if status.unacked == 0 && status.outbox_len == 0 {
-            return;
-        }
-        assert!(start.elapsed() < DEADLINE, "never welcomed: {status:?}");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_status(socket, "welcomed, nothing in flight", |s| {
+        s.unacked == 0 && s.outbox_len == 0
+    })
+    .await;
 }
 
 /// Settings for fast tests: short heartbeat and backoff.
