@@ -75,7 +75,12 @@ pub(crate) enum Pushing {
     Ok,
     /// Queued after dropping this many older messages.
     DroppedOldest(usize),
-    Refused(SendError, bool),
+    /// Not queued: the message comes back in `refused`; `dropped` when the policy counts it
+    /// as a drop (DropNewest, or DropOldest with no room) rather than a refusal.
+    Refused {
+        refused: SendError,
+        dropped: bool,
+    },
 }
 
 impl SharedOutbox {
@@ -174,7 +179,10 @@ impl SharedOutbox {
     /// [`push`](Self::push) with delivery options.
     pub(crate) fn push_with(&self, message: Outgoing, delivery: &Delivery) -> Pushing {
         if let Err(error) = delivery.validate() {
-            return Pushing::Refused(SendError { error, message }, false);
+            return Pushing::Refused {
+                refused: SendError { error, message },
+                dropped: false,
+            };
         }
         self.push_checked(message, |queue, message| queue.push_with(message, delivery))
     }
@@ -196,7 +204,10 @@ impl SharedOutbox {
     ) -> Pushing {
         if self.acked {
             if let Err(error) = AckedLink::accepts(&message) {
-                return Pushing::Refused(SendError { error, message }, false);
+                return Pushing::Refused {
+                    refused: SendError { error, message },
+                    dropped: false,
+                };
             }
         }
         if let Some(limit) = self.peer_max {
@@ -207,7 +218,10 @@ impl SharedOutbox {
             };
             if size > limit {
                 let error = Error::MessageTooLargeForPeer { size, limit };
-                return Pushing::Refused(SendError { error, message }, false);
+                return Pushing::Refused {
+                    refused: SendError { error, message },
+                    dropped: false,
+                };
             }
         }
         let (outcome, was_empty) = {
@@ -215,7 +229,10 @@ impl SharedOutbox {
             // Checked under the lock `close` takes: see there.
             if self.is_closed() {
                 let error = Error::Closed;
-                return Pushing::Refused(SendError { error, message }, false);
+                return Pushing::Refused {
+                    refused: SendError { error, message },
+                    dropped: false,
+                };
             }
             let was_empty = queue.is_empty();
             let pushed = push(&mut queue, message);
@@ -231,7 +248,12 @@ impl SharedOutbox {
                 message,
                 error,
                 dropped,
-            } => return Pushing::Refused(SendError { error, message }, dropped),
+            } => {
+                return Pushing::Refused {
+                    refused: SendError { error, message },
+                    dropped,
+                }
+            }
         };
         if was_empty {
             self.waker.wake();
@@ -300,7 +322,10 @@ impl Sender {
                 self.shared.dropped.fetch_add(n, Ordering::AcqRel);
                 Ok(())
             }
-            Pushing::Refused(error, dropped) => {
+            Pushing::Refused {
+                refused: error,
+                dropped,
+            } => {
                 if dropped {
                     self.shared.dropped.fetch_add(1, Ordering::AcqRel);
                 }

@@ -147,7 +147,8 @@ pub enum Command {
     /// a silent peer (its heartbeat ends the connection), not a FIN.
     Abort,
     /// Send one message as several fragments (`text` says which kind); the parts are sent as
-    /// given, without any UTF-8 check (for fault tests).
+    /// given, without any UTF-8 check (for fault tests; feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     Fragments {
         /// Whether the message is text.
         text: bool,
@@ -155,9 +156,12 @@ pub enum Command {
         parts: Vec<Bytes>,
     },
     /// Stop (or resume) answering and sending anything, pings included, as a half-open peer
-    /// would look (for fault tests).
+    /// would look (for fault tests; feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     Silence(bool),
-    /// Send this many pings at once (a ping flood, for fault tests).
+    /// Send this many pings at once (a ping flood, for fault tests; feature
+    /// `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     Pings(u32),
 }
 
@@ -167,6 +171,7 @@ impl Command {
         match self {
             Command::Text(t) => Some(t.len()),
             Command::Binary(b) => Some(b.len()),
+            #[cfg(feature = "fault-injection")]
             Command::Fragments { parts, .. } => Some(parts.iter().map(Bytes::len).sum()),
             _ => None,
         }
@@ -566,6 +571,7 @@ impl<H: SessionHandler> Handler<Command> for SessionActor<H> {
                 ctx.stop();
             }
             Command::Abort => ctx.stop(),
+            #[cfg(feature = "fault-injection")]
             Command::Fragments { text, parts } => {
                 let n = parts.len();
                 for (i, part) in parts.into_iter().enumerate() {
@@ -578,7 +584,9 @@ impl<H: SessionHandler> Handler<Command> for SessionActor<H> {
                     ctx.write_raw(ws::Message::Continuation(item));
                 }
             }
+            #[cfg(feature = "fault-injection")]
             Command::Silence(silent) => self.silent = silent,
+            #[cfg(feature = "fault-injection")]
             Command::Pings(n) => {
                 for i in 0..n {
                     ctx.ping(&i.to_be_bytes());

@@ -102,7 +102,9 @@ pub(crate) struct WaitingClose {
 /// The internal state: each variant carries exactly the data and timers valid in it.
 enum Phase {
     /// Not started yet (only before `started()`).
-    Idle,
+    NotStarted,
+    /// The actor stopped (only in `stopped()`, after a stop that did not go through Closed).
+    Stopped,
     Connecting {
         attempt: u32,
         task: SpawnHandle,
@@ -117,6 +119,22 @@ enum Phase {
     Closed {
         reason: CloseReason,
     },
+}
+
+impl Phase {
+    /// Leaves this phase: cancels every timer and task it owns.
+    fn leave(self, ctx: &mut Context<SocketActor>) {
+        match self {
+            Phase::NotStarted | Phase::Stopped | Phase::Closed { .. } => {}
+            Phase::Connecting { task, .. } => {
+                ctx.cancel_future(task);
+            }
+            Phase::Backoff { timer, .. } => {
+                ctx.cancel_future(timer);
+            }
+            Phase::Open(conn) => conn.cancel_timers(ctx),
+        }
+    }
 }
 
 impl SocketActor {
@@ -154,7 +172,7 @@ impl SocketActor {
                 config.peer_max_message,
             )),
             config: Arc::new(config),
-            phase: Phase::Idle,
+            phase: Phase::NotStarted,
             counters: Counters::default(),
             rng,
             next_connection_id: 0,
@@ -197,7 +215,7 @@ impl SocketActor {
             match socket.outbox.push_queued(queued) {
                 Pushing::Ok => {}
                 Pushing::DroppedOldest(n) => dropped += n,
-                Pushing::Refused(refused, _) => {
+                Pushing::Refused { refused, .. } => {
                     if let Error::Encode(_) = refused.error {
                         socket.subscribers.error(&refused.error);
                     }
@@ -205,11 +223,8 @@ impl SocketActor {
                 }
             }
         }
-        if dropped > 0 {
-            // Say so: the senders were told Ok when these were handed over.
-            socket.counters.dropped += dropped as u64;
-            socket.subscribers.error(&Error::Dropped { count: dropped });
-        }
+        // Say so: the senders were told Ok when these were handed over.
+        socket.dropped(dropped);
         socket.supervision = Some(supervision);
         socket
     }
@@ -238,7 +253,7 @@ impl SocketActor {
     /// The state as subscribers see it.
     fn state(&self) -> SocketState {
         match &self.phase {
-            Phase::Idle => SocketState::Connecting { attempt: 1 },
+            Phase::NotStarted | Phase::Stopped => SocketState::Connecting { attempt: 1 },
             Phase::Connecting { attempt, .. } => SocketState::Connecting { attempt: *attempt },
             Phase::Open(c) if c.identifying.is_some() => {
                 SocketState::Identifying { since: c.since }
@@ -301,6 +316,14 @@ impl SocketActor {
         }
     }
 
+    /// `count` messages were dropped by the outbox policy: counted and reported (no-op for 0).
+    pub(crate) fn dropped(&mut self, count: usize) {
+        if count > 0 {
+            self.counters.dropped += count as u64;
+            self.subscribers.error(&Error::Dropped { count });
+        }
+    }
+
     /// Reports what the outbox did on its own: drops on the `Sender` path (it cannot reach
     /// the subscribers), messages whose time to live passed, replacements by collapse key.
     pub(crate) fn report_outbox_events(&mut self, ctx: &mut Context<Self>) {
@@ -320,10 +343,7 @@ impl SocketActor {
             self.subscribers.error(&error);
         }
         let count = self.outbox.take_dropped();
-        if count > 0 {
-            self.counters.dropped += count as u64;
-            self.subscribers.error(&Error::Dropped { count });
-        }
+        self.dropped(count);
         // A request whose message the overflow policy dropped can never be answered.
         for token in dropped_requests {
             if let Some(pending) = self.requests.remove(token) {
@@ -336,19 +356,8 @@ impl SocketActor {
         self.report_outbox_events(ctx);
         let now_open = matches!(next, Phase::Open(_));
         let was_open = matches!(self.phase, Phase::Open(_));
-        match std::mem::replace(&mut self.phase, next) {
-            Phase::Idle | Phase::Closed { .. } => {}
-            Phase::Connecting { task, .. } => {
-                ctx.cancel_future(task);
-            }
-            Phase::Backoff { timer, .. } => {
-                ctx.cancel_future(timer);
-            }
-            Phase::Open(conn) => {
-                conn.cancel_timers(ctx);
-                // Dropping the framed socket closes the TCP connection.
-            }
-        }
+        // Dropping an Open phase's framed socket closes the TCP connection.
+        std::mem::replace(&mut self.phase, next).leave(ctx);
         if matches!(self.phase, Phase::Closed { .. }) {
             self.fail_all_requests(ctx);
         } else if was_open && !now_open && self.acked.is_none() {
@@ -540,7 +549,7 @@ impl SocketActor {
     /// Where the socket is, for the transition function.
     fn at(&self) -> At {
         match &self.phase {
-            Phase::Idle => At::Connecting { attempt: 0 },
+            Phase::NotStarted | Phase::Stopped => At::Connecting { attempt: 0 },
             Phase::Connecting { attempt, .. } => At::Connecting { attempt: *attempt },
             Phase::Open(conn) => At::Open {
                 attempt: conn.attempt,
@@ -1131,18 +1140,9 @@ impl Actor for SocketActor {
                 _ => SocketEnd::Stopped,
             }
         };
-        if !matches!(self.phase, Phase::Closed { .. } | Phase::Idle) {
+        if !matches!(self.phase, Phase::Closed { .. }) {
             // Cancel what the state owns (a panic may have left it mid-transition).
-            match std::mem::replace(&mut self.phase, Phase::Idle) {
-                Phase::Open(conn) => conn.cancel_timers(ctx),
-                Phase::Connecting { task, .. } => {
-                    ctx.cancel_future(task);
-                }
-                Phase::Backoff { timer, .. } => {
-                    ctx.cancel_future(timer);
-                }
-                Phase::Idle | Phase::Closed { .. } => {}
-            }
+            std::mem::replace(&mut self.phase, Phase::Stopped).leave(ctx);
         }
         if let Some(supervision) = self.supervision.take() {
             supervision.ended.do_send(SocketEnded {

@@ -36,15 +36,13 @@ impl SocketActor {
         match pushed {
             Pushing::Ok => Ok(()),
             Pushing::DroppedOldest(count) => {
-                self.counters.dropped += count as u64;
-                self.subscribers.error(&Error::Dropped { count });
+                self.dropped(count);
                 Ok(())
             }
-            Pushing::Refused(refused, dropped) => {
+            Pushing::Refused { refused, dropped } => {
                 self.counters.refused += 1;
                 if dropped {
-                    self.counters.dropped += 1;
-                    self.subscribers.error(&Error::Dropped { count: 1 });
+                    self.dropped(1);
                 } else if !matches!(refused.error, Error::Closed | Error::Encode(_)) {
                     self.subscribers.error(&refused.error);
                 }
@@ -132,7 +130,12 @@ impl Handler<Close> for SocketActor {
         };
         let conn = match &mut self.phase {
             Phase::Closed { .. } => return done(false),
-            Phase::Idle | Phase::Connecting { .. } | Phase::Backoff { .. } if close.drain => {
+            Phase::NotStarted
+            | Phase::Stopped
+            | Phase::Connecting { .. }
+            | Phase::Backoff { .. }
+                if close.drain =>
+            {
                 // Graceful: wait, within the timeout, for the next Open; then drain and close.
                 self.outbox.close();
                 let (tx, rx) = oneshot::channel();
@@ -155,7 +158,10 @@ impl Handler<Close> for SocketActor {
                     })
                 });
             }
-            Phase::Idle | Phase::Connecting { .. } | Phase::Backoff { .. } => {
+            Phase::NotStarted
+            | Phase::Stopped
+            | Phase::Connecting { .. }
+            | Phase::Backoff { .. } => {
                 self.decide(super::machine::Event::CloseNow, ctx);
                 return done(false);
             }
