@@ -161,6 +161,10 @@ async fn client_run(params: Value) -> Result<Value, BoxError> {
         }
         "receive" => throughput::receive(resocket, &server.url("push"), n, warm).await,
         "pingpong" => throughput::ping_pong(resocket, &server.url("echo"), n, warm).await,
+        "paced" => {
+            let gap = Duration::from_millis(params["gap_ms"].as_u64().unwrap_or(1));
+            throughput::paced(resocket, &server.url("echo"), n, warm, gap).await
+        }
         other => Err(format!("unknown bench {other}").into()),
     };
     drop(server);
@@ -453,6 +457,28 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
             ),
         ],
     });
+    // Paced: one message every 1 ms and every 10 ms, each echoed; without TCP_NODELAY a
+    // small write waits for the peer's delayed ACK (~40 ms), so the p99 shows it.
+    for (gap_ms, count) in [(1u64, s.ping_warm / 5), (10, s.ping_warm / 20)] {
+        groups.push(Group {
+            name: if gap_ms == 1 {
+                "paced_1ms"
+            } else {
+                "paced_10ms"
+            },
+            params: json!({"bench": "paced", "n": count.max(20), "warm": 10, "gap_ms": gap_ms}),
+            pin: same,
+            runs: s.runs,
+            limit: Duration::from_secs(60),
+            figures: vec![figure(
+                format!("paced every {gap_ms} ms: echo RTT p99{pinned}"),
+                "us",
+                false,
+                Target::AtMost(1000.0),
+                key("p99_us"),
+            )],
+        });
+    }
     let n = s.connections;
     let mut figures = vec![
         figure(

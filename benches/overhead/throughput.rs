@@ -330,6 +330,8 @@ pub async fn receive(resocket: bool, url: &str, n: u64, warm: u64) -> Result<Val
 /// Sends one message, waits for its echo, decodes it, sends the next; records each round trip.
 struct Pinger {
     socket: Addr<SocketActor>,
+    /// The time from one send to the next (zero: at once on the echo).
+    gap: Duration,
     sent_at: Instant,
     seq: u64,
     total: u64,
@@ -364,13 +366,18 @@ impl Handler<Start> for Pinger {
 
 impl Handler<Inbound<Tick>> for Pinger {
     type Result = ();
-    fn handle(&mut self, Inbound(tick, _): Inbound<Tick>, _: &mut Context<Self>) {
-        let rtt = self.sent_at.elapsed().as_nanos() as u64;
+    fn handle(&mut self, Inbound(tick, _): Inbound<Tick>, ctx: &mut Context<Self>) {
+        let elapsed = self.sent_at.elapsed();
         std::hint::black_box(&tick);
-        self.samples.push(rtt);
+        self.samples.push(elapsed.as_nanos() as u64);
         self.seq += 1;
         if self.seq < self.total {
-            self.ping();
+            match self.gap.checked_sub(elapsed) {
+                Some(wait) if !wait.is_zero() => {
+                    ctx.run_later(wait, |act, _| act.ping());
+                }
+                _ => self.ping(),
+            }
         } else if let Some(done) = self.done.take() {
             let _ = done.send(std::mem::take(&mut self.samples));
         }
@@ -402,12 +409,26 @@ fn latency(mut samples: Vec<u64>, warm: u64) -> Result<Value, BoxError> {
 
 /// `warm + n` round trips of one message through an echo server, one at a time.
 pub async fn ping_pong(resocket: bool, url: &str, n: u64, warm: u64) -> Result<Value, BoxError> {
+    paced(resocket, url, n, warm, Duration::ZERO).await
+}
+
+/// Ping-pong with the next message sent `gap` after the previous one was (at once when its
+/// echo comes later): paced traffic, where Nagle's algorithm would hold a small write for
+/// the peer's delayed ACK.
+pub async fn paced(
+    resocket: bool,
+    url: &str,
+    n: u64,
+    warm: u64,
+    gap: Duration,
+) -> Result<Value, BoxError> {
     let total = warm + n;
     if resocket {
         let socket = SocketActor::connect(socket_config(url, 16)?);
         let (tx, rx) = oneshot::channel();
         let pinger = Pinger {
             socket: socket.clone(),
+            gap,
             sent_at: Instant::now(),
             seq: 0,
             total,
@@ -424,8 +445,11 @@ pub async fn ping_pong(resocket: bool, url: &str, n: u64, warm: u64) -> Result<V
         let mut framed = bare_connect(url).await?;
         let mut samples = Vec::with_capacity(total as usize);
         let deadline = Instant::now() + WAIT;
+        let mut next = Instant::now();
         for seq in 0..total {
+            actix_rt::time::sleep(next.saturating_duration_since(Instant::now())).await;
             let sent_at = Instant::now();
+            next = sent_at + gap;
             let text = serde_json::to_string(&TickOut::new(seq))?;
             framed.send(WsMessage::Text(text.into())).await?;
             let echo = next_text(&mut framed).await?;
