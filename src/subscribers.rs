@@ -77,6 +77,19 @@ pub(crate) struct Outcome {
 }
 
 /// Offers `message` to `recipient` under `policy`; false when the recipient has stopped.
+/// Offers `message` to every recipient, forgetting those whose actor has stopped.
+fn offer_all<M>(
+    recipients: &mut Vec<Recipient<M>>,
+    message: &M,
+    policy: SlowSubscriber,
+    out: &mut Outcome,
+) where
+    M: actix::Message + Send + Clone + 'static,
+    M::Result: Send,
+{
+    recipients.retain(|r| offer(r, message.clone(), policy, out));
+}
+
 fn offer<M>(recipient: &Recipient<M>, message: M, policy: SlowSubscriber, out: &mut Outcome) -> bool
 where
     M: actix::Message + Send + 'static,
@@ -234,30 +247,16 @@ impl Subscribers {
         if !delivered {
             out.undecodable = last_error.map(|e| decode_error(e, &text));
         }
-        let socket = &self.socket;
-        self.text.retain(|r| {
-            offer(
-                r,
-                InboundText(text.clone(), socket.clone()),
-                policy,
-                &mut out,
-            )
-        });
+        let message = InboundText(text, self.socket.clone());
+        offer_all(&mut self.text, &message, policy, &mut out);
         out
     }
 
     pub(crate) fn binary(&mut self, data: Bytes) -> Outcome {
         let policy = self.policy;
         let mut out = Outcome::default();
-        let socket = &self.socket;
-        self.binary.retain(|r| {
-            offer(
-                r,
-                InboundBinary(data.clone(), socket.clone()),
-                policy,
-                &mut out,
-            )
-        });
+        let message = InboundBinary(data, self.socket.clone());
+        offer_all(&mut self.binary, &message, policy, &mut out);
         out
     }
 

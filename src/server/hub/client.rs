@@ -200,9 +200,7 @@ impl ClientState {
         }
         self.greeted = true;
         // The client has everything up to last_seq.
-        while self.history.front().is_some_and(|(s, _)| *s <= last_seq) {
-            self.history.pop_front();
-        }
+        self.forget_through(last_seq);
         let gap = (last_seq < self.trimmed).then(|| Gap {
             from: last_seq + 1,
             to: self.trimmed,
@@ -298,10 +296,15 @@ impl ClientState {
                 self.next_seq
             )));
         }
+        self.forget_through(seq);
+        Ok(())
+    }
+
+    /// Drops the history up to and including `seq`: the client has it.
+    fn forget_through(&mut self, seq: u64) {
         while self.history.front().is_some_and(|(s, _)| *s <= seq) {
             self.history.pop_front();
         }
-        Ok(())
     }
 
     /// The session `id` ended (or was closed by the hub); true if it was the live one.
