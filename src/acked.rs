@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use bytestring::ByteString;
 
-pub use self::wire::{Gap, MAX_SEQ};
+pub use self::wire::{ResumeGap, MAX_SEQ};
 use crate::outbox::OutboxQueue;
 use crate::{Error, Outgoing};
 
@@ -152,7 +152,7 @@ impl AckedLink {
     pub(crate) fn welcome(
         &mut self,
         acked: u64,
-        gap: Option<Gap>,
+        gap: Option<ResumeGap>,
         yours: Option<u64>,
         outbox: &mut OutboxQueue,
     ) -> Result<bool, Error> {
@@ -461,7 +461,7 @@ mod tests {
             "3 of this link's messages cannot have arrived: it sent 2"
         );
         link.connected();
-        let gap = Some(Gap { from: 3, to: 1 });
+        let gap = Some(ResumeGap { from: 3, to: 1 });
         assert!(matches!(
             link.welcome(2, gap, None, &mut q),
             Err(Error::Protocol(_))
@@ -489,7 +489,7 @@ mod tests {
         let mut q = outbox(0);
         assert_eq!(link.inbound(1), Ok(Arrival::Deliver));
         link.connected();
-        link.welcome(0, Some(Gap { from: 2, to: 6 }), None, &mut q)
+        link.welcome(0, Some(ResumeGap { from: 2, to: 6 }), None, &mut q)
             .unwrap();
         assert_eq!(link.inbound(7), Ok(Arrival::Deliver));
         assert!(link.connected().contains(r#""last_seq":7"#));

@@ -92,7 +92,7 @@ pub mod testing;
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod tls;
 
-pub use acked::{Gap, MAX_SEQ};
+pub use acked::{ResumeGap, MAX_SEQ};
 pub use backoff::{Backoff, RandomSource, SplitMix64};
 pub use config::{
     Credentials, CredentialsFn, IdentifyAsyncFn, IdentifyFn, ReadyFn, SocketConfig,

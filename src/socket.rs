@@ -947,7 +947,7 @@ impl SocketActor {
                         .map(|m| AckedLink::identify_frame(m).into_frame()),
                 );
                 self.outbox.waker.wake();
-                if let Some(wire::Gap { from, to }) = gap {
+                if let Some(wire::ResumeGap { from, to }) = gap {
                     let error = Error::ResumeGap { from, to };
                     warn!("resocket {}: {error}", self.config.shown_url);
                     self.subscribers.error(&error);

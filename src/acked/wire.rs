@@ -12,7 +12,7 @@ pub const MAX_SEQ: u64 = (1 << 53) - 1;
 
 /// Messages lost because the server's history no longer reached back: `from..=to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gap {
+pub struct ResumeGap {
     /// The first lost sequence number.
     pub from: u64,
     /// The last lost sequence number.
@@ -33,7 +33,7 @@ pub(crate) enum Frame<'a> {
     /// the server has taken, when it differs from `acked` (another instance wrote since).
     Welcome {
         acked: u64,
-        gap: Option<Gap>,
+        gap: Option<ResumeGap>,
         yours: Option<u64>,
     },
     /// Either way: application data. `seq` None: not sequenced (identify messages).
@@ -75,7 +75,7 @@ struct Raw<'a> {
     client: Option<Cow<'a, str>>,
     last_seq: Option<u64>,
     acked: Option<u64>,
-    gap: Option<Gap>,
+    gap: Option<ResumeGap>,
     instance: Option<u64>,
     yours: Option<u64>,
 }
@@ -124,9 +124,9 @@ pub(crate) fn hello(client: &str, last_seq: u64, instance: u64) -> String {
 
 /// `{"type":"welcome","acked":…,"gap":…}`, and `"yours":…` when given.
 #[cfg(any(feature = "server", test))]
-pub(crate) fn welcome(acked: u64, gap: Option<Gap>, yours: Option<u64>) -> String {
+pub(crate) fn welcome(acked: u64, gap: Option<ResumeGap>, yours: Option<u64>) -> String {
     let gap = match gap {
-        Some(Gap { from, to }) => format!(r#"{{"from":{from},"to":{to}}}"#),
+        Some(ResumeGap { from, to }) => format!(r#"{{"from":{from},"to":{to}}}"#),
         None => "null".into(),
     };
     match yours {
@@ -179,7 +179,7 @@ mod tests {
                 yours: None,
             })
         );
-        let gap = Some(Gap { from: 2, to: 9 });
+        let gap = Some(ResumeGap { from: 2, to: 9 });
         assert_eq!(
             decode(&welcome(0, gap, Some(1))),
             Some(Frame::Welcome {

@@ -16,14 +16,14 @@ use serde::Serialize;
 
 use self::client::{ClientState, DataOutcome, Violation};
 use super::{Command, Session, SessionHandler};
-use crate::acked::wire::{self, Gap};
+use crate::acked::wire::{self, ResumeGap};
 use crate::Error;
 
 /// Hub settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubConfig {
     /// Server→client messages kept per client until acknowledged, for resume. Past it the
-    /// oldest are dropped and a reconnecting client is told of the [`Gap`]; a connected client
+    /// oldest are dropped and a reconnecting client is told of the [`ResumeGap`]; a connected client
     /// that reads so slowly that a dropped message was never written to it is disconnected
     /// (1013) to be told the same way. Defaults to 10,000.
     pub history: usize,
@@ -137,11 +137,11 @@ pub enum ClientEvent {
         client: String,
     },
     /// A reconnecting client missed messages the history no longer held.
-    Gap {
+    ResumeGap {
         /// Its id.
         client: String,
         /// The lost range.
-        gap: Gap,
+        gap: ResumeGap,
     },
     /// A client sent a frame it could not honestly have sent (a sequence gap, an ack for a
     /// message never sent, an impossible `last_seq`); its session was closed with `code`.
@@ -670,7 +670,7 @@ impl Hub {
         });
         if let Some(gap) = welcome.gap {
             warn!("resocket hub: client {client:?} missed {gap:?}");
-            self.event(ClientEvent::Gap { client, gap });
+            self.event(ClientEvent::ResumeGap { client, gap });
         }
     }
 }

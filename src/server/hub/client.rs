@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::super::Session;
-use crate::acked::wire::{self, Gap, MAX_SEQ};
+use crate::acked::wire::{self, ResumeGap, MAX_SEQ};
 
 /// Instances remembered per client id (see [`ClientState::took`]).
 const RECENT_INSTANCES: usize = 8;
@@ -48,7 +48,7 @@ pub(crate) struct Welcome {
     /// The `welcome` frame.
     pub(crate) frame: String,
     /// Messages the client missed for good (trimmed from the history).
-    pub(crate) gap: Option<Gap>,
+    pub(crate) gap: Option<ResumeGap>,
     /// Whether the hub had welcomed this client before (a resume).
     pub(crate) resumed: bool,
     /// The session this one replaced, still connected: to be closed.
@@ -201,7 +201,7 @@ impl ClientState {
         self.greeted = true;
         // The client has everything up to last_seq.
         self.forget_through(last_seq);
-        let gap = (last_seq < self.trimmed).then(|| Gap {
+        let gap = (last_seq < self.trimmed).then(|| ResumeGap {
             from: last_seq + 1,
             to: self.trimmed,
         });
@@ -371,7 +371,7 @@ mod tests {
         queued(&mut state, 8); // keeps 4..8, trimmed 3
         let (s, _a) = session(1);
         let welcome = state.hello(10, s, None).unwrap();
-        assert_eq!(welcome.gap, Some(Gap { from: 11, to: 13 }));
+        assert_eq!(welcome.gap, Some(ResumeGap { from: 11, to: 13 }));
         assert_eq!(seqs(&state), [14, 15, 16, 17, 18]);
     }
 
