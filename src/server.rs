@@ -314,6 +314,8 @@ pub fn accept<H: SessionHandler>(
         config,
         last_seen: Instant::now(),
         silent: false,
+        client_closed: false,
+        ended: false,
         partial: None,
         session: None,
         close_code: None,
@@ -364,9 +366,20 @@ struct SessionActor<H: SessionHandler> {
     close_code: Option<u16>,
     /// The inbound message rate limit, if configured.
     rate: Option<RateLimit>,
+    /// The client sent its Close: what follows is not handled.
+    client_closed: bool,
+    /// The handler has been told the session ended.
+    ended: bool,
 }
 
 impl<H: SessionHandler> SessionActor<H> {
+    /// Tells the handler the session ended, once.
+    fn end_for_handler(&mut self) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.handler.closed(self.close_code);
+        }
+    }
+
     fn session(&self) -> Option<Session> {
         self.session.clone()
     }
@@ -418,7 +431,7 @@ impl<H: SessionHandler> Actor for SessionActor<H> {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.handler.closed(self.close_code);
+        self.end_for_handler();
     }
 }
 
@@ -431,7 +444,8 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
         if msg.is_ok() {
             self.frames += 1;
         }
-        if self.silent {
+        if self.silent || self.client_closed {
+            // (Nothing after a client's Close is data: RFC 6455 5.5.1.)
             return;
         }
         self.last_seen = Instant::now();
@@ -521,10 +535,14 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
                 }
             }
             ws::Message::Close(reason) => {
+                self.client_closed = true;
                 self.close_code = reason.as_ref().map(|r| u16::from(r.code));
-                // The answering Close goes behind what the handler already sent (the messages
-                // waiting in this actor's mailbox): closing at once dropped them, so a client
-                // that closed right after its last request lost the replies.
+                // The session is over for the handler now (a client that closes and stops
+                // reading would otherwise hold it open behind a full write buffer)...
+                self.end_for_handler();
+                // ...but the answering Close goes behind what the handler already sent (the
+                // messages waiting in this actor's mailbox): closing at once dropped them, so a
+                // client that closed right after its last request lost the replies.
                 let (code, description) = match reason {
                     Some(r) => (u16::from(r.code), r.description),
                     None => (1000, None),

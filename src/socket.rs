@@ -275,8 +275,6 @@ impl SocketActor {
         }
     }
 
-    /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
-    /// state subscribers.
     /// Arms request `token`'s timeout, `after` from now.
     pub(crate) fn arm_request_timer(
         &mut self,
@@ -352,13 +350,15 @@ impl SocketActor {
         }
     }
 
+    /// Leaves the current state (cancelling everything it owns), enters `next`, and tells the
+    /// state subscribers.
     fn set_phase(&mut self, next: Phase, ctx: &mut Context<Self>) {
         self.report_outbox_events(ctx);
         let now_open = matches!(next, Phase::Open(_));
         let was_open = matches!(self.phase, Phase::Open(_));
         // Dropping an Open phase's framed socket closes the TCP connection.
         std::mem::replace(&mut self.phase, next).leave(ctx);
-        if matches!(self.phase, Phase::Closed { .. }) {
+        if matches!(self.phase, Phase::Closed { .. }) && self.supervision.is_none() {
             self.fail_all_requests(ctx);
         } else if was_open && !now_open && self.acked.is_none() {
             // Their replies would have come on that connection; resending could act twice.
@@ -1119,6 +1119,9 @@ impl Actor for SocketActor {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         // Senders must not queue into an outbox nobody will write.
         self.outbox.close();
+        // What the outbox did since the last report (a Sender's drops, a request's message
+        // dropped) is told now: the socket that replaces this one could not.
+        self.report_outbox_events(ctx);
         if self.supervision.is_none() {
             // Nobody would wait for their replies.
             self.fail_all_requests(ctx);

@@ -1,8 +1,10 @@
 //! `SupervisorActor`: many sockets by key, restarted by policy within a restart intensity,
 //! spread over arbiters.
 //!
-//! What survives a restart: the outbox (messages not yet written) and every subscription.
-//! What does not: the connection, and messages already handed to it (as with any reconnect).
+//! What survives a restart: the outbox (messages not yet written, with their delivery
+//! options), every subscription, pending requests, and in acked mode the messages in flight.
+//! What does not: the connection, and in the default mode messages already handed to it (as
+//! with any reconnect).
 //! The restarted socket has a new address; look it up with [`GetSocket`] or send through
 //! [`SendTo`].
 
