@@ -76,12 +76,19 @@ async fn server_pings_are_answered_so_a_strict_server_keeps_the_connection() {
     let socket = SocketActor::connect(config);
     let watch = Watch::attach(&socket);
     watch.wait_opens(1).await;
-    // Six server timeouts long: without pongs the server would have dropped us by now.
+    // Six server timeouts long: without pongs the server would have dropped us by now. The
+    // pongs it counts over the window are the evidence that they kept the connection.
+    let pongs_before = server.pongs();
     actix_rt::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
         server.opened(),
         1,
         "the server dropped the client: pings were not answered"
+    );
+    assert!(
+        server.pongs() >= pongs_before + 3,
+        "{} pongs in 900 ms with a ping every 30 ms",
+        server.pongs() - pongs_before
     );
     assert!(watch.last_state().unwrap().is_open());
 }
