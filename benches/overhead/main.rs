@@ -160,6 +160,10 @@ async fn client_run(params: Value) -> Result<Value, BoxError> {
             throughput::send(resocket, via, &server.url("sink"), n, warm).await
         }
         "receive" => throughput::receive(resocket, &server.url("push"), n, warm).await,
+        "send_acked" => {
+            throughput::send_acked(resocket, &server.url("sink"), &server.url("acked"), n, warm)
+                .await
+        }
         "pingpong" => throughput::ping_pong(resocket, &server.url("echo"), n, warm).await,
         "paced" => {
             let gap = Duration::from_millis(params["gap_ms"].as_u64().unwrap_or(1));
@@ -429,6 +433,29 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
             ],
         },
     ];
+    groups.push(Group {
+        name: "send_acked",
+        params: json!({"bench": "send_acked", "n": s.send_n / 10, "warm": s.warm_n}),
+        pin: split,
+        runs: s.runs,
+        limit: Duration::from_secs(60),
+        figures: vec![
+            figure(
+                "acked mode via Sender (baseline: default mode): msgs/s",
+                "msg/s",
+                true,
+                Target::RatioAtLeast(0.5),
+                key("msgs_per_s"),
+            ),
+            figure(
+                "acked mode via Sender (baseline: default mode): CPU per msg",
+                "ns",
+                false,
+                Target::RatioAtMost(1.5),
+                key("cpu_ns_per_msg"),
+            ),
+        ],
+    });
     let pinned = if taskset {
         " (pinned, 1 CPU)"
     } else {

@@ -14,9 +14,13 @@
 use std::io::Write;
 use std::time::Duration;
 
+use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use bytestring::ByteString;
-use resocket::server::{accept, ServerConfig, Session, SessionHandler};
+use resocket::server::{
+    accept, accept_acked, ClientIdentity, FromClient, Hub, HubConfig, ServerConfig, Session,
+    SessionHandler, SubscribeHub, ToClient,
+};
 
 use crate::common::{exit_with_parent, raise_fd_limit, BoxError, TickOut};
 
@@ -59,44 +63,96 @@ impl SessionHandler for Bench {
 }
 
 /// Runs the server until the parent closes our stdin.
+/// The application behind `/acked`: counts what each client sends and, on "END", answers
+/// the count (the acked twin of the sink).
+struct AckedSink {
+    hub: Addr<Hub>,
+    count: u64,
+}
+
+impl Actor for AckedSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<FromClient> for AckedSink {
+    type Result = ();
+    fn handle(&mut self, msg: FromClient, _: &mut Context<Self>) {
+        if msg.text == "END" {
+            self.hub.do_send(ToClient {
+                client: msg.client,
+                text: format!(r#"{{"count":{}}}"#, self.count),
+            });
+            self.count = 0;
+        } else if msg.seq.is_some() {
+            self.count += 1;
+        }
+    }
+}
+
 pub fn serve(port: u16) -> Result<(), BoxError> {
     raise_fd_limit();
     exit_with_parent();
     let message = ByteString::from(serde_json::to_string(&TickOut::new(1))?);
     actix::System::new().block_on(async move {
+        let hub = Hub::new(HubConfig::default()).start();
+        let app = AckedSink {
+            hub: hub.clone(),
+            count: 0,
+        }
+        .start();
+        hub.do_send(SubscribeHub {
+            messages: app.recipient(),
+            events: None,
+        });
         let server = HttpServer::new(move || {
             let message = message.clone();
-            App::new().route(
-                "/{mode}",
-                web::get().to(
-                    move |req: HttpRequest, payload: web::Payload, path: web::Path<String>| {
-                        let mode = match path.as_str() {
-                            "sink" => Some(Mode::Sink),
-                            "push" => Some(Mode::Push),
-                            "echo" => Some(Mode::Echo),
-                            "idle" => Some(Mode::Idle),
-                            _ => None,
-                        };
-                        let message = message.clone();
+            let hub = hub.clone();
+            App::new()
+                .route(
+                    "/acked",
+                    web::get().to(move |req: HttpRequest, payload: web::Payload| {
+                        let hub = hub.clone();
                         async move {
-                            let Some(mode) = mode else {
-                                return Ok(actix_web::HttpResponse::NotFound().finish());
-                            };
-                            let handler = Bench {
-                                mode,
-                                count: 0,
-                                message,
-                            };
                             let config = ServerConfig {
                                 heartbeat_interval: Duration::from_secs(3600),
                                 heartbeat_timeout: Duration::from_secs(7200),
                                 ..ServerConfig::default()
                             };
-                            accept(&req, payload, handler, config)
+                            accept_acked(&req, payload, hub, ClientIdentity::TrustHello, config)
                         }
-                    },
-                ),
-            )
+                    }),
+                )
+                .route(
+                    "/{mode}",
+                    web::get().to(
+                        move |req: HttpRequest, payload: web::Payload, path: web::Path<String>| {
+                            let mode = match path.as_str() {
+                                "sink" => Some(Mode::Sink),
+                                "push" => Some(Mode::Push),
+                                "echo" => Some(Mode::Echo),
+                                "idle" => Some(Mode::Idle),
+                                _ => None,
+                            };
+                            let message = message.clone();
+                            async move {
+                                let Some(mode) = mode else {
+                                    return Ok(actix_web::HttpResponse::NotFound().finish());
+                                };
+                                let handler = Bench {
+                                    mode,
+                                    count: 0,
+                                    message,
+                                };
+                                let config = ServerConfig {
+                                    heartbeat_interval: Duration::from_secs(3600),
+                                    heartbeat_timeout: Duration::from_secs(7200),
+                                    ..ServerConfig::default()
+                                };
+                                accept(&req, payload, handler, config)
+                            }
+                        },
+                    ),
+                )
         })
         .workers(1)
         .backlog(4096)

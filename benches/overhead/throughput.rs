@@ -191,21 +191,7 @@ pub async fn send(
     warm: u64,
 ) -> Result<Value, BoxError> {
     if resocket {
-        let socket = SocketActor::connect(socket_config(url, n.max(warm))?);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        socket.do_send(Subscribe::text(Forward(tx).start().recipient()));
-        wait_open(&socket).await?;
-        let sender = socket.send(resocket::GetSender).await?;
-        check(
-            "warm-up",
-            resocket_send_batch(&socket, &sender, via, &mut rx, warm).await?,
-            warm,
-        )?;
-        let (cpu0, t0) = (cpu_ns(), Instant::now());
-        let got = resocket_send_batch(&socket, &sender, via, &mut rx, n).await?;
-        let (elapsed, cpu) = (t0.elapsed(), cpu_ns() - cpu0);
-        check("send", got, n)?;
-        Ok(rate(n, elapsed, cpu))
+        resocket_send(socket_config(url, n.max(warm))?, via, n, warm).await
     } else {
         let mut framed = bare_connect(url).await?;
         check("warm-up", bare_send_batch(&mut framed, warm).await?, warm)?;
@@ -215,6 +201,52 @@ pub async fn send(
         check("send", got, n)?;
         Ok(rate(n, elapsed, cpu))
     }
+}
+
+/// Sends `warm` then `n` messages through a resocket socket of `config` (to a sink that
+/// answers its count on "END") and measures the `n`.
+async fn resocket_send(
+    config: SocketConfig,
+    via: Via,
+    n: u64,
+    warm: u64,
+) -> Result<Value, BoxError> {
+    let socket = SocketActor::connect(config);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    socket.do_send(Subscribe::text(Forward(tx).start().recipient()));
+    wait_open(&socket).await?;
+    let sender = socket.send(resocket::GetSender).await?;
+    check(
+        "warm-up",
+        resocket_send_batch(&socket, &sender, via, &mut rx, warm).await?,
+        warm,
+    )?;
+    let (cpu0, t0) = (cpu_ns(), Instant::now());
+    let got = resocket_send_batch(&socket, &sender, via, &mut rx, n).await?;
+    let (elapsed, cpu) = (t0.elapsed(), cpu_ns() - cpu0);
+    check("send", got, n)?;
+    Ok(rate(n, elapsed, cpu))
+}
+
+/// Acked mode's cost: `acked` sends through a `Hub` (sequence numbers, a window of 1,000 in
+/// flight, acks), the baseline is the default mode to the plain sink; both via a `Sender`.
+pub async fn send_acked(
+    acked: bool,
+    sink: &str,
+    hub: &str,
+    n: u64,
+    warm: u64,
+) -> Result<Value, BoxError> {
+    let config = if acked {
+        SocketConfig::builder(hub)
+            .heartbeat(Duration::from_secs(60), Duration::from_secs(120))
+            .outbox(Outbox::bounded(n.max(warm) as usize + 16).max_bytes(1 << 30))
+            .acked("bench")
+            .build()?
+    } else {
+        socket_config(sink, n.max(warm))?
+    };
+    resocket_send(config, Via::Sender, n, warm).await
 }
 
 // ---- receive ----
