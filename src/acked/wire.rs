@@ -145,16 +145,22 @@ pub(crate) fn ack(seq: u64) -> String {
 /// `{"type":"msg","seq":…,"data":…}` for JSON payloads, `"text":…` for others; no `seq` when
 /// `seq` is None.
 pub(crate) fn msg(seq: Option<u64>, payload: &str) -> String {
-    let seq = match seq {
-        Some(n) => format!(r#","seq":{n}"#),
-        None => String::new(),
-    };
-    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok() {
-        format!(r#"{{"type":"msg"{seq},"data":{payload}}}"#)
-    } else {
-        let text = serde_json::to_string(payload).unwrap_or_else(|_| "\"\"".into());
-        format!(r#"{{"type":"msg"{seq},"text":{text}}}"#)
+    use std::fmt::Write;
+    // One allocation, sized for the envelope (this runs for every message sent).
+    let mut out = String::with_capacity(payload.len() + 48);
+    out.push_str(r#"{"type":"msg""#);
+    if let Some(n) = seq {
+        let _ = write!(out, r#","seq":{n}"#);
     }
+    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok() {
+        out.push_str(r#","data":"#);
+        out.push_str(payload);
+    } else {
+        out.push_str(r#","text":"#);
+        out.push_str(&serde_json::to_string(payload).unwrap_or_else(|_| "\"\"".into()));
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
