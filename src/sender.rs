@@ -83,6 +83,16 @@ pub(crate) enum Pushing {
     },
 }
 
+impl Pushing {
+    /// Refused, not counted as a drop: the message handed back with `error`.
+    fn refused(error: Error, message: Outgoing) -> Self {
+        Pushing::Refused {
+            refused: SendError { error, message },
+            dropped: false,
+        }
+    }
+}
+
 impl SharedOutbox {
     pub(crate) fn new(limits: Outbox, acked: bool, peer_max: Option<usize>) -> Self {
         SharedOutbox {
@@ -179,10 +189,7 @@ impl SharedOutbox {
     /// [`push`](Self::push) with delivery options.
     pub(crate) fn push_with(&self, message: Outgoing, delivery: &Delivery) -> Pushing {
         if let Err(error) = delivery.validate() {
-            return Pushing::Refused {
-                refused: SendError { error, message },
-                dropped: false,
-            };
+            return Pushing::refused(error, message);
         }
         self.push_checked(message, |queue, message| queue.push_with(message, delivery))
     }
@@ -204,10 +211,7 @@ impl SharedOutbox {
     ) -> Pushing {
         if self.acked {
             if let Err(error) = AckedLink::accepts(&message) {
-                return Pushing::Refused {
-                    refused: SendError { error, message },
-                    dropped: false,
-                };
+                return Pushing::refused(error, message);
             }
         }
         if let Some(limit) = self.peer_max {
@@ -218,10 +222,7 @@ impl SharedOutbox {
             };
             if size > limit {
                 let error = Error::MessageTooLargeForPeer { size, limit };
-                return Pushing::Refused {
-                    refused: SendError { error, message },
-                    dropped: false,
-                };
+                return Pushing::refused(error, message);
             }
         }
         let (outcome, was_empty) = {
@@ -229,10 +230,7 @@ impl SharedOutbox {
             // Checked under the lock `close` takes: see there.
             if self.is_closed() {
                 let error = Error::Closed;
-                return Pushing::Refused {
-                    refused: SendError { error, message },
-                    dropped: false,
-                };
+                return Pushing::refused(error, message);
             }
             let was_empty = queue.is_empty();
             let pushed = push(&mut queue, message);

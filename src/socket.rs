@@ -36,9 +36,10 @@ use crate::outbox::Expired;
 use crate::reassembly::Received;
 use crate::sender::{Pushing, SharedOutbox};
 use crate::subscribers::{Outcome, Subscribers};
-use crate::telemetry::{Gauges, Telemetry};
+use crate::telemetry::Telemetry;
 use crate::{
     CloseReason, CloseReport, Counters, Disconnect, Error, SocketConfig, SocketState, StateChanged,
+    Status,
 };
 
 /// One WebSocket client connection that keeps itself connected: heartbeat, reconnect with
@@ -292,7 +293,7 @@ impl SocketActor {
         self.requests.set_timer(token, timer);
     }
 
-    /// Answers a request's caller with `error`; its message is not written later.
+    /// Answers a request's caller with `error`, its timer cancelled.
     pub(crate) fn request_failed(
         &mut self,
         pending: requests::Pending,
@@ -303,6 +304,14 @@ impl SocketActor {
             ctx.cancel_future(timer);
         }
         pending.fail(error);
+    }
+
+    /// The connection its replies would have come on is gone (default mode): requests
+    /// written on it fail with [`Error::RequestLost`], not resent (the peer may have acted).
+    fn lose_written_requests(&mut self, ctx: &mut Context<Self>) {
+        for pending in self.requests.take_written() {
+            self.request_failed(pending, Error::RequestLost, ctx);
+        }
     }
 
     /// The socket closed or stopped: every pending request fails with [`Error::Closed`],
@@ -361,10 +370,7 @@ impl SocketActor {
         if matches!(self.phase, Phase::Closed { .. }) && self.supervision.is_none() {
             self.fail_all_requests(ctx);
         } else if was_open && !now_open && self.acked.is_none() {
-            // Their replies would have come on that connection; resending could act twice.
-            for pending in self.requests.take_written() {
-                self.request_failed(pending, Error::RequestLost, ctx);
-            }
+            self.lose_written_requests(ctx);
         }
         let state = self.state();
         debug!("resocket {}: {state}", self.config.shown_url);
@@ -380,33 +386,42 @@ impl SocketActor {
                 cause,
             });
         }
-        self.publish_metrics(Some(state.name()));
+        self.publish_metrics(false);
         let socket = self.subscribers.socket.clone();
         self.subscribers.state(&StateChanged { state, socket });
     }
 
-    /// Publishes the counters and gauges (feature `metrics`); `state: None` once stopped.
-    fn publish_metrics(&mut self, state: Option<&str>) {
-        if self.telemetry.is_none() {
-            return;
-        }
-        let (outbox_messages, outbox_bytes) = {
+    /// What [`GetStatus`](crate::GetStatus) answers: the state, the gauges and the counters
+    /// (those kept elsewhere folded in).
+    pub(crate) fn status(&self) -> Status {
+        let (outbox_len, outbox_bytes) = {
             let queue = self.outbox.lock();
             (queue.len(), queue.bytes())
         };
-        let gauges = Gauges {
-            outbox_messages,
+        Status {
+            state: self.state(),
+            outbox_len,
             outbox_bytes,
-            in_flight: self.acked.as_ref().map_or(0, AckedLink::unacked),
+            unacked: self.acked.as_ref().map_or(0, AckedLink::unacked),
+            subscribers: self.subscribers.len(),
             pending_requests: self.requests.len(),
-        };
-        let counters = Counters {
-            refused: self.counters.refused + self.outbox.refused(),
-            errors_lost: self.subscribers.errors_lost,
-            ..self.counters
-        };
+            ping_rtt: self.ping_rtt,
+            counters: Counters {
+                refused: self.counters.refused + self.outbox.refused(),
+                errors_lost: self.subscribers.errors_lost,
+                ..self.counters
+            },
+        }
+    }
+
+    /// Publishes the status as metrics (feature `metrics`); `stopped`: no state is current.
+    fn publish_metrics(&mut self, stopped: bool) {
+        if self.telemetry.is_none() {
+            return;
+        }
+        let status = self.status();
         if let Some(telemetry) = &mut self.telemetry {
-            telemetry.publish(state, &counters, &gauges);
+            telemetry.publish(&status, stopped);
         }
     }
 
@@ -809,13 +824,12 @@ impl SocketActor {
         match inbound {
             Ok(None) => {}
             Ok(Some(Received::Pong(payload))) => {
-                if conn.ping_sent.as_ref().is_some_and(|(p, _)| *p == payload) {
-                    if let Some((_, sent)) = conn.ping_sent.take() {
-                        let rtt = sent.elapsed();
-                        self.ping_rtt = Some(rtt);
-                        if let Some(telemetry) = &self.telemetry {
-                            telemetry.ping_rtt(rtt);
-                        }
+                // Only the Pong of our latest Ping measures a round trip.
+                if let Some((_, sent)) = conn.ping_sent.take_if(|(p, _)| *p == payload) {
+                    let rtt = sent.elapsed();
+                    self.ping_rtt = Some(rtt);
+                    if let Some(telemetry) = &self.telemetry {
+                        telemetry.ping_rtt(rtt);
                     }
                 }
             }
@@ -873,13 +887,13 @@ impl SocketActor {
     fn deliver_text(&mut self, text: bytestring::ByteString, ctx: &mut Context<Self>) {
         self.identified(&text, ctx);
         self.counters.messages_in += 1;
-        if let Some((token, pending, reply)) = self.requests.reply(&text) {
-            if let Some(timer) = pending.timer {
+        if let Some((token, mut pending, reply)) = self.requests.reply(&text) {
+            if let Some(timer) = pending.timer.take() {
                 ctx.cancel_future(timer);
             }
             // Answered before it was written (a peer that guessed the id): not written now.
             self.outbox.lock().remove_request(token);
-            let _ = pending.reply.send(Ok(reply));
+            pending.answer(reply);
             return;
         }
         let outcome = self.subscribers.text(text);
@@ -1105,7 +1119,7 @@ impl Actor for SocketActor {
             // For the socket's lifetime, in every state (the outbox gauge matters most
             // during an outage); ends with the actor.
             ctx.run_interval(self.config.heartbeat.interval, |act, _| {
-                act.publish_metrics(Some(act.state().name()))
+                act.publish_metrics(false)
             });
         }
         // Requests inherited from the socket this one replaces keep their deadlines.
@@ -1126,13 +1140,11 @@ impl Actor for SocketActor {
             // Nobody would wait for their replies.
             self.fail_all_requests(ctx);
         } else if self.acked.is_none() {
-            // The connection dies with the actor: what was written on it is lost (not resent);
-            // the rest go to the socket that replaces this one, with the outbox.
-            for pending in self.requests.take_written() {
-                self.request_failed(pending, Error::RequestLost, ctx);
-            }
+            // The connection dies with the actor; the rest go to the socket that replaces
+            // this one, with the outbox.
+            self.lose_written_requests(ctx);
         }
-        self.publish_metrics(None);
+        self.publish_metrics(true);
         debug!("resocket {}: stopped", self.config.shown_url);
         // Runs after a panic in a handler too (the context is dropped while unwinding).
         let end = if std::thread::panicking() {

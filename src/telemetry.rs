@@ -10,16 +10,7 @@
 
 use std::time::Duration;
 
-use crate::Counters;
-
-/// What is published besides the counters.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-pub(crate) struct Gauges {
-    pub(crate) outbox_messages: usize,
-    pub(crate) outbox_bytes: usize,
-    pub(crate) in_flight: usize,
-    pub(crate) pending_requests: usize,
-}
+use crate::Status;
 
 /// The states a socket reports, in the order of [`SocketState`](crate::SocketState).
 #[cfg(feature = "metrics")]
@@ -83,9 +74,9 @@ impl Telemetry {
         }
     }
 
-    /// Publishes the counters and gauges, and `state` as the current one (`None`: the
-    /// socket is gone, no state is current).
-    pub(crate) fn publish(&mut self, state: Option<&str>, counters: &Counters, gauges: &Gauges) {
+    /// Publishes `status`: its counters, gauges and state (none current once `stopped`).
+    pub(crate) fn publish(&mut self, status: &Status, stopped: bool) {
+        let counters = &status.counters;
         let values = [
             counters.connects,
             counters.reconnects,
@@ -106,14 +97,15 @@ impl Telemetry {
             counter.increment(value.saturating_sub(*last));
             *last = value;
         }
+        let state = (!stopped).then(|| status.state.name());
         for (gauge, name) in self.states.iter().zip(STATES) {
             gauge.set(if Some(name) == state { 1.0 } else { 0.0 });
         }
         let values = [
-            gauges.outbox_messages,
-            gauges.outbox_bytes,
-            gauges.in_flight,
-            gauges.pending_requests,
+            status.outbox_len,
+            status.outbox_bytes,
+            status.unacked,
+            status.pending_requests,
         ];
         for (gauge, value) in self.gauges.iter().zip(values) {
             gauge.set(value as f64);
@@ -209,8 +201,7 @@ impl Telemetry {
         Telemetry
     }
 
-    pub(crate) fn publish(&mut self, _state: Option<&str>, _counters: &Counters, _gauges: &Gauges) {
-    }
+    pub(crate) fn publish(&mut self, _status: &Status, _stopped: bool) {}
 
     pub(crate) fn ping_rtt(&self, _rtt: Duration) {}
 }

@@ -8,8 +8,8 @@ use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
-    Close, CloseReport, Counters, Delivery, Error, GetStatus, Outgoing, Request, SendError,
-    SendMessage, StateChanged, Status, Subscribe, TakeOutbox,
+    Close, CloseReport, Delivery, Error, GetStatus, Outgoing, Request, SendError, SendMessage,
+    StateChanged, Subscribe, TakeOutbox,
 };
 
 impl Handler<SendMessage> for SocketActor {
@@ -211,24 +211,7 @@ impl Handler<GetStatus> for SocketActor {
 
     fn handle(&mut self, _: GetStatus, ctx: &mut Context<Self>) -> Self::Result {
         self.report_outbox_events(ctx);
-        let (outbox_len, outbox_bytes) = {
-            let outbox = self.outbox.lock();
-            (outbox.len(), outbox.bytes())
-        };
-        actix::MessageResult(Status {
-            state: self.state(),
-            outbox_len,
-            outbox_bytes,
-            unacked: self.acked.as_ref().map_or(0, |l| l.unacked()),
-            subscribers: self.subscribers.len(),
-            pending_requests: self.requests.len(),
-            ping_rtt: self.ping_rtt,
-            counters: Counters {
-                refused: self.counters.refused + self.outbox.refused(),
-                errors_lost: self.subscribers.errors_lost,
-                ..self.counters
-            },
-        })
+        actix::MessageResult(self.status())
     }
 }
 

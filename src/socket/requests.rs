@@ -19,7 +19,7 @@ pub(crate) struct Pending {
     id: String,
     /// The request, handed back with any error.
     pub(crate) message: Outgoing,
-    pub(crate) reply: oneshot::Sender<Answer>,
+    reply: oneshot::Sender<Answer>,
     pub(crate) timer: Option<SpawnHandle>,
     /// When it times out, and its timeout (for the error).
     pub(crate) deadline: Instant,
@@ -29,6 +29,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// Answers the caller with its reply.
+    pub(crate) fn answer(self, reply: Value) {
+        let _ = self.reply.send(Ok(reply));
+    }
+
     /// Answers the caller with `error`, the request handed back.
     pub(crate) fn fail(self, error: Error) {
         let _ = self.reply.send(Err(SendError {
