@@ -198,6 +198,9 @@ pub(crate) struct OutboxQueue {
     expired_uncarried: usize,
     /// Queued messages that are pending requests (none: nothing to look for).
     requests: usize,
+    /// Messages the overflow policy dropped (DropOldest's oldest, DropNewest's newest) since
+    /// the last [`take_dropped`](Self::take_dropped), whichever path pushed them.
+    dropped: usize,
     /// Pending requests whose message the overflow policy dropped, to be failed.
     dropped_requests: Vec<u64>,
     /// Messages replaced by a newer one with the same collapse key, since the last call to
@@ -217,6 +220,7 @@ impl OutboxQueue {
             expired: Vec::new(),
             expired_uncarried: 0,
             requests: 0,
+            dropped: 0,
             dropped_requests: Vec::new(),
             collapsed: 0,
         }
@@ -299,14 +303,23 @@ impl OutboxQueue {
             return Pushed::Queued;
         }
         match self.limits.overflow {
-            Overflow::Reject | Overflow::DropNewest => Pushed::Refused {
+            Overflow::Reject => Pushed::Refused {
                 message,
                 error: self.limits.full_error(),
-                dropped: self.limits.overflow == Overflow::DropNewest,
+                dropped: false,
             },
+            Overflow::DropNewest => {
+                self.dropped += 1;
+                Pushed::Refused {
+                    message,
+                    error: self.limits.full_error(),
+                    dropped: true,
+                }
+            }
             Overflow::DropOldest if self.held + size > self.limits.max_bytes => {
                 // What is held in flight alone leaves no room: dropping the queue would not
                 // help, so nothing is dropped but the new message.
+                self.dropped += 1;
                 Pushed::Refused {
                     message,
                     error: self.limits.full_error(),
@@ -322,6 +335,7 @@ impl OutboxQueue {
                     self.dropped_requests.extend(entry.request());
                     dropped += 1;
                 }
+                self.dropped += dropped;
                 self.insert(message, options, in_place_of);
                 Pushed::QueuedDroppingOldest(dropped)
             }
@@ -464,10 +478,16 @@ impl OutboxQueue {
 
     /// Whether expired or replaced messages wait to be reported.
     pub(crate) fn has_events(&self) -> bool {
-        !self.expired.is_empty()
+        self.dropped > 0
+            || !self.expired.is_empty()
             || self.expired_uncarried > 0
             || self.collapsed > 0
             || !self.dropped_requests.is_empty()
+    }
+
+    /// Messages the overflow policy dropped since the last call.
+    pub(crate) fn take_dropped(&mut self) -> usize {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Pending requests whose message the overflow policy dropped since the last call.

@@ -25,8 +25,6 @@ pub(crate) struct SharedOutbox {
     acked: bool,
     /// The largest message the peer takes, as written.
     peer_max: Option<usize>,
-    /// Messages dropped by the overflow policy on the Sender path, not yet reported as events.
-    dropped: AtomicUsize,
     /// Set when the queue holds expired or replaced messages not yet reported.
     events: AtomicBool,
     /// Sends refused on the Sender path.
@@ -72,15 +70,11 @@ impl Drop for OutboxGuard<'_> {
 
 /// What a push did, for the socket to report.
 pub(crate) enum Pushing {
+    /// Queued (the policy may have dropped older messages: the queue counts them).
     Ok,
-    /// Queued after dropping this many older messages.
-    DroppedOldest(usize),
     /// Not queued: the message comes back in `refused`; `dropped` when the policy counts it
     /// as a drop (DropNewest, or DropOldest with no room) rather than a refusal.
-    Refused {
-        refused: SendError,
-        dropped: bool,
-    },
+    Refused { refused: SendError, dropped: bool },
 }
 
 impl Pushing {
@@ -101,7 +95,6 @@ impl SharedOutbox {
             closed: AtomicBool::new(false),
             acked,
             peer_max,
-            dropped: AtomicUsize::new(0),
             events: AtomicBool::new(false),
             refused: std::sync::atomic::AtomicU64::new(0),
             room: Mutex::new(Vec::new()),
@@ -175,11 +168,6 @@ impl SharedOutbox {
         self.events.swap(false, Ordering::AcqRel)
     }
 
-    /// Drops on the Sender path since the last call.
-    pub(crate) fn take_dropped(&self) -> usize {
-        self.dropped.swap(0, Ordering::AcqRel)
-    }
-
     /// Queues `message` under the outbox policy; wakes the driver if the outbox was empty.
     #[cfg(test)]
     pub(crate) fn push(&self, message: Outgoing) -> Pushing {
@@ -240,8 +228,7 @@ impl SharedOutbox {
             (pushed, was_empty)
         };
         let result = match outcome {
-            Pushed::Queued => Pushing::Ok,
-            Pushed::QueuedDroppingOldest(n) => Pushing::DroppedOldest(n),
+            Pushed::Queued | Pushed::QueuedDroppingOldest(_) => Pushing::Ok,
             Pushed::Refused {
                 message,
                 error,
@@ -312,23 +299,11 @@ impl Sender {
         result
     }
 
-    /// One push, its drops accounted (refusals are counted by the callers).
+    /// One push (its drops are counted by the queue, refusals by the callers).
     fn push(&self, message: Outgoing, delivery: &Delivery) -> Result<(), SendError> {
         match self.shared.push_with(message, delivery) {
             Pushing::Ok => Ok(()),
-            Pushing::DroppedOldest(n) => {
-                self.shared.dropped.fetch_add(n, Ordering::AcqRel);
-                Ok(())
-            }
-            Pushing::Refused {
-                refused: error,
-                dropped,
-            } => {
-                if dropped {
-                    self.shared.dropped.fetch_add(1, Ordering::AcqRel);
-                }
-                Err(error)
-            }
+            Pushing::Refused { refused, .. } => Err(refused),
         }
     }
 

@@ -214,8 +214,8 @@ impl SocketActor {
         for queued in outbox {
             // The same checks as any send (acked mode refuses binary; the outbox policy).
             match socket.outbox.push_queued(queued) {
-                Pushing::Ok => {}
-                Pushing::DroppedOldest(n) => dropped += n,
+                // (The policy's drops are counted by the queue, reported at the first turn.)
+                Pushing::Ok | Pushing::Refused { dropped: true, .. } => {}
                 Pushing::Refused { refused, .. } => {
                     if let Error::Encode(_) = refused.error {
                         socket.subscribers.error(&refused.error);
@@ -331,14 +331,21 @@ impl SocketActor {
         }
     }
 
-    /// Reports what the outbox did on its own: drops on the `Sender` path (it cannot reach
+    /// Reports what the outbox did: the policy's drops (on every path: a `Sender` cannot reach
     /// the subscribers), messages whose time to live passed, replacements by collapse key.
     pub(crate) fn report_outbox_events(&mut self, ctx: &mut Context<Self>) {
-        let (expired, uncarried, collapsed, dropped_requests) = {
+        let (dropped, expired, uncarried, collapsed, dropped_requests) = {
             let mut queue = self.outbox.lock();
             let (expired, uncarried) = queue.take_expired();
             let collapsed = queue.take_collapsed();
-            (expired, uncarried, collapsed, queue.take_dropped_requests())
+            let dropped = queue.take_dropped();
+            (
+                dropped,
+                expired,
+                uncarried,
+                collapsed,
+                queue.take_dropped_requests(),
+            )
         };
         self.counters.collapsed += collapsed;
         self.counters.expired += (expired.len() + uncarried) as u64;
@@ -349,8 +356,7 @@ impl SocketActor {
             let error = Error::ExpiredUnreported { count: uncarried };
             self.subscribers.error(&error);
         }
-        let count = self.outbox.take_dropped();
-        self.dropped(count);
+        self.dropped(dropped);
         // A request whose message the overflow policy dropped can never be answered.
         for token in dropped_requests {
             if let Some(pending) = self.requests.remove(token) {

@@ -33,17 +33,12 @@ impl SocketActor {
         if self.outbox.take_events_flag() {
             self.report_outbox_events(ctx);
         }
+        // (The policy's drops were counted by the queue and reported just above.)
         match pushed {
             Pushing::Ok => Ok(()),
-            Pushing::DroppedOldest(count) => {
-                self.dropped(count);
-                Ok(())
-            }
             Pushing::Refused { refused, dropped } => {
                 self.counters.refused += 1;
-                if dropped {
-                    self.dropped(1);
-                } else if !matches!(refused.error, Error::Closed | Error::Encode(_)) {
+                if !dropped && !matches!(refused.error, Error::Closed | Error::Encode(_)) {
                     self.subscribers.error(&refused.error);
                 }
                 Err(refused)
