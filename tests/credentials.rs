@@ -251,3 +251,44 @@ async fn in_acked_mode_async_identify_messages_follow_the_welcome() {
         ]
     );
 }
+
+/// The connect timeout bounds the whole attempt: the credentials provider's time counts in
+/// it. (Each step had the full timeout of its own: a slow provider and a silent server made
+/// an attempt last up to twice the timeout.) The margin is wide: the fixed rule ends the
+/// attempt at 1 s, the old one at 1.7 s.
+#[actix_rt::test]
+async fn one_connect_timeout_bounds_the_provider_and_the_handshake_together() {
+    // A listener that accepts and never answers the upgrade.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let socket = SocketActor::connect(
+        fast(&url)
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .backoff(giving_up_after(1))
+            .credentials(|| {
+                Box::pin(async {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(700)).await;
+                    Ok(Credentials::new())
+                })
+            })
+            .build()
+            .unwrap(),
+    );
+    let watch = Watch::attach(&socket);
+    watch.wait_state("gave up", SocketState::is_closed).await;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "the attempt took {took:?}: the provider's 700 ms did not count in the 1 s timeout"
+    );
+    assert!(
+        watch
+            .errors()
+            .iter()
+            .any(|e| matches!(e, Error::ConnectTimeout(_))),
+        "{:?}",
+        watch.errors()
+    );
+    drop(listener);
+}
