@@ -570,7 +570,7 @@ impl SocketActor {
     /// Where the socket is, for the transition function.
     fn at(&self) -> At {
         match &self.phase {
-            Phase::NotStarted | Phase::Stopped => At::Connecting { attempt: 0 },
+            Phase::NotStarted | Phase::Stopped => At::Inactive,
             Phase::Connecting { attempt, .. } => At::Connecting { attempt: *attempt },
             Phase::Open(conn) => At::Open {
                 attempt: conn.attempt,

@@ -11,6 +11,8 @@ use crate::{Backoff, CloseReason, Disconnect, Error};
 /// Where the socket is (the part of its state that transitions depend on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum At {
+    /// Not started yet, or the actor stopped: only a close changes anything.
+    Inactive,
     /// Connect attempt `attempt` (1 after a stable connection) is under way.
     Connecting {
         attempt: u32,
@@ -298,6 +300,7 @@ mod tests {
     #[test]
     fn close_now_from_any_live_state_is_closed_by_user_and_closed_is_final() {
         for at in [
+            At::Inactive,
             At::Connecting { attempt: 1 },
             At::Open { attempt: 1 },
             At::Backoff { attempt: 1 },
@@ -316,6 +319,8 @@ mod tests {
 
     #[test]
     fn late_events_of_a_state_already_left_change_nothing() {
+        assert_eq!(run(At::Inactive, Event::Connected), Next::Stay);
+        assert_eq!(run(At::Inactive, Event::BackoffElapsed), Next::Stay);
         assert_eq!(run(At::Open { attempt: 1 }, Event::Connected), Next::Stay);
         assert_eq!(
             run(At::Backoff { attempt: 1 }, ended(false, true)),
