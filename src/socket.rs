@@ -1172,10 +1172,7 @@ impl Actor for SocketActor {
                 end,
                 inheritance: Inheritance {
                     outbox: self.outbox.lock().drain_queued(),
-                    requests: Some(std::mem::replace(
-                        &mut self.requests,
-                        requests::Requests::new(None, 1),
-                    )),
+                    requests: Some(std::mem::take(&mut self.requests)),
                     subscribers: std::mem::take(&mut self.subscribers),
                     acked: self.acked.take(),
                 },

@@ -54,7 +54,8 @@ fn canonical(id: &Value) -> String {
     }
 }
 
-/// The requests of one socket.
+/// The requests of one socket (the default: none, and none enabled).
+#[derive(Default)]
 pub(crate) struct Requests {
     /// Where the id is; `None`: requests are not enabled.
     pointer: Option<String>,
