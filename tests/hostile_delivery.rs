@@ -5,17 +5,18 @@
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::proxy::Proxy;
+use common::supervision::{request_in_background, restarted, supervised_down, tree};
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use resocket::testing::Panic;
 use resocket::{
-    Delivery, Error, GetSender, GetSocket, GetStatus, Outbox, Overflow, Request, RestartIntensity,
-    SendMessage, SocketActor, StartSocket, SupervisorActor, SupervisorConfig,
+    Delivery, Error, GetSender, GetSocket, GetStatus, Outbox, Overflow, Request, SendMessage,
+    SocketActor, StartSocket,
 };
 
 /// A ws:// URL nobody listens on (connection refused at once).
@@ -207,15 +208,10 @@ async fn a_request_whose_message_the_overflow_policy_drops_fails_at_once() {
             .build()
             .unwrap(),
     );
-    let answer: Arc<Mutex<Option<Result<serde_json::Value, resocket::SendError>>>> = Arc::default();
-    {
-        let (socket, answer) = (socket.clone(), answer.clone());
-        actix_rt::spawn(async move {
-            let request = Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8));
-            let reply = socket.send(request).await.unwrap();
-            *answer.lock().unwrap() = Some(reply);
-        });
-    }
+    let answer = request_in_background(
+        &socket,
+        Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8)),
+    );
     common::wait_status(&socket, "never pending", |s| s.pending_requests == 1).await;
     socket
         .send(SendMessage::text("newer"))
@@ -243,49 +239,10 @@ async fn a_request_whose_message_the_overflow_policy_drops_fails_at_once() {
 // 5. Supervisor restart: the inherited outbox loses the delivery options.
 // ---------------------------------------------------------------------------------------
 
-fn one_arbiter() -> SupervisorConfig {
-    SupervisorConfig {
-        arbiters: 1,
-        intensity: RestartIntensity {
-            max_restarts: 10,
-            within: Duration::from_secs(10),
-        },
-    }
-}
-
-/// A supervised socket "key" whose server is down, and the tree.
-async fn supervised_down(
-    key: &str,
-) -> (TestServer, Addr<SupervisorActor>, Watch, Addr<SocketActor>) {
-    let mut server = TestServer::start().await;
-    let tree = SupervisorActor::new(one_arbiter()).start();
-    let watch = Watch::detached();
-    let start = watch.subscribe_all(StartSocket::new(key, fast(&server.url()).build().unwrap()));
-    tree.send(start).await.unwrap().unwrap();
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    let socket = tree.send(GetSocket(key.into())).await.unwrap().unwrap();
-    (server, tree, watch, socket)
-}
-
-async fn restart_child(tree: &Addr<SupervisorActor>, key: &str, before: &Addr<SocketActor>) {
-    before.do_send(Panic);
-    let start = Instant::now();
-    loop {
-        if let Some(after) = tree.send(GetSocket(key.into())).await.unwrap() {
-            if after != *before {
-                return;
-            }
-        }
-        assert!(start.elapsed() < DEADLINE, "never restarted");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[actix_rt::test]
 async fn a_supervisor_restart_keeps_the_ttl() {
-    let (mut server, tree, _watch, socket) = supervised_down("ttl-restart").await;
+    let tree = tree(10);
+    let (mut server, _watch, socket) = supervised_down(&tree, "ttl-restart", fast).await;
     let sent = Instant::now();
     socket
         .send(SendMessage::text("stale").with(ttl(100)))
@@ -297,7 +254,8 @@ async fn a_supervisor_restart_keeps_the_ttl() {
         .await
         .unwrap()
         .unwrap();
-    restart_child(&tree, "ttl-restart", &socket).await;
+    socket.do_send(Panic);
+    restarted(&tree, "ttl-restart", &socket).await;
     common::past(sent, Duration::from_millis(100)).await;
     server.restart().await;
     wait_for("fresh", DEADLINE, || {
@@ -313,13 +271,15 @@ async fn a_supervisor_restart_keeps_the_ttl() {
 
 #[actix_rt::test]
 async fn a_supervisor_restart_keeps_collapse_keys() {
-    let (mut server, tree, _watch, socket) = supervised_down("key-restart").await;
+    let tree = tree(10);
+    let (mut server, _watch, socket) = supervised_down(&tree, "key-restart", fast).await;
     socket
         .send(SendMessage::text("BTC 1").with(keyed("BTC")))
         .await
         .unwrap()
         .unwrap();
-    restart_child(&tree, "key-restart", &socket).await;
+    socket.do_send(Panic);
+    restarted(&tree, "key-restart", &socket).await;
     let after = tree
         .send(GetSocket("key-restart".into()))
         .await
@@ -376,7 +336,7 @@ async fn wait_series(name: &str, socket: &str, value: f64, within: Duration) -> 
 async fn metrics_counters_add_up_across_a_supervised_restart() {
     recorder();
     let server = TestServer::start().await;
-    let tree = SupervisorActor::new(one_arbiter()).start();
+    let tree = tree(10);
     let watch = Watch::detached();
     let start = watch.subscribe_all(StartSocket::new(
         "metered",
@@ -398,7 +358,8 @@ async fn metrics_counters_add_up_across_a_supervised_restart() {
     }
     let out = wait_series("resocket_messages_out_total", "metered", 3.0, DEADLINE).await;
     assert_eq!(out, Some(3.0));
-    restart_child(&tree, "metered", &socket).await;
+    socket.do_send(Panic);
+    restarted(&tree, "metered", &socket).await;
     watch.wait_opens(2).await;
     let after = tree
         .send(GetSocket("metered".into()))
@@ -568,7 +529,7 @@ async fn an_acked_request_in_flight_survives_a_supervisor_restart_and_is_answere
     let server = TestServer::start().await;
     let app = common::rpc_app(&server.hub);
     let proxy = Proxy::start(server.addr).await;
-    let tree = SupervisorActor::new(one_arbiter()).start();
+    let tree = tree(10);
     let watch = Watch::detached();
     let config = fast(&format!("ws://{}/acked", proxy.addr))
         .acked("review13-restart")
@@ -585,22 +546,13 @@ async fn an_acked_request_in_flight_survives_a_supervisor_restart_and_is_answere
     common::welcomed(&socket).await;
     app.lock().unwrap().clear(); // (the probe)
     proxy.stall(true);
-    let answer: Arc<Mutex<Option<Result<serde_json::Value, resocket::SendError>>>> = Arc::default();
-    {
-        let (socket, answer) = (socket.clone(), answer.clone());
-        actix_rt::spawn(async move {
-            let request = Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8));
-            let reply = socket.send(request).await.unwrap_or_else(|e| {
-                Err(resocket::SendError {
-                    error: Error::Connection(e.to_string()),
-                    message: "".into(),
-                })
-            });
-            *answer.lock().unwrap() = Some(reply);
-        });
-    }
+    let answer = request_in_background(
+        &socket,
+        Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8)),
+    );
     common::wait_status(&socket, "never written", |s| s.unacked == 1).await;
-    restart_child(&tree, "rpc", &socket).await;
+    socket.do_send(Panic);
+    restarted(&tree, "rpc", &socket).await;
     proxy.stall(false);
     proxy.cut(common::proxy::Cut::Rst);
     wait_for("the caller answered", DEADLINE, || {

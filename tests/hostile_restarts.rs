@@ -8,60 +8,12 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use common::proxy::Proxy;
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
 use resocket::testing::Panic;
-use resocket::{
-    Error, GetSender, GetSocket, GetStatus, Outbox, Overflow, Request, RestartIntensity, SendError,
-    SocketActor, StartSocket, SupervisorActor, SupervisorConfig,
-};
+use resocket::{Error, GetSender, GetSocket, GetStatus, Outbox, Overflow, Request, StartSocket};
 
-type Answer = Arc<Mutex<Option<Result<serde_json::Value, SendError>>>>;
-
-fn tree(max_restarts: u32) -> Addr<SupervisorActor> {
-    SupervisorActor::new(SupervisorConfig {
-        arbiters: 1,
-        intensity: RestartIntensity {
-            max_restarts,
-            within: Duration::from_secs(10),
-        },
-    })
-    .start()
-}
-
-/// Sends `request` to `socket` in the background; its answer lands in the returned slot.
-fn request_in_background(socket: &Addr<SocketActor>, request: Request) -> Answer {
-    let answer: Answer = Arc::default();
-    let (socket, slot) = (socket.clone(), answer.clone());
-    actix_rt::spawn(async move {
-        let reply = socket.send(request).await.unwrap_or_else(|e| {
-            Err(SendError {
-                error: Error::Connection(format!("mailbox: {e}")),
-                message: "".into(),
-            })
-        });
-        *slot.lock().unwrap() = Some(reply);
-    });
-    answer
-}
-
-async fn restarted(
-    tree: &Addr<SupervisorActor>,
-    key: &str,
-    before: &Addr<SocketActor>,
-) -> Addr<SocketActor> {
-    let start = Instant::now();
-    loop {
-        if let Some(after) = tree.send(GetSocket(key.into())).await.unwrap() {
-            if after != *before {
-                return after;
-            }
-        }
-        assert!(start.elapsed() < DEADLINE, "never restarted");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+use common::supervision::{request_in_background, restarted, supervised_down, tree};
 
 // =======================================================================================
 // Area 3: supervisor restart inheritance.
@@ -143,26 +95,17 @@ async fn an_acked_request_in_flight_when_a_supervised_socket_gives_up_is_answere
 /// exists: its caller waits its whole timeout and gets RequestTimeout instead of Dropped at once.
 #[actix_rt::test]
 async fn a_request_dropped_just_before_a_restart_fails_at_once() {
-    let mut server = TestServer::start().await;
     let tree = tree(10);
-    let watch = Watch::detached();
-    let config = fast(&server.url())
-        .requests("/id")
-        .outbox(Outbox::bounded(1).on_overflow(Overflow::DropOldest))
-        .backoff(resocket::Backoff::exponential(
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        ))
-        .build()
-        .unwrap();
-    tree.send(watch.subscribe_all(StartSocket::new("drop", config)))
-        .await
-        .unwrap()
-        .unwrap();
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    let socket = tree.send(GetSocket("drop".into())).await.unwrap().unwrap();
+    let (_server, _watch, socket) = supervised_down(&tree, "drop", |url| {
+        fast(url)
+            .requests("/id")
+            .outbox(Outbox::bounded(1).on_overflow(Overflow::DropOldest))
+            .backoff(resocket::Backoff::exponential(
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            ))
+    })
+    .await;
     let answer = request_in_background(
         &socket,
         Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8)),
@@ -189,25 +132,16 @@ async fn a_request_dropped_just_before_a_restart_fails_at_once() {
 /// lost with no event, no count ("nothing is lost without a count").
 #[actix_rt::test]
 async fn a_sender_drop_just_before_a_restart_is_reported() {
-    let mut server = TestServer::start().await;
     let tree = tree(10);
-    let watch = Watch::detached();
-    let config = fast(&server.url())
-        .outbox(Outbox::bounded(1).on_overflow(Overflow::DropOldest))
-        .backoff(resocket::Backoff::exponential(
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        ))
-        .build()
-        .unwrap();
-    tree.send(watch.subscribe_all(StartSocket::new("drop2", config)))
-        .await
-        .unwrap()
-        .unwrap();
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    let socket = tree.send(GetSocket("drop2".into())).await.unwrap().unwrap();
+    let (_server, watch, socket) = supervised_down(&tree, "drop2", |url| {
+        fast(url)
+            .outbox(Outbox::bounded(1).on_overflow(Overflow::DropOldest))
+            .backoff(resocket::Backoff::exponential(
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            ))
+    })
+    .await;
     let sender = socket.send(GetSender).await.unwrap();
     sender.send("older").unwrap();
     sender.send("newer").unwrap(); // drops "older"
@@ -399,18 +333,9 @@ async fn a_client_that_closes_and_stops_reading_ends_its_session() {
 /// collision with the adopted one: both answered, each with its own reply).
 #[actix_rt::test]
 async fn adopted_requests_keep_their_ids_and_new_ones_do_not_collide() {
-    let mut server = TestServer::start().await;
     let tree = tree(10);
-    let watch = Watch::detached();
-    let config = fast(&server.url()).requests("/id").build().unwrap();
-    tree.send(watch.subscribe_all(StartSocket::new("ids", config)))
-        .await
-        .unwrap()
-        .unwrap();
-    watch.wait_opens(1).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    let socket = tree.send(GetSocket("ids".into())).await.unwrap().unwrap();
+    let (mut server, _watch, socket) =
+        supervised_down(&tree, "ids", |url| fast(url).requests("/id")).await;
     let first = request_in_background(
         &socket,
         Request::new(
@@ -464,8 +389,8 @@ async fn adopted_requests_keep_their_ids_and_new_ones_do_not_collide() {
 /// answered (Closed) at once, not left waiting for its timeout.
 #[actix_rt::test]
 async fn a_temporary_childs_pending_request_is_answered_when_it_ends() {
-    let mut server = TestServer::start().await;
     let tree = tree(10);
+    let mut server = TestServer::start().await;
     let watch = Watch::detached();
     let config = fast(&server.url()).requests("/id").build().unwrap();
     let start = StartSocket::new("temp", config).policy(resocket::RestartPolicy::Temporary);

@@ -636,6 +636,7 @@ pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
 pub mod proxy;
 pub mod raw;
 pub mod raw_server;
+pub mod supervision;
 
 /// The application behind a hub: records every client message.
 pub struct AppLog {
