@@ -5,6 +5,7 @@
 //! and carries out what they return. Each state owns its timers and futures (`SpawnHandle`s);
 //! [`SocketActor::set_phase`] is the one place a state is left, and it cancels them.
 
+mod closing;
 mod connect;
 mod connection;
 mod handlers;
@@ -24,7 +25,8 @@ use actix::{
 use actix_http::ws::Frame;
 use log::{debug, warn};
 
-use self::connection::{Closing, Driver, OpenConnection, UserClose};
+use self::closing::{Closing, UserClose};
+use self::connection::{Driver, OpenConnection};
 use self::machine::{At, Event, Next, Rules};
 pub(crate) use self::owner::{Inheritance, Owner};
 use self::owner::{LinkChanged, SocketEnd, SocketEnded};
@@ -537,16 +539,11 @@ impl SocketActor {
                 .saturating_duration_since(Instant::now())
                 .max(std::time::Duration::from_millis(1));
             let deadline = ctx.run_later(left, move |act, ctx| act.close_deadline(id, ctx));
-            conn.closing = Some(Closing {
-                user: Some(UserClose {
-                    drain: true,
-                    responders: waiting.responders,
-                }),
-                peer: None,
-                close_queued: false,
-                deadline,
-                frame: None,
-            });
+            let user = UserClose {
+                drain: true,
+                responders: waiting.responders,
+            };
+            conn.closing = Some(Closing::by_user(user, deadline));
         }
         self.set_phase(Phase::Open(Box::new(conn)), ctx);
         self.outbox.waker.wake();
@@ -664,19 +661,21 @@ impl SocketActor {
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
-        if let Some(user) = conn.closing.as_mut().and_then(|c| c.user.take()) {
-            let clean = conn.closing.as_ref().is_some_and(|c| c.close_queued)
+        let closing = conn.closing.take();
+        if let Some(closing) = &closing {
+            ctx.cancel_future(closing.deadline);
+        }
+        let sent = closing.as_ref().is_some_and(Closing::sent);
+        if let Some(user) = closing.and_then(Closing::into_user) {
+            let clean = sent
                 && matches!(
                     cause,
                     Disconnect::PeerClosed { .. } | Disconnect::ConnectionLost(None)
                 );
-            let report = CloseReport {
+            user.report(&CloseReport {
                 clean,
                 unsent: self.unsent(),
-            };
-            for r in user.responders {
-                let _ = r.send(report.clone());
-            }
+            });
             let event = Event::ConnectionEnded {
                 cause,
                 by_user: true,
@@ -1053,27 +1052,19 @@ impl SocketActor {
             code: reason.as_ref().map(|r| u16::from(r.code)),
             description: reason.as_ref().and_then(|r| r.description.clone()),
         };
-        match &mut conn.closing {
-            Some(closing) if closing.close_queued => {
+        match conn.closing.take() {
+            Some(closing) if closing.sent() => {
                 // Our Close was answered: done.
+                conn.closing = Some(closing);
                 self.connection_ended(cause, ctx);
             }
-            Some(closing) => {
-                closing.peer = Some(cause);
-                closing.frame = reason;
-            }
+            Some(closing) => conn.closing = Some(closing.peer_closed(cause, reason)),
             None => {
                 let id = conn.id;
                 let deadline = ctx.run_later(self.config.close_timeout, move |act, ctx| {
                     act.close_deadline(id, ctx)
                 });
-                conn.closing = Some(connection::Closing {
-                    user: None,
-                    peer: Some(cause),
-                    close_queued: false,
-                    deadline,
-                    frame: reason,
-                });
+                conn.closing = Some(Closing::by_peer(cause, reason, deadline));
             }
         }
     }
@@ -1089,10 +1080,11 @@ impl SocketActor {
         let timed_out =
             Disconnect::ConnectionLost(Some(Error::Connection("close timed out".into())));
         // A user's close that timed out is not clean; a peer's close just ends as the peer said.
-        let cause = match conn.closing.as_mut() {
-            Some(closing) if closing.user.is_none() => closing.peer.take().unwrap_or(timed_out),
-            _ => timed_out,
-        };
+        let cause = conn
+            .closing
+            .as_ref()
+            .and_then(|c| c.peer_cause(true))
+            .unwrap_or(timed_out);
         self.connection_ended(cause, ctx);
     }
 
@@ -1103,8 +1095,8 @@ impl SocketActor {
         };
         let cause = conn
             .closing
-            .as_mut()
-            .and_then(|c| c.peer.take())
+            .as_ref()
+            .and_then(|c| c.peer_cause(false))
             .unwrap_or(Disconnect::ConnectionLost(None));
         self.connection_ended(cause, ctx);
     }

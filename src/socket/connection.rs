@@ -8,17 +8,16 @@ use std::task::Poll;
 use std::time::Instant;
 
 use actix::{ActorFuture, Context, SpawnHandle};
-use actix_http::ws::{CloseCode, CloseReason, Message};
+use actix_http::ws::Message;
 use bytes::Bytes;
-use futures_channel::oneshot;
 use futures_util::{Sink, Stream};
 
+use super::closing::Closing;
 use super::connect::WsFramed;
 use super::{Phase, SocketActor};
 use crate::acked::AckedLink;
 use crate::heartbeat::Liveness;
 use crate::reassembly::Reassembler;
-use crate::{CloseReport, Disconnect};
 
 /// Frames read in one go before yielding to the rest of the actor (fairness).
 const READ_BUDGET: usize = 64;
@@ -49,34 +48,6 @@ pub(crate) struct OpenConnection {
     /// Identify-then-wait: the limit on waiting for the server's acceptance; while set, only
     /// the priority queue (identify messages, pings) is written.
     pub(crate) identifying: Option<SpawnHandle>,
-}
-
-/// Open, but on the way out.
-pub(crate) struct Closing {
-    /// Set when the application asked to close.
-    pub(crate) user: Option<UserClose>,
-    /// Set when the peer sent its Close first.
-    pub(crate) peer: Option<Disconnect>,
-    /// Whether our Close frame has been queued.
-    pub(crate) close_queued: bool,
-    /// The deadline for the whole close.
-    pub(crate) deadline: SpawnHandle,
-    /// The Close frame to send.
-    pub(crate) frame: Option<CloseReason>,
-}
-
-impl Closing {
-    /// Whether the outbox is still being written before our Close frame: the application
-    /// asked for a graceful close and the peer has not closed first.
-    fn draining(&self) -> bool {
-        self.peer.is_none() && self.user.as_ref().is_some_and(|u| u.drain)
-    }
-}
-
-/// An application's close request.
-pub(crate) struct UserClose {
-    pub(crate) drain: bool,
-    pub(crate) responders: Vec<oneshot::Sender<CloseReport>>,
 }
 
 impl OpenConnection {
@@ -130,10 +101,7 @@ impl OpenConnection {
         if self.identifying.is_some() {
             return false; // identify, then wait for the server's acceptance
         }
-        match &self.closing {
-            None => true,
-            Some(c) => c.draining() && !c.close_queued,
-        }
+        self.closing.as_ref().is_none_or(Closing::draining)
     }
 }
 
@@ -205,7 +173,7 @@ impl SocketActor {
         let shared = Arc::clone(&self.outbox);
         let mut outbox = shared.lock();
         loop {
-            if conn.closing.as_ref().is_some_and(|c| c.close_queued) {
+            if conn.closing.as_ref().is_some_and(Closing::sent) {
                 break; // nothing may follow our Close frame (RFC 6455 5.5.1)
             }
             let nothing_left =
@@ -255,9 +223,10 @@ impl SocketActor {
                     .as_mut()
                     .and_then(|l| l.next_frame(&mut outbox))
                     .map(Message::Text),
-                Source::Close => conn.closing.as_mut().map(|c| {
-                    c.close_queued = true;
-                    Message::Close(c.frame.take().or(Some(CloseCode::Normal.into())))
+                Source::Close => conn.closing.take().map(|closing| {
+                    let (closing, frame) = closing.write();
+                    conn.closing = Some(closing);
+                    frame
                 }),
             };
             let Some(message) = message else { break };
@@ -297,7 +266,5 @@ enum Source {
 /// Whether it is time to write our Close frame: closing, not yet written, and (when draining)
 /// nothing is left to deliver.
 fn close_due(conn: &OpenConnection, nothing_left: bool) -> bool {
-    conn.closing
-        .as_ref()
-        .is_some_and(|c| !c.close_queued && (nothing_left || !c.draining()))
+    conn.closing.as_ref().is_some_and(|c| c.due(nothing_left))
 }

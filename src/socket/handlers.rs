@@ -3,7 +3,7 @@
 use actix::{AsyncContext, Context, Handler, ResponseFuture};
 use futures_channel::oneshot;
 
-use super::connection::{Closing, UserClose};
+use super::closing::{Closing, UserClose};
 use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
@@ -166,29 +166,16 @@ impl Handler<Close> for SocketActor {
         self.outbox.close();
         let (tx, rx) = oneshot::channel();
         match &mut conn.closing {
-            Some(closing) => match &mut closing.user {
-                Some(user) => user.responders.push(tx),
-                None => {
-                    closing.user = Some(UserClose {
-                        drain: false,
-                        responders: vec![tx],
-                    })
-                }
-            },
+            Some(closing) => closing.user_asks(tx),
             None => {
                 let id = conn.id;
                 let timeout = close.timeout.unwrap_or(self.config.close_timeout);
                 let deadline = ctx.run_later(timeout, move |act, ctx| act.close_deadline(id, ctx));
-                conn.closing = Some(Closing {
-                    user: Some(UserClose {
-                        drain: close.drain,
-                        responders: vec![tx],
-                    }),
-                    peer: None,
-                    close_queued: false,
-                    deadline,
-                    frame: None,
-                });
+                let user = UserClose {
+                    drain: close.drain,
+                    responders: vec![tx],
+                };
+                conn.closing = Some(Closing::by_user(user, deadline));
                 self.outbox.waker.wake();
             }
         }
