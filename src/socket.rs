@@ -72,8 +72,6 @@ pub struct SocketActor {
     counters: Counters,
     rng: SplitMix64,
     next_connection_id: u64,
-    /// A streak of connect failures is logged at `warn` once, then at `debug`.
-    failure_logged: bool,
     /// Set when a supervisor owns this socket: it stops on Closed and reports its end.
     supervision: Option<Owner>,
     /// Acked mode's state (sequence numbers, messages in flight); it outlives connections.
@@ -111,6 +109,8 @@ enum Phase {
     Connecting {
         attempt: u32,
         task: SpawnHandle,
+        /// This streak of failures has been logged at `warn` (the rest go to `debug`).
+        warned: bool,
     },
     Open(Box<OpenConnection>),
     Backoff {
@@ -118,6 +118,8 @@ enum Phase {
         until: Instant,
         cause: Disconnect,
         timer: SpawnHandle,
+        /// As in Connecting: the streak goes on across the wait.
+        warned: bool,
     },
     Closed {
         reason: CloseReason,
@@ -179,7 +181,6 @@ impl SocketActor {
             counters: Counters::default(),
             rng,
             next_connection_id: 0,
-            failure_logged: false,
             supervision: None,
         }
     }
@@ -433,13 +434,29 @@ impl SocketActor {
         }
     }
 
+    /// Whether the current streak of connect failures has been logged at `warn`.
+    fn warned(&self) -> bool {
+        match &self.phase {
+            Phase::Connecting { warned, .. } | Phase::Backoff { warned, .. } => *warned,
+            _ => false,
+        }
+    }
+
     fn enter_connecting(&mut self, attempt: u32, ctx: &mut Context<Self>) {
+        let warned = self.warned();
         let config = Arc::clone(&self.config);
         let connecting = wrap_future::<_, Self>(async move { connect::connect(&config).await });
         let task = ctx.spawn(
             connecting.map(move |result, act, ctx| act.connect_finished(attempt, result, ctx)),
         );
-        self.set_phase(Phase::Connecting { attempt, task }, ctx);
+        self.set_phase(
+            Phase::Connecting {
+                attempt,
+                task,
+                warned,
+            },
+            ctx,
+        );
     }
 
     fn connect_finished(
@@ -459,7 +476,7 @@ impl SocketActor {
             }
             Err(error) => {
                 self.counters.connect_failures += 1;
-                if self.failure_logged || self.supervision.is_some() {
+                if self.warned() || self.supervision.is_some() {
                     // (A supervisor summarises its sockets' outages.)
                     debug!(
                         "resocket {}: attempt {attempt} failed: {error}",
@@ -470,7 +487,9 @@ impl SocketActor {
                         "resocket {}: connect failed: {error}",
                         self.config.shown_url
                     );
-                    self.failure_logged = true;
+                    if let Phase::Connecting { warned, .. } = &mut self.phase {
+                        *warned = true;
+                    }
                 }
                 self.subscribers.error(&error);
                 let retryable = connect::is_retryable(&error, &self.config);
@@ -494,12 +513,11 @@ impl SocketActor {
         if self.counters.connects > 1 {
             self.counters.reconnects += 1;
         }
-        if self.failure_logged {
+        if self.warned() {
             log::info!(
                 "resocket {}: connected after {attempt} attempts",
                 self.config.shown_url
             );
-            self.failure_logged = false;
         }
         let mut conn = OpenConnection::new(id, attempt, framed, self.config.max_message);
         match &mut self.acked {
@@ -618,6 +636,7 @@ impl SocketActor {
         cause: Disconnect,
         ctx: &mut Context<Self>,
     ) {
+        let warned = self.warned();
         let timer = ctx.run_later(delay, move |act, ctx| {
             act.decide(Event::BackoffElapsed, ctx)
         });
@@ -627,6 +646,7 @@ impl SocketActor {
                 until: Instant::now() + delay,
                 cause,
                 timer,
+                warned,
             },
             ctx,
         );

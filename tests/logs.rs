@@ -137,3 +137,43 @@ async fn a_socket_stopped_while_down_leaves_the_outage_and_the_all_clear_still_c
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn an_outage_of_one_socket_is_one_warning_and_one_all_clear_two_streaks_two() {
+    capture_logs();
+    let (mut server, socket, watch) = common::disconnected(fast).await;
+    let url = server.url();
+    let mine = |level: log::Level, text: &str| {
+        lines(level)
+            .iter()
+            .filter(|l| l.contains(url.as_str()) && l.contains(text))
+            .count()
+    };
+    for streak in 1..=2 {
+        // Several failed attempts in a row (the backoff carries the streak between them).
+        let failures = socket
+            .send(resocket::GetStatus)
+            .await
+            .unwrap()
+            .counters
+            .connect_failures;
+        common::wait_status(&socket, "three more failed attempts", |s| {
+            s.counters.connect_failures >= failures + 3
+        })
+        .await;
+        server.restart().await;
+        watch.wait_opens(streak + 1).await;
+        wait_for("the all-clear", DEADLINE, || {
+            mine(log::Level::Info, "connected after") == streak
+        })
+        .await;
+        assert_eq!(
+            mine(log::Level::Warn, "connect failed"),
+            streak,
+            "one warning a streak"
+        );
+        if streak == 1 {
+            server.stop().await;
+        }
+    }
+}
