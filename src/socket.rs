@@ -8,6 +8,7 @@
 mod closing;
 mod connect;
 mod connection;
+mod deliveries;
 mod handlers;
 mod machine;
 pub(crate) mod owner;
@@ -76,10 +77,8 @@ pub struct SocketActor {
     supervision: Option<Owner>,
     /// Acked mode's state (sequence numbers, messages in flight); it outlives connections.
     acked: Option<AckedLink>,
-    /// Deliveries waiting for room in a full subscriber mailbox; reading pauses while any do.
-    deliveries_waiting: usize,
-    /// Whether a lagging subscriber has been reported and not yet caught up.
-    lagging: bool,
+    /// The slow-subscriber policy's bookkeeping (it outlives connections).
+    deliveries: deliveries::Deliveries,
     /// A graceful close asked for while not Open: it waits, within its timeout, for the next
     /// Open, then drains and closes.
     close_waiting: Option<WaitingClose>,
@@ -167,8 +166,7 @@ impl SocketActor {
             ping_rtt: None,
             telemetry: None,
             acked,
-            deliveries_waiting: 0,
-            lagging: false,
+            deliveries: deliveries::Deliveries::default(),
             close_waiting: None,
             subscribers,
             outbox: Arc::new(SharedOutbox::new(
@@ -756,7 +754,7 @@ impl SocketActor {
             return;
         }
         let now = Instant::now();
-        if self.deliveries_waiting > 0 {
+        if self.deliveries.paused() {
             // Not reading (a subscriber is slow): the silence is ours, not the peer's.
             conn.liveness.saw_frame(now);
         }
@@ -802,7 +800,7 @@ impl SocketActor {
         if conn.id != id || conn.closing.is_some() {
             return;
         }
-        if self.deliveries_waiting > 0 {
+        if self.deliveries.paused() {
             conn.liveness.saw_frame(Instant::now());
         }
         conn.liveness.saw_bytes(conn.framed.codec_ref().last_read());
@@ -937,23 +935,21 @@ impl SocketActor {
         }
         if dropped > 0 {
             self.counters.lagged += dropped as u64;
-            if !self.lagging {
-                self.lagging = true;
+            if self.deliveries.dropped() {
                 let error = Error::SubscriberLagging { dropped };
                 warn!("resocket {}: {error}", self.config.shown_url);
                 self.subscribers.error(&error);
             }
         } else if waiting.is_empty() {
-            self.lagging = false;
+            self.deliveries.caught_up();
         }
         if !waiting.is_empty() {
             // Stop reading until the slow subscriber has taken the message.
             self.counters.waited += 1;
-            self.deliveries_waiting += 1;
+            self.deliveries.wait();
             let all = futures_util::future::join_all(waiting);
             ctx.spawn(wrap_future::<_, Self>(all).map(|_, act, _ctx| {
-                act.deliveries_waiting -= 1;
-                if act.deliveries_waiting == 0 {
+                if act.deliveries.taken() {
                     act.outbox.waker.wake();
                 }
             }));

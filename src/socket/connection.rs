@@ -122,7 +122,7 @@ impl ActorFuture<SocketActor> for Driver {
         let id = self.id;
         let mut budget = READ_BUDGET;
         // While a slow subscriber holds a delivery, reading waits (TCP backpressure).
-        while act.deliveries_waiting == 0 {
+        while !act.deliveries.paused() {
             let polled = match &mut act.phase {
                 Phase::Open(c) if c.id == id => Pin::new(&mut c.framed).poll_next(task),
                 _ => return Poll::Ready(()),
