@@ -62,6 +62,8 @@ pub(crate) enum Tick {
     /// The peer looks silent past the timeout: read what is already waiting, then
     /// [`recheck`](Liveness::recheck) before deciding.
     Suspect,
+    /// A suspect peer spoke after all (the answer of a [`recheck`](Liveness::recheck)).
+    Alive,
     /// The peer has been silent for this long: drop the connection.
     Dead(Duration),
 }
@@ -125,13 +127,23 @@ impl Liveness {
         }
     }
 
+    /// Takes in what the socket knows before a verdict: the last byte read (`last_read`, a
+    /// frame may still be arriving), and whether it has paused reading for a slow subscriber
+    /// (then the silence is ours, not the peer's).
+    pub(crate) fn observe(&mut self, now: Instant, last_read: Instant, reading_paused: bool) {
+        if reading_paused {
+            self.saw_frame(now);
+        }
+        self.saw_bytes(last_read);
+    }
+
     /// Decide a suspected peer, once waiting data has had its chance to be read.
     pub(crate) fn recheck(&self, now: Instant, timeout: Duration) -> Tick {
         let silent = self.silence(now);
         if silent > timeout {
             Tick::Dead(silent)
         } else {
-            Tick::Ping
+            Tick::Alive
         }
     }
 
@@ -157,7 +169,7 @@ mod tests {
         assert_eq!(l.recheck(t0 + S(15), timeout), Tick::Dead(S(15)));
         // Data that was waiting, read before the recheck, clears the suspicion.
         l.saw_frame(t0 + S(15));
-        assert_eq!(l.recheck(t0 + S(15), timeout), Tick::Ping);
+        assert_eq!(l.recheck(t0 + S(15), timeout), Tick::Alive);
         l.saw_frame(t0 + S(9));
         assert_eq!(l.tick(t0 + S(20), interval, timeout), Tick::Ping);
     }

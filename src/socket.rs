@@ -1,9 +1,11 @@
 //! `SocketActor`: one WebSocket client connection that keeps itself connected.
 //!
-//! The actor is thin glue: the decisions live in pure parts ([`Backoff`](crate::Backoff), the
-//! outbox queue, the heartbeat's liveness check, the reassembler); the actor feeds them events
-//! and carries out what they return. Each state owns its timers and futures (`SpawnHandle`s);
-//! [`SocketActor::set_phase`] is the one place a state is left, and it cancels them.
+//! The actor carries out decisions made by pure parts: the transition function
+//! (`socket/machine.rs`) decides every change of state, including what a heartbeat tick or a
+//! passed deadline means; [`Backoff`](crate::Backoff), the outbox queue, the heartbeat's
+//! liveness check and the reassembler decide the rest. Each state owns its timers and futures
+//! (`SpawnHandle`s); [`SocketActor::set_phase`] is the one place a state is left, and it
+//! cancels them.
 
 mod closing;
 mod connect;
@@ -28,13 +30,13 @@ use log::{debug, warn};
 
 use self::closing::{Closing, UserClose};
 use self::connection::{Driver, OpenConnection};
-use self::machine::{At, Event, Next, Rules};
+use self::machine::{At, Event, Next, Overdue, Rules};
 pub(crate) use self::owner::{Inheritance, Owner};
 use self::owner::{LinkChanged, SocketEnd, SocketEnded};
 use crate::acked::{wire, AckedLink};
 use crate::backoff::SplitMix64;
 use crate::events::SocketId;
-use crate::heartbeat::{Tick, RECHECK_AFTER};
+use crate::heartbeat::RECHECK_AFTER;
 use crate::outbox::Expired;
 use crate::reassembly::Received;
 use crate::sender::{Pushing, SharedOutbox};
@@ -608,6 +610,15 @@ impl SocketActor {
     fn decide(&mut self, event: Event, ctx: &mut Context<Self>) {
         match self.next(event) {
             Next::Stay | Next::Open { .. } => {} // (Open is entered with its connection)
+            Next::Ping => self.ping(),
+            Next::Recheck => self.recheck_later(ctx),
+            Next::End { cause, error } => {
+                if let Some(error) = error {
+                    debug!("resocket {}: {error}", self.config.shown_url);
+                    self.subscribers.error(&error);
+                }
+                self.connection_ended(cause, ctx);
+            }
             Next::Connect { attempt } => self.enter_connecting(attempt, ctx),
             Next::Backoff {
                 attempt,
@@ -750,46 +761,16 @@ impl SocketActor {
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
-        if conn.closing.is_some() {
-            return;
-        }
         let now = Instant::now();
-        if self.deliveries.paused() {
-            // Not reading (a subscriber is slow): the silence is ours, not the peer's.
-            conn.liveness.saw_frame(now);
-        }
-        conn.liveness.saw_bytes(conn.framed.codec_ref().last_read());
-        let (interval, timeout) = (
-            self.config.heartbeat.interval,
-            self.config.heartbeat.timeout,
-        );
-        match conn.liveness.tick(now, interval, timeout) {
-            Tick::Dead(silent) => self.peer_dead(silent, ctx),
-            Tick::Suspect => {
-                // Read what is already waiting (the driver runs meanwhile), then decide.
-                let id = conn.id;
-                ctx.run_later(RECHECK_AFTER, move |act, ctx| {
-                    act.heartbeat_recheck(id, ctx)
-                });
-            }
-            Tick::Ping => {
-                let queued = conn
-                    .priority
-                    .iter()
-                    .any(|m| matches!(m, awc::ws::Message::Ping(_)));
-                if !queued {
-                    // A counter as the payload: the Pong that echoes it gives the round trip.
-                    self.pings += 1;
-                    let payload = bytes::Bytes::copy_from_slice(&self.pings.to_be_bytes());
-                    conn.ping_sent = Some((payload.clone(), Instant::now()));
-                    conn.priority.push_back(awc::ws::Message::Ping(payload));
-                }
-                if let Some(keepalive) = &self.config.keepalive {
-                    conn.queue_once(keepalive.clone().into_frame());
-                }
-                self.outbox.waker.wake();
-            }
-        }
+        let last_read = conn.framed.codec_ref().last_read();
+        conn.liveness
+            .observe(now, last_read, self.deliveries.paused());
+        let heartbeat = self.config.heartbeat;
+        let tick = conn
+            .liveness
+            .tick(now, heartbeat.interval, heartbeat.timeout);
+        let closing = conn.closing.is_some();
+        self.decide(Event::Heartbeat { tick, closing }, ctx);
     }
 
     /// A suspected peer, once what was waiting has had its chance to be read.
@@ -797,29 +778,48 @@ impl SocketActor {
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
-        if conn.id != id || conn.closing.is_some() {
+        if conn.id != id {
             return;
         }
-        if self.deliveries.paused() {
-            conn.liveness.saw_frame(Instant::now());
-        }
-        conn.liveness.saw_bytes(conn.framed.codec_ref().last_read());
-        if let Tick::Dead(silent) = conn
-            .liveness
-            .recheck(Instant::now(), self.config.heartbeat.timeout)
-        {
-            self.peer_dead(silent, ctx);
-        }
+        let now = Instant::now();
+        let last_read = conn.framed.codec_ref().last_read();
+        conn.liveness
+            .observe(now, last_read, self.deliveries.paused());
+        let tick = conn.liveness.recheck(now, self.config.heartbeat.timeout);
+        let closing = conn.closing.is_some();
+        self.decide(Event::Heartbeat { tick, closing }, ctx);
     }
 
-    /// The peer has been silent for `silent`: the connection is dead.
-    fn peer_dead(&mut self, silent: std::time::Duration, ctx: &mut Context<Self>) {
-        debug!(
-            "resocket {}: peer silent for {silent:?}",
-            self.config.shown_url
-        );
-        self.subscribers.error(&Error::HeartbeatTimeout(silent));
-        self.connection_ended(Disconnect::HeartbeatTimeout(silent), ctx);
+    /// Open: queues a Ping (unless one still waits) and the keepalive.
+    fn ping(&mut self) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let queued = conn
+            .priority
+            .iter()
+            .any(|m| matches!(m, awc::ws::Message::Ping(_)));
+        if !queued {
+            // A counter as the payload: the Pong that echoes it gives the round trip.
+            self.pings += 1;
+            let payload = bytes::Bytes::copy_from_slice(&self.pings.to_be_bytes());
+            conn.ping_sent = Some((payload.clone(), Instant::now()));
+            conn.priority.push_back(awc::ws::Message::Ping(payload));
+        }
+        if let Some(keepalive) = &self.config.keepalive {
+            conn.queue_once(keepalive.clone().into_frame());
+        }
+        self.outbox.waker.wake();
+    }
+
+    /// Open: arms the recheck of a suspected peer (the driver reads meanwhile).
+    fn recheck_later(&mut self, ctx: &mut Context<Self>) {
+        if let Phase::Open(conn) = &self.phase {
+            let id = conn.id;
+            ctx.run_later(RECHECK_AFTER, move |act, ctx| {
+                act.heartbeat_recheck(id, ctx)
+            });
+        }
     }
 
     /// One frame (or codec error) from the driver.
@@ -899,11 +899,7 @@ impl SocketActor {
         if conn.id != id || conn.identifying.is_none() {
             return;
         }
-        let error = Error::Handshake(format!(
-            "the server did not accept the identify messages within {timeout:?}"
-        ));
-        self.subscribers.error(&error);
-        self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
+        self.decide(Event::Overdue(Overdue::Identify(timeout)), ctx);
     }
 
     /// Hands a whole text message to the subscribers, or to the request it answers.
@@ -1031,12 +1027,8 @@ impl SocketActor {
         if conn.id != id {
             return;
         }
-        let error = Error::Handshake(format!(
-            "no welcome from the server within {:?}: it does not speak the acked protocol, or its application is still taking this client's earlier messages",
-            self.config.connect_timeout
-        ));
-        self.subscribers.error(&error);
-        self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
+        let timeout = self.config.connect_timeout;
+        self.decide(Event::Overdue(Overdue::Welcome(timeout)), ctx);
     }
 
     /// An inbound message was discarded; the connection goes on.
@@ -1093,15 +1085,8 @@ impl SocketActor {
         if conn.id != id {
             return;
         }
-        let timed_out =
-            Disconnect::ConnectionLost(Some(Error::Connection("close timed out".into())));
-        // A user's close that timed out is not clean; a peer's close just ends as the peer said.
-        let cause = conn
-            .closing
-            .as_ref()
-            .and_then(|c| c.peer_cause(true))
-            .unwrap_or(timed_out);
-        self.connection_ended(cause, ctx);
+        let peer = conn.closing.as_ref().and_then(|c| c.peer_cause(true));
+        self.decide(Event::Overdue(Overdue::Close { peer }), ctx);
     }
 
     /// The peer closed the TCP connection (FIN).

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::backoff::SplitMix64;
+use crate::heartbeat::Tick;
 use crate::{Backoff, CloseReason, Disconnect, Error};
 
 /// Where the socket is (the part of its state that transitions depend on).
@@ -46,16 +47,43 @@ pub(crate) enum Event {
     },
     /// The backoff timer fired.
     BackoffElapsed,
+    /// The heartbeat's verdict on the peer (a tick, or the recheck of a suspect), and whether
+    /// the connection is closing (a close has its own deadline; the heartbeat does not judge).
+    Heartbeat { tick: Tick, closing: bool },
+    /// A deadline of the Open state passed.
+    Overdue(Overdue),
     /// The application asked to close while not Open, without waiting (or its graceful close
     /// waited for an Open in vain).
     CloseNow,
 }
 
-/// The next state, for the actor to enter.
+/// A deadline of the Open state.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Overdue {
+    /// Acked mode: no welcome within the connect timeout.
+    Welcome(Duration),
+    /// Identify-then-wait: the server did not accept the identity within its timeout.
+    Identify(Duration),
+    /// The close handshake outlasted its deadline. `peer`: how the peer's Close said the
+    /// connection ends, when the peer closed first and the application did not ask to close.
+    Close { peer: Option<Disconnect> },
+}
+
+/// The next state, or what to do in this one, for the actor to carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Next {
     /// Nothing changes.
     Stay,
+    /// Open: ping the peer (and send the keepalive).
+    Ping,
+    /// Open: the peer is suspect; read what is waiting, then judge again.
+    Recheck,
+    /// Open: the connection is over for `cause`; `error` goes to the error subscribers. Its
+    /// end is then decided as [`Event::ConnectionEnded`].
+    End {
+        cause: Disconnect,
+        error: Option<Error>,
+    },
     Open {
         attempt: u32,
     },
@@ -132,8 +160,43 @@ pub(crate) fn transition(at: At, event: Event, rules: &Rules, rng: &mut SplitMix
         (At::Backoff { attempt }, Event::BackoffElapsed) => Next::Connect {
             attempt: attempt.saturating_add(1),
         },
+        (At::Open { .. }, Event::Heartbeat { closing: true, .. }) => Next::Stay,
+        (At::Open { .. }, Event::Heartbeat { tick, .. }) => match tick {
+            Tick::Ping => Next::Ping,
+            Tick::Suspect => Next::Recheck,
+            Tick::Alive => Next::Stay,
+            Tick::Dead(silent) => Next::End {
+                cause: Disconnect::HeartbeatTimeout(silent),
+                error: Some(Error::HeartbeatTimeout(silent)),
+            },
+        },
+        (At::Open { .. }, Event::Overdue(overdue)) => overdue_end(overdue),
         // Anything else cannot happen in that state (a late callback of a state already left).
         _ => Next::Stay,
+    }
+}
+
+/// How an Open connection whose deadline passed ends.
+fn overdue_end(overdue: Overdue) -> Next {
+    let lost = |error: Error| Next::End {
+        cause: Disconnect::ConnectionLost(Some(error.clone())),
+        error: Some(error),
+    };
+    match overdue {
+        Overdue::Welcome(timeout) => lost(Error::Handshake(format!(
+            "no welcome from the server within {timeout:?}: it does not speak the acked protocol, or its application is still taking this client's earlier messages"
+        ))),
+        Overdue::Identify(timeout) => lost(Error::Handshake(format!(
+            "the server did not accept the identify messages within {timeout:?}"
+        ))),
+        // A peer's close just ends as the peer said; a user's close that timed out is not
+        // clean.
+        Overdue::Close { peer } => Next::End {
+            cause: peer.unwrap_or_else(|| {
+                Disconnect::ConnectionLost(Some(Error::Connection("close timed out".into())))
+            }),
+            error: None,
+        },
     }
 }
 
@@ -334,6 +397,146 @@ mod tests {
 }
 
 #[cfg(test)]
+mod open_rows {
+    use super::*;
+
+    fn open(event: Event) -> Next {
+        let backoff = Backoff::default();
+        let rules = Rules {
+            backoff: &backoff,
+            fatal_close_codes: &[],
+            reconnect_spread: Duration::ZERO,
+        };
+        transition(
+            At::Open { attempt: 1 },
+            event,
+            &rules,
+            &mut SplitMix64::new(1),
+        )
+    }
+
+    fn tick(tick: Tick) -> Event {
+        Event::Heartbeat {
+            tick,
+            closing: false,
+        }
+    }
+
+    // The README's "heartbeat tick" row: silent past the timeout → the connection ends (and
+    // backs off); else Ping (+ keepalive).
+
+    #[test]
+    fn open_and_a_heartbeat_tick_pings() {
+        assert_eq!(open(tick(Tick::Ping)), Next::Ping);
+    }
+
+    #[test]
+    fn open_and_a_suspect_peer_is_rechecked_before_it_is_judged() {
+        assert_eq!(open(tick(Tick::Suspect)), Next::Recheck);
+        assert_eq!(open(tick(Tick::Alive)), Next::Stay);
+    }
+
+    #[test]
+    fn open_and_a_dead_peer_ends_the_connection_with_a_heartbeat_timeout() {
+        let silent = Duration::from_secs(12);
+        assert_eq!(
+            open(tick(Tick::Dead(silent))),
+            Next::End {
+                cause: Disconnect::HeartbeatTimeout(silent),
+                error: Some(Error::HeartbeatTimeout(silent)),
+            }
+        );
+    }
+
+    #[test]
+    fn open_and_closing_the_heartbeat_does_not_judge() {
+        for tick in [
+            Tick::Ping,
+            Tick::Suspect,
+            Tick::Dead(Duration::from_secs(60)),
+        ] {
+            let event = Event::Heartbeat {
+                tick,
+                closing: true,
+            };
+            assert_eq!(open(event), Next::Stay, "{tick:?}");
+        }
+    }
+
+    #[test]
+    fn open_and_no_welcome_or_no_acceptance_in_time_ends_with_a_handshake_error() {
+        for (overdue, says) in [
+            (
+                Overdue::Welcome(Duration::from_secs(5)),
+                "no welcome from the server within 5s",
+            ),
+            (
+                Overdue::Identify(Duration::from_secs(2)),
+                "did not accept the identify messages within 2s",
+            ),
+        ] {
+            let Next::End {
+                cause: Disconnect::ConnectionLost(Some(Error::Handshake(cause))),
+                error: Some(Error::Handshake(error)),
+            } = open(Event::Overdue(overdue))
+            else {
+                panic!("not a handshake error");
+            };
+            assert!(cause.contains(says) && error == cause, "{cause}");
+        }
+    }
+
+    #[test]
+    fn open_and_a_close_past_its_deadline_ends_as_the_peer_said_or_as_timed_out() {
+        let peer = Disconnect::PeerClosed {
+            code: Some(1001),
+            description: None,
+        };
+        assert_eq!(
+            open(Event::Overdue(Overdue::Close {
+                peer: Some(peer.clone())
+            })),
+            Next::End {
+                cause: peer,
+                error: None
+            }
+        );
+        assert!(matches!(
+            open(Event::Overdue(Overdue::Close { peer: None })),
+            Next::End {
+                cause: Disconnect::ConnectionLost(Some(Error::Connection(e))),
+                error: None,
+            } if e == "close timed out"
+        ));
+    }
+
+    #[test]
+    fn heartbeats_and_deadlines_outside_open_change_nothing() {
+        let backoff = Backoff::default();
+        let rules = Rules {
+            backoff: &backoff,
+            fatal_close_codes: &[],
+            reconnect_spread: Duration::ZERO,
+        };
+        for at in [
+            At::Inactive,
+            At::Connecting { attempt: 1 },
+            At::Backoff { attempt: 1 },
+            At::Closed,
+        ] {
+            for event in [
+                tick(Tick::Dead(Duration::from_secs(60))),
+                tick(Tick::Ping),
+                Event::Overdue(Overdue::Close { peer: None }),
+            ] {
+                let next = transition(at, event, &rules, &mut SplitMix64::new(1));
+                assert_eq!(next, Next::Stay, "{at:?}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -360,13 +563,23 @@ mod properties {
             ),
             5 => Just(Event::BackoffElapsed),
             1 => Just(Event::CloseNow),
+            5 => (0usize..4, any::<bool>()).prop_map(|(tick, closing)| Event::Heartbeat {
+                tick: [Tick::Ping, Tick::Suspect, Tick::Alive, Tick::Dead(Duration::from_secs(3))][tick],
+                closing,
+            }),
+            2 => (0usize..3).prop_map(|which| Event::Overdue(match which {
+                0 => Overdue::Welcome(Duration::from_secs(1)),
+                1 => Overdue::Identify(Duration::from_secs(1)),
+                _ => Overdue::Close { peer: None },
+            })),
         ]
     }
 
     /// Where `next` leaves a socket at `at`.
     fn apply(at: At, next: &Next) -> At {
         match next {
-            Next::Stay => at,
+            // (An End is followed by the ConnectionEnded the actor then decides.)
+            Next::Stay | Next::Ping | Next::Recheck | Next::End { .. } => at,
             Next::Open { attempt } => At::Open { attempt: *attempt },
             Next::Connect { attempt } => At::Connecting { attempt: *attempt },
             Next::Backoff { attempt, .. } => At::Backoff { attempt: *attempt },
@@ -393,6 +606,7 @@ mod properties {
             let mut at = At::Connecting { attempt: 1 };
             for event in events {
                 let stable_end = matches!(event, Event::ConnectionEnded { stable: true, .. });
+                let closing_tick = matches!(event, Event::Heartbeat { closing: true, .. });
                 let next = transition(at, event, &rules, &mut rng);
                 if at == At::Closed {
                     prop_assert_eq!(&next, &Next::Stay, "Closed is final");
@@ -413,6 +627,12 @@ mod properties {
                         prop_assert!(*delay <= Duration::from_secs(1));
                     }
                     (_, Next::Backoff { .. }) => prop_assert!(false, "backoff from {:?}", at),
+                    (At::Open { .. }, Next::Ping | Next::Recheck | Next::End { .. }) => {
+                        prop_assert!(!closing_tick, "the heartbeat does not judge a close")
+                    }
+                    (_, Next::Ping | Next::Recheck | Next::End { .. }) => {
+                        prop_assert!(false, "{:?} outside Open (at {:?})", next, at)
+                    }
                     // (A lost stable connection counts as failure 1, so the attempt after it is
                     // number 2: the count can reach the limit + 1 once.)
                     (_, Next::Closed(CloseReason::GaveUp { attempts, .. })) => {
