@@ -34,14 +34,18 @@ mod payload_guard;
 mod rate_limit;
 
 use self::rate_limit::RateLimit;
+use crate::heartbeat::{Liveness, Tick, RECHECK_AFTER};
+use crate::reassembly::{Reassembler, Received};
 
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Handler, Message, Recipient, StreamHandler};
+use actix_http::ws::Frame;
+#[cfg(feature = "fault-injection")]
 use actix_http::ws::Item;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 
 #[cfg(feature = "fault-injection")]
@@ -80,15 +84,21 @@ pub struct ServerConfig {
     pub max_write_backlog: usize,
 }
 
+impl ServerConfig {
+    /// The default [`max_write_backlog`](ServerConfig::max_write_backlog): 16 MiB.
+    pub const DEFAULT_MAX_WRITE_BACKLOG: usize = 16 * 1024 * 1024;
+}
+
 impl Default for ServerConfig {
+    /// The client's defaults where both sides have the setting (heartbeat, message size).
     fn default() -> Self {
         ServerConfig {
-            heartbeat_interval: Duration::from_secs(5),
-            heartbeat_timeout: Duration::from_secs(10),
-            max_message: 16 * 1024 * 1024,
+            heartbeat_interval: crate::Heartbeat::DEFAULT_INTERVAL,
+            heartbeat_timeout: crate::Heartbeat::DEFAULT_TIMEOUT,
+            max_message: crate::SocketConfig::DEFAULT_MAX_MESSAGE,
             allowed_origins: None,
             max_messages_per_second: None,
-            max_write_backlog: 16 * 1024 * 1024,
+            max_write_backlog: Self::DEFAULT_MAX_WRITE_BACKLOG,
         }
     }
 }
@@ -312,11 +322,11 @@ pub fn accept<H: SessionHandler>(
         frames: 0,
         handler,
         config,
-        last_seen: Instant::now(),
+        liveness: Liveness::new(Instant::now()),
         silent: false,
         client_closed: false,
         ended: false,
-        partial: None,
+        reassembler: Reassembler::new(max_message),
         session: None,
         close_code: None,
         rate,
@@ -357,10 +367,11 @@ struct SessionActor<H: SessionHandler> {
     frames: u64,
     handler: H,
     config: ServerConfig,
-    last_seen: Instant,
+    /// When the client last spoke (the client's dead-peer check, with its stall tolerance).
+    liveness: Liveness,
     silent: bool,
-    /// A fragmented message being joined: (is text, bytes so far).
-    partial: Option<(bool, BytesMut)>,
+    /// Joins fragments under `max_message` and checks text (the client's reassembler).
+    reassembler: Reassembler,
     session: Option<Session>,
     /// The client's close code, reported once the session stops.
     close_code: Option<u16>,
@@ -384,23 +395,21 @@ impl<H: SessionHandler> SessionActor<H> {
         self.session.clone()
     }
 
-    fn whole(&mut self, text: bool, data: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
-        let Some(session) = self.session() else {
-            return;
-        };
-        if text {
-            match std::str::from_utf8(&data) {
-                Ok(t) => self.handler.text(&session, t),
-                Err(_) => {
-                    ctx.close(Some(ws::CloseReason {
-                        code: ws::CloseCode::Invalid,
-                        description: Some("text message is not UTF-8".into()),
-                    }));
-                    ctx.stop();
-                }
-            }
-        } else {
-            self.handler.binary(&session, data);
+    /// Ends the session with a Close frame saying `code` and why.
+    fn refuse(&mut self, code: u16, description: String, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code),
+            description: Some(description),
+        }));
+        ctx.stop();
+    }
+
+    /// A suspected client, once what was waiting has had its chance to be read.
+    fn recheck(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let timeout = self.config.heartbeat_timeout;
+        if let Tick::Dead(silent) = self.liveness.recheck(Instant::now(), timeout) {
+            log::debug!("resocket server session {}: silent for {silent:?}", self.id);
+            ctx.stop();
         }
     }
 }
@@ -421,10 +430,17 @@ impl<H: SessionHandler> Actor for SessionActor<H> {
                 .dropped
                 .load(std::sync::atomic::Ordering::Acquire)
                 > 0;
-            if act.last_seen.elapsed() > act.config.heartbeat_timeout || backlog_full {
-                ctx.stop();
-            } else if !act.silent {
-                ctx.ping(b"");
+            if backlog_full {
+                return ctx.stop();
+            }
+            let (interval, timeout) = (act.config.heartbeat_interval, act.config.heartbeat_timeout);
+            match act.liveness.tick(Instant::now(), interval, timeout) {
+                Tick::Suspect => {
+                    ctx.run_later(RECHECK_AFTER, |act, ctx| act.recheck(ctx));
+                }
+                Tick::Dead(_) => ctx.stop(),
+                Tick::Ping | Tick::Alive if !act.silent => ctx.ping(b""),
+                Tick::Ping | Tick::Alive => {}
             }
         });
         self.handler.opened(&session);
@@ -448,7 +464,7 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
             // (Nothing after a client's Close is data: RFC 6455 5.5.1.)
             return;
         }
-        self.last_seen = Instant::now();
+        self.liveness.saw_frame(Instant::now());
         let msg = match msg {
             Ok(msg) => {
                 if let Some((frame, code)) = payload_guard::refused_frame(&self.refused) {
@@ -495,46 +511,35 @@ impl<H: SessionHandler> StreamHandler<Result<ws::Message, ws::ProtocolError>> fo
                 }
             }
         }
-        match msg {
-            ws::Message::Ping(p) => ctx.pong(&p),
-            ws::Message::Pong(_) => {
-                if let Some(session) = self.session() {
-                    self.handler.pong(&session);
-                }
+        let frame = match msg {
+            ws::Message::Text(text) => Frame::Text(text.into_bytes()),
+            ws::Message::Binary(data) => Frame::Binary(data),
+            ws::Message::Continuation(item) => Frame::Continuation(item),
+            ws::Message::Ping(payload) => Frame::Ping(payload),
+            ws::Message::Pong(payload) => Frame::Pong(payload),
+            ws::Message::Close(reason) => Frame::Close(reason),
+            ws::Message::Nop => return,
+        };
+        let received = match self.reassembler.frame(frame) {
+            Ok(Some(received)) => received,
+            Ok(None) => return, // a fragment
+            Err(crate::Error::MessageTooLarge { limit }) => {
+                return self.refuse(1009, format!("message larger than {limit} bytes"), ctx)
             }
-            ws::Message::Nop => {}
-            ws::Message::Text(t) => {
-                if let Some(session) = self.session() {
-                    self.handler.text(&session, &t);
-                }
+            Err(crate::Error::InvalidUtf8) => {
+                return self.refuse(1007, "text message is not UTF-8".into(), ctx)
             }
-            ws::Message::Binary(b) => self.whole(false, b, ctx),
-            ws::Message::Continuation(item) => {
-                let (first, data, last) = match item {
-                    Item::FirstText(d) => (Some(true), d, false),
-                    Item::FirstBinary(d) => (Some(false), d, false),
-                    Item::Continue(d) => (None, d, false),
-                    Item::Last(d) => (None, d, true),
-                };
-                if let Some(text) = first {
-                    self.partial = Some((text, BytesMut::new()));
-                }
-                let Some((_, buf)) = self.partial.as_mut() else {
-                    return;
-                };
-                if buf.len() + data.len() > self.config.max_message {
-                    ctx.close(Some(ws::CloseCode::Size.into()));
-                    ctx.stop();
-                    return;
-                }
-                buf.extend_from_slice(&data);
-                if last {
-                    if let Some((text, buf)) = self.partial.take() {
-                        self.whole(text, buf.freeze(), ctx);
-                    }
-                }
-            }
-            ws::Message::Close(reason) => {
+            Err(other) => return self.refuse(1002, other.to_string(), ctx),
+        };
+        let Some(session) = self.session() else {
+            return;
+        };
+        match received {
+            Received::Ping(p) => ctx.pong(&p),
+            Received::Pong(_) => self.handler.pong(&session),
+            Received::Text(text) => self.handler.text(&session, &text),
+            Received::Binary(data) => self.handler.binary(&session, data),
+            Received::Close(reason) => {
                 self.client_closed = true;
                 self.close_code = reason.as_ref().map(|r| u16::from(r.code));
                 // The session is over for the handler now (a client that closes and stops

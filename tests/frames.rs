@@ -206,3 +206,77 @@ async fn a_server_session_refuses_a_huge_frame_at_its_header_with_1009() {
     assert_eq!(code, Some(1009));
     assert!(server.received().is_empty());
 }
+
+/// A masked client frame (mask key 0, so the payload is sent as it is).
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![first];
+    match payload.len() {
+        n if n < 126 => bytes.push(0x80 | n as u8),
+        n => {
+            bytes.push(0x80 | 126);
+            bytes.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// The server session joins fragments with the client's reassembler: a whole message reaches
+/// the handler; fragments whose join is not UTF-8 end the session with 1007, fragments over
+/// `max_message` together (each one under it) with 1009, and neither reaches the handler.
+#[actix_rt::test]
+async fn a_server_session_joins_fragments_and_refuses_bad_or_oversized_joins() {
+    let server = TestServer::start_with(ServerConfig {
+        max_message: 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.addr;
+    let cases: [(&str, Vec<Vec<u8>>, Option<u16>); 3] = [
+        (
+            "whole",
+            vec![
+                client_frame(TEXT, b"frag"),
+                client_frame(FIN | CONTINUATION, b"mented"),
+            ],
+            None,
+        ),
+        (
+            "not UTF-8",
+            // "é" is 0xC3 0xA9: its first byte, then a byte that cannot follow it.
+            vec![
+                client_frame(TEXT, &[b'a', 0xC3]),
+                client_frame(FIN | CONTINUATION, b"("),
+            ],
+            Some(1007),
+        ),
+        (
+            "oversized",
+            vec![
+                client_frame(TEXT, &[b'x'; 600]),
+                client_frame(FIN | CONTINUATION, &[b'y'; 600]),
+            ],
+            Some(1009),
+        ),
+    ];
+    for (what, frames, expected) in cases {
+        let code = actix_rt::task::spawn_blocking(move || {
+            let mut stream = common::raw_server::raw_upgrade(addr, "/ws");
+            for frame in frames {
+                stream.write_all(&frame).unwrap();
+            }
+            if expected.is_none() {
+                // Ask for the close ourselves once the message is in.
+                stream
+                    .write_all(&client_frame(FIN | 0x8, &1000u16.to_be_bytes()))
+                    .unwrap();
+            }
+            common::raw_server::read_close_code(&mut stream)
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, expected.or(Some(1000)), "{what}");
+    }
+    assert_eq!(server.received(), vec!["fragmented".to_string()]);
+}
