@@ -222,6 +222,9 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// What a case sends, and the close code it expects (None: the message is taken).
+type Case = (&'static str, Vec<Vec<u8>>, Option<u16>);
+
 /// The server session joins fragments with the client's reassembler: a whole message reaches
 /// the handler; fragments whose join is not UTF-8 end the session with 1007, fragments over
 /// `max_message` together (each one under it) with 1009, and neither reaches the handler.
@@ -233,7 +236,7 @@ async fn a_server_session_joins_fragments_and_refuses_bad_or_oversized_joins() {
     })
     .await;
     let addr = server.addr;
-    let cases: [(&str, Vec<Vec<u8>>, Option<u16>); 3] = [
+    let cases: [Case; 3] = [
         (
             "whole",
             vec![
