@@ -136,7 +136,9 @@ impl Default for Backoff {
     }
 }
 
-/// A source of random numbers for jitter; inject a seeded one to make delays reproducible.
+/// A source of random numbers for [`Backoff::delay`] and [`Backoff::spread`], to compute
+/// delays outside a socket (a simulation, a capacity plan, a test). A socket draws its own
+/// from a [`SplitMix64`]; `SocketConfigBuilder::jitter_seed` seeds it for reproducible delays.
 pub trait RandomSource {
     /// The next uniformly distributed 64-bit number.
     fn next_u64(&mut self) -> u64;

@@ -1,12 +1,17 @@
 //! The one error type of the crate.
 
+mod cause;
+
 use std::fmt;
 use std::time::Duration;
+
+pub use self::cause::Cause;
 
 /// Everything that can go wrong with a socket, each variant saying what the caller should do.
 ///
 /// Errors are plain data (`Clone + Send + Sync`): they travel inside state changes and events to
-/// subscribers on other threads. Errors from awc are kept as their message.
+/// subscribers on other threads. Errors from awc, rustls and serde_json are kept as a
+/// [`Cause`]: their message, and the error itself as [`source`](std::error::Error::source).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -20,7 +25,7 @@ pub enum Error {
     },
     /// The TCP connection (or DNS lookup) failed: refused, unreachable, reset, too many open
     /// files. Retried with backoff.
-    Connect(String),
+    Connect(Cause),
     /// Connecting (TCP and handshake) took longer than the configured connect timeout. Retried.
     ConnectTimeout(Duration),
     /// The server answered the upgrade request with this HTTP status instead of 101.
@@ -33,7 +38,7 @@ pub enum Error {
     Handshake(String),
     /// The TLS handshake failed (a certificate that does not verify, a protocol mismatch).
     /// Fatal: retrying cannot fix a certificate; fix the trust store or the server.
-    Tls(String),
+    Tls(Cause),
     /// The server chose a subprotocol that was not offered. Fatal.
     Subprotocol {
         /// What the client offered.
@@ -42,7 +47,7 @@ pub enum Error {
         chosen: String,
     },
     /// The open connection failed (I/O or protocol error). The socket reconnects.
-    Connection(String),
+    Connection(Cause),
     /// No frame arrived from the peer for this long: the peer is dead or the path half-open.
     /// The socket reconnects.
     HeartbeatTimeout(Duration),
@@ -58,12 +63,12 @@ pub enum Error {
     /// discarded (raw text subscribers still got it); the connection stays up.
     Decode {
         /// The serde_json error (of the last subscriber type tried).
-        error: String,
+        error: Cause,
         /// The start of the offending message (at most 120 bytes).
         text: String,
     },
     /// A message could not be serialized to JSON. Nothing was sent.
-    Encode(String),
+    Encode(Cause),
     /// The outbox is full (policy `Reject`): the message is handed back with this error. Wait for
     /// the socket to drain (state Open) or raise the limits.
     OutboxFull {
@@ -302,4 +307,16 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// The underlying error of a [`Cause`], where there is one.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(cause)
+            | Error::Tls(cause)
+            | Error::Connection(cause)
+            | Error::Encode(cause)
+            | Error::Decode { error: cause, .. } => cause.source(),
+            _ => None,
+        }
+    }
+}

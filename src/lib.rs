@@ -99,7 +99,7 @@ pub use config::{
     SocketConfigBuilder,
 };
 pub use delivery::Delivery;
-pub use error::Error;
+pub use error::{Cause, Error};
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 pub use heartbeat::Heartbeat;
 pub use messages::{

@@ -29,7 +29,7 @@ impl Outgoing {
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
         serde_json::to_string(value)
             .map(|s| Outgoing::Text(s.into()))
-            .map_err(|e| Error::Encode(e.to_string()))
+            .map_err(|e| Error::Encode(crate::Cause::from_error(e)))
     }
 
     /// The payload size in bytes.

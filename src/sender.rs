@@ -348,18 +348,17 @@ impl Sender {
         result
     }
 
-    /// [`send_wait`](Self::send_wait) for `value` serialized with serde_json.
-    pub async fn json_wait<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
-        match Outgoing::json(value) {
-            Ok(message) => self.send_wait(message).await,
-            Err(error) => Err(SendError {
-                error,
-                message: Outgoing::Text(bytestring::ByteString::new()),
-            }),
-        }
+    /// [`send_wait`](Self::send_wait) for `value` serialized with serde_json. Like
+    /// [`json`](Self::json), it returns the [`Error`] alone ([`Error::Encode`] included): the
+    /// caller still has `value`.
+    pub async fn json_wait<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let message = Outgoing::json(value)?;
+        self.send_wait(message).await.map_err(|e| e.error)
     }
 
-    /// Queues `value` serialized with serde_json. On refusal the caller still has `value`.
+    /// Queues `value` serialized with serde_json. The methods that take a message hand it back
+    /// inside a [`SendError`]; this one borrows `value`, so it returns the [`Error`] alone
+    /// ([`Error::Encode`] when `value` cannot be serialized, or why it was refused).
     pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         self.send(Outgoing::json(value)?).map_err(|e| e.error)
     }

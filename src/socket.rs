@@ -839,7 +839,7 @@ impl SocketActor {
                     .map_or(Ok(None), Err)
             }
             Err(FrameError::Protocol(e)) => {
-                let error = Error::Connection(e.to_string());
+                let error = Error::Connection(crate::Cause::from_error(e));
                 self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
                 return;
             }
@@ -1103,7 +1103,7 @@ impl SocketActor {
     }
 
     fn write_failed(&mut self, error: String, ctx: &mut Context<Self>) {
-        let error = Error::Connection(error);
+        let error = Error::Connection(error.into());
         self.connection_ended(Disconnect::ConnectionLost(Some(error)), ctx);
     }
 }

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::events::SocketId;
+use crate::Cause;
 use crate::{Error, ErrorOccurred, Inbound, InboundBinary, InboundText, StateChanged};
 
 /// What the socket does when a subscriber's mailbox is full (actix's default capacity is 16
@@ -123,7 +124,7 @@ pub(crate) trait TypedSubscriber: Send {
         socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
-    ) -> Result<(), String>;
+    ) -> Result<(), Cause>;
     /// The same from a value parsed once for all subscribers.
     fn deliver_value(
         &self,
@@ -131,7 +132,7 @@ pub(crate) trait TypedSubscriber: Send {
         socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
-    ) -> Result<(), String>;
+    ) -> Result<(), Cause>;
     fn connected(&self) -> bool;
     fn clone_box(&self) -> Box<dyn TypedSubscriber>;
     fn type_name(&self) -> &'static str;
@@ -161,8 +162,8 @@ where
         socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
-    ) -> Result<(), String> {
-        let value = serde_json::from_str::<T>(text).map_err(|e| e.to_string())?;
+    ) -> Result<(), Cause> {
+        let value = serde_json::from_str::<T>(text).map_err(Cause::from_error)?;
         offer(&self.recipient, Inbound(value, socket.clone()), policy, out);
         Ok(())
     }
@@ -173,8 +174,8 @@ where
         socket: &SocketId,
         policy: SlowSubscriber,
         out: &mut Outcome,
-    ) -> Result<(), String> {
-        let value = T::deserialize(value).map_err(|e| e.to_string())?;
+    ) -> Result<(), Cause> {
+        let value = T::deserialize(value).map_err(Cause::from_error)?;
         offer(&self.recipient, Inbound(value, socket.clone()), policy, out);
         Ok(())
     }
@@ -233,7 +234,7 @@ impl Subscribers {
                 Err(e) => last_error = Some(e),
             },
             _ => match serde_json::from_str::<Value>(&text) {
-                Err(e) => last_error = Some(e.to_string()),
+                Err(e) => last_error = Some(Cause::from_error(e)),
                 Ok(value) => {
                     for t in &self.typed {
                         match t.deliver_value(&value, &self.socket, policy, &mut out) {
@@ -311,7 +312,7 @@ impl Subscribers {
     }
 }
 
-fn decode_error(error: String, text: &str) -> Error {
+fn decode_error(error: Cause, text: &str) -> Error {
     let mut end = text.len().min(120);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -107,12 +107,12 @@ pub(crate) fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<Err
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(Error::Tls(tls.to_string()));
+            return Some(Error::Tls(crate::Cause::from_error(tls.clone())));
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref() {
                 if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(Error::Tls(tls.to_string()));
+                    return Some(Error::Tls(crate::Cause::from_error(tls.clone())));
                 }
             }
         }

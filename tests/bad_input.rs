@@ -69,6 +69,11 @@ async fn malformed_json_is_reported_and_the_connection_stays_up() {
         unreachable!()
     };
     assert_eq!(text, r#"{"symbol": "ABC", "price": "#);
+    // serde_json's own error is the source (its line, column and category).
+    let json = std::error::Error::source(&errors[0])
+        .and_then(|s| s.downcast_ref::<serde_json::Error>())
+        .expect("serde_json's error as the source");
+    assert!(json.is_eof(), "{json}");
     still_delivering(&server, &watch).await;
     // Raw text subscribers got the malformed messages all the same.
     assert_eq!(watch.texts().len(), 3);

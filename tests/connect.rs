@@ -165,6 +165,19 @@ async fn refused_connection_backs_off_and_connects_once_the_server_is_back() {
             >= 2
     })
     .await;
+    // The refusal's I/O error is the error's source: a caller can tell refused from
+    // unreachable or out of file descriptors without parsing text.
+    let refused = watch
+        .errors()
+        .into_iter()
+        .find(|e| matches!(e, Error::Connect(_)))
+        .expect("a connect error");
+    let io = std::error::Error::source(&refused).and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        io.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
     server.restart().await;
     watch.wait_opens(1).await;
     let status = socket.send(GetStatus).await.unwrap();

@@ -80,7 +80,7 @@ impl FromClient {
     /// Decodes the message into `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_str(&self.text).map_err(|e| Error::Decode {
-            error: e.to_string(),
+            error: crate::Cause::from_error(e),
             text: self.text.chars().take(120).collect(),
         })
     }
@@ -105,7 +105,8 @@ impl ToClient {
     ) -> Result<Self, Error> {
         Ok(ToClient {
             client: client.into(),
-            text: serde_json::to_string(value).map_err(|e| Error::Encode(e.to_string()))?,
+            text: serde_json::to_string(value)
+                .map_err(|e| Error::Encode(crate::Cause::from_error(e)))?,
         })
     }
 }

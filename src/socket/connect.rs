@@ -170,7 +170,7 @@ fn classify(error: WsClientError) -> Error {
         | WsClientError::InvalidChallengeResponse(..) => Error::Handshake(format!(
             "{error}: the server did not accept a WebSocket upgrade"
         )),
-        WsClientError::Protocol(e) => Error::Connection(e.to_string()),
+        WsClientError::Protocol(e) => Error::Connection(crate::Cause::from_error(e)),
         WsClientError::SendRequest(e) => {
             #[cfg(feature = "rustls")]
             if let awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(io)) = &e {
@@ -178,7 +178,16 @@ fn classify(error: WsClientError) -> Error {
                     return tls;
                 }
             }
-            Error::Connect(e.to_string())
+            let text = e.to_string();
+            match e {
+                // The I/O error's kind (refused, unreachable, too many open files) for
+                // `source()`; awc's other errors are not `Send`, so only their text is kept.
+                awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(io)) => {
+                    let io = std::io::Error::new(io.kind(), io.to_string());
+                    Error::Connect(crate::Cause::with_source(text, io))
+                }
+                _ => Error::Connect(text.into()),
+            }
         }
     }
 }

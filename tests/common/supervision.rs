@@ -73,7 +73,7 @@ pub fn request_in_background(socket: &Addr<SocketActor>, request: Request) -> An
     actix_rt::spawn(async move {
         let reply = socket.send(request).await.unwrap_or_else(|e| {
             Err(SendError {
-                error: Error::Connection(format!("mailbox: {e}")),
+                error: Error::Connection(format!("mailbox: {e}").into()),
                 message: "".into(),
             })
         });
