@@ -154,9 +154,11 @@ pub enum CloseReason {
     Fatal(Error),
     /// The peer closed with a code configured as fatal
     /// ([`fatal_close_code`](crate::SocketConfigBuilder::fatal_close_code)).
+    /// The same shape as [`Disconnect::PeerClosed`]; `code` is always set here (only a code
+    /// closes for good).
     PeerClosed {
         /// The close code.
-        code: u16,
+        code: Option<u16>,
         /// The close description, if any.
         description: Option<String>,
     },
@@ -171,7 +173,10 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Fatal(e) => write!(f, "fatal: {e}"),
             CloseReason::PeerClosed { code, description } => {
-                write!(f, "peer closed with fatal code {code}")?;
+                write!(f, "peer closed with fatal code")?;
+                if let Some(code) = code {
+                    write!(f, " {code}")?;
+                }
                 if let Some(d) = description {
                     write!(f, " ({d})")?;
                 }

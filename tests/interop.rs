@@ -160,7 +160,10 @@ async fn server_close_codes(kind: Kind) {
     assert!(matches!(
         state,
         SocketState::Closed {
-            reason: resocket::CloseReason::PeerClosed { code: 4002, .. }
+            reason: resocket::CloseReason::PeerClosed {
+                code: Some(4002),
+                ..
+            }
         }
     ));
 }

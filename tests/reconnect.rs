@@ -116,7 +116,7 @@ async fn a_server_close_frame_reconnects_unless_its_code_is_fatal() {
         state,
         SocketState::Closed {
             reason: CloseReason::PeerClosed {
-                code: 4001,
+                code: Some(4001),
                 description: Some("banned".into())
             }
         }

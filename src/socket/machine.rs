@@ -139,7 +139,7 @@ pub(crate) fn transition(at: At, event: Event, rules: &Rules, rng: &mut SplitMix
             {
                 if rules.fatal_close_codes.contains(code) {
                     return Next::Closed(CloseReason::PeerClosed {
-                        code: *code,
+                        code: Some(*code),
                         description: description.clone(),
                     });
                 }
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(
             run(At::Open { attempt: 1 }, event),
             Next::Closed(CloseReason::PeerClosed {
-                code: 4000,
+                code: Some(4000),
                 description: Some("banned".into())
             })
         );
