@@ -145,7 +145,8 @@ async fn close_while_backing_off_closes_at_once_and_keeps_the_outbox() {
     );
     let status = socket.send(GetStatus).await.unwrap();
     assert_eq!(status.outbox_len, 0);
-    // And no timer is left to reconnect: the server comes back, the socket stays closed.
+    // And no timer is left to reconnect: the server comes back, the socket stays closed over
+    // a window of four of its longest backoff delays (50 ms), counted at the server.
     server.restart().await;
     let before = server.opened();
     actix_rt::time::sleep(Duration::from_millis(200)).await;
