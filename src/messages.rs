@@ -243,6 +243,16 @@ impl Close {
             timeout: None,
         }
     }
+
+    /// As [`now`](Close::now), but waiting at most `timeout` for the peer's answer: the
+    /// connection is gone by then, whatever the peer does (a fleet giving up a key's lease
+    /// needs that bound).
+    pub fn now_within(timeout: Duration) -> Self {
+        Close {
+            drain: false,
+            timeout: Some(timeout),
+        }
+    }
 }
 
 /// How a [`Close`] went.

@@ -411,13 +411,15 @@ impl Handler<SocketEnded> for SupervisorActor {
 impl Handler<StopSocket> for SupervisorActor {
     type Result = ResponseFuture<Option<CloseReport>>;
 
-    fn handle(&mut self, StopSocket(key): StopSocket, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, stop: StopSocket, ctx: &mut Context<Self>) -> Self::Result {
+        let StopSocket { key, within } = stop;
         let Some(child) = self.children.remove(&key) else {
             return Box::pin(async { None });
         };
         self.link_up(&key, ctx); // no longer part of any outage
         self.publish(SupervisionEvent::ChildStopped { key });
-        Box::pin(async move { child.addr.send(Close::now()).await.ok() })
+        let close = within.map_or_else(Close::now, Close::now_within);
+        Box::pin(async move { child.addr.send(close).await.ok() })
     }
 }
 

@@ -115,6 +115,37 @@ async fn close_times_out_against_a_peer_that_never_answers_and_keeps_the_outbox(
 }
 
 #[actix_rt::test]
+async fn close_now_within_gives_up_on_a_silent_peer_at_its_own_bound_not_the_configs() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    // The configured close timeout is 20 s: only `now_within` can end this close sooner.
+    let config = fast(&proxy.url())
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(20))
+        .close_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let socket = SocketActor::connect(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    proxy.stall(true);
+    let report = actix_rt::time::timeout(
+        DEADLINE,
+        socket.send(Close::now_within(Duration::from_millis(200))),
+    )
+    .await
+    .expect("the close ended within its bound, not the configured 20 s")
+    .unwrap();
+    assert!(!report.clean, "the silent peer never answered: {report:?}");
+    let state = watch.wait_state("closed", SocketState::is_closed).await;
+    assert_eq!(
+        state,
+        SocketState::Closed {
+            reason: CloseReason::ByUser
+        }
+    );
+}
+
+#[actix_rt::test]
 async fn close_while_backing_off_closes_at_once_and_keeps_the_outbox() {
     let (mut server, socket, watch) = common::disconnected(fast).await;
     socket

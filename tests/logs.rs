@@ -125,7 +125,7 @@ async fn a_socket_stopped_while_down_leaves_the_outage_and_the_all_clear_still_c
     })
     .await;
     supervisor
-        .send(resocket::StopSocket("stopped-while-down".into()))
+        .send(resocket::StopSocket::new("stopped-while-down"))
         .await
         .unwrap();
     server.restart().await;

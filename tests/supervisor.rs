@@ -205,11 +205,7 @@ async fn permanent_restarts_even_after_a_user_close_and_temporary_never_restarts
     .await;
     assert_eq!(tree.supervisor.send(ListSockets).await.unwrap(), ["perm"]);
     // StopSocket removes a socket for good.
-    let report = tree
-        .supervisor
-        .send(StopSocket("perm".into()))
-        .await
-        .unwrap();
+    let report = tree.supervisor.send(StopSocket::new("perm")).await.unwrap();
     assert!(report.is_some());
     assert!(tree.supervisor.send(ListSockets).await.unwrap().is_empty());
     assert!(tree

@@ -75,9 +75,40 @@ impl std::fmt::Debug for SubscribeAll {
 
 /// Close a socket (Close frame, bounded wait) and forget it; no restart. `None` if the key is
 /// unknown.
+///
+/// ```
+/// use std::time::Duration;
+/// let stop = resocket::StopSocket::new("feed").within(Duration::from_millis(200));
+/// assert_eq!(stop.key(), "feed");
+/// ```
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Option<CloseReport>")]
-pub struct StopSocket(pub String);
+pub struct StopSocket {
+    pub(crate) key: String,
+    pub(crate) within: Option<Duration>,
+}
+
+impl StopSocket {
+    /// Stop the socket named `key`, waiting for the peer's answer up to the socket's close
+    /// timeout.
+    pub fn new(key: impl Into<String>) -> Self {
+        StopSocket {
+            key: key.into(),
+            within: None,
+        }
+    }
+
+    /// Wait at most `timeout` for the peer's answer ([`Close::now_within`](crate::Close::now_within)).
+    pub fn within(mut self, timeout: Duration) -> Self {
+        self.within = Some(timeout);
+        self
+    }
+
+    /// The socket's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
 
 /// The current address of a socket (it changes when the socket is restarted).
 #[derive(Debug, Clone, Message)]
