@@ -66,6 +66,9 @@ mod config;
 mod delivery;
 mod error;
 mod events;
+#[cfg(feature = "fleet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+pub mod fleet;
 mod frame_guard;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -101,6 +104,8 @@ pub use config::{
 pub use delivery::Delivery;
 pub use error::{Cause, Error};
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
+#[cfg(feature = "fleet")]
+pub use fleet::{Fleet, FleetConfig, FleetConfigBuilder, FleetStats, Lease};
 pub use heartbeat::Heartbeat;
 pub use messages::{
     Close, CloseReport, Counters, GetSender, GetStatus, Request, SendError, SendMessage,

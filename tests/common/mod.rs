@@ -633,9 +633,11 @@ pub fn fast(url: &str) -> resocket::SocketConfigBuilder {
         .min_uptime(Duration::from_millis(300))
         .reconnect_spread(Duration::from_millis(20))
 }
+pub mod fleet;
 pub mod proxy;
 pub mod raw;
 pub mod raw_server;
+pub mod redis;
 pub mod supervision;
 
 /// The application behind a hub: records every client message.

@@ -1,0 +1,319 @@
+//! (feature `fleet`) Many processes sharing one set of sockets through Redis: every key runs
+//! in exactly one process at a time, and a process that dies has its keys taken over within
+//! the lease TTL.
+//!
+//! Every node is given the same socket definitions (the keys, and how to configure a key's
+//! socket). A node joins a named fleet in Redis; the live nodes split the keys by rendezvous
+//! hashing; a node runs a key's socket (under its own [`SupervisorActor`]) only while it holds
+//! that key's lease. Each acquisition gets a [`Lease::token`] that grows per key (a fencing
+//! token to send upstream). The README's "Fleet" section states what is guaranteed.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), resocket::Error> {
+//! use resocket::{Fleet, FleetConfig, SocketConfig};
+//! let config = FleetConfig::builder("redis://127.0.0.1:6379", "feeds", "node-a")
+//!     .keys((0..300).map(|i| format!("feed-{i}")))
+//!     .socket(|lease| {
+//!         SocketConfig::builder(format!("ws://127.0.0.1:9000/feeds/{}", lease.key))
+//!             .identify(format!(r#"{{"op":"owner","fence":{}}}"#, lease.token))
+//!             .build()
+//!     })
+//!     .build()?;
+//! let fleet = Fleet::start(config).await?;
+//! println!("{:?}", fleet.stats());
+//! fleet.leave().await;
+//! # Ok(()) }
+//! ```
+
+mod leases;
+mod node;
+mod placement;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use futures_channel::oneshot;
+
+use crate::{Error, SocketConfig, SupervisorActor, SupervisorConfig};
+
+/// A key's lease, as given to the socket definition when this node takes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The socket's key.
+    pub key: String,
+    /// Grows with every acquisition of this key, across nodes and Redis restarts (it starts
+    /// above Redis's clock in microseconds): an upstream that remembers the highest token it
+    /// saw can refuse a stale owner.
+    pub token: u64,
+}
+
+/// How a key's socket is configured once this node holds its lease.
+type Definition = dyn Fn(&Lease) -> Result<SocketConfig, Error> + Send + Sync;
+
+/// A fleet node's settings; see [`FleetConfig::builder`].
+#[derive(Clone)]
+pub struct FleetConfig {
+    pub(crate) redis_url: String,
+    pub(crate) fleet: String,
+    pub(crate) node: String,
+    /// Sorted, without duplicates.
+    pub(crate) keys: Vec<String>,
+    pub(crate) socket: Arc<Definition>,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) renew_interval: Duration,
+    pub(crate) renew_deadline: Duration,
+    pub(crate) max_keys_per_node: Option<usize>,
+    pub(crate) supervisor: SupervisorConfig,
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("fleet", &self.fleet)
+            .field("node", &self.node)
+            .field("keys", &self.keys.len())
+            .field("lease_ttl", &self.lease_ttl)
+            .field("renew_interval", &self.renew_interval)
+            .field("renew_deadline", &self.renew_deadline)
+            .field("max_keys_per_node", &self.max_keys_per_node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetConfig {
+    /// The default lease TTL: 10 s. A dead node's keys are taken over within about this.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+    /// The default time between ticks (heartbeat and renewals): 2 s.
+    pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(2);
+    /// The default renew deadline: 6 s. A node that could not renew for this long stops its
+    /// sockets, leaving the rest of the TTL for them to close and for clock drift.
+    pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(6);
+
+    /// A node `node` of fleet `fleet` on the Redis at `redis_url` (`redis://host:port/db`).
+    /// Node ids must be unique in the fleet and stable across restarts of the same node.
+    pub fn builder(
+        redis_url: impl Into<String>,
+        fleet: impl Into<String>,
+        node: impl Into<String>,
+    ) -> FleetConfigBuilder {
+        FleetConfigBuilder {
+            redis_url: redis_url.into(),
+            fleet: fleet.into(),
+            node: node.into(),
+            keys: Vec::new(),
+            socket: None,
+            lease_ttl: Self::DEFAULT_LEASE_TTL,
+            renew_interval: Self::DEFAULT_RENEW_INTERVAL,
+            renew_deadline: Self::DEFAULT_RENEW_DEADLINE,
+            max_keys_per_node: None,
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+
+    /// How long a Close waits for the upstream when this node gives a key up: the socket must
+    /// be gone well before its lease can expire.
+    pub(crate) fn close_bound(&self) -> Duration {
+        (self.lease_ttl.saturating_sub(self.renew_deadline) / 4).min(Duration::from_secs(1))
+    }
+}
+
+/// Builds a [`FleetConfig`]; [`build`](FleetConfigBuilder::build) checks it.
+#[must_use]
+pub struct FleetConfigBuilder {
+    redis_url: String,
+    fleet: String,
+    node: String,
+    keys: Vec<String>,
+    socket: Option<Arc<Definition>>,
+    lease_ttl: Duration,
+    renew_interval: Duration,
+    renew_deadline: Duration,
+    max_keys_per_node: Option<usize>,
+    supervisor: SupervisorConfig,
+}
+
+impl std::fmt::Debug for FleetConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfigBuilder")
+            .field("fleet", &self.fleet)
+            .field("node", &self.node)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetConfigBuilder {
+    /// The keys of the fleet's sockets (the same on every node).
+    pub fn keys<K: Into<String>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.keys.extend(keys.into_iter().map(Into::into));
+        self
+    }
+
+    /// How to configure a key's socket when this node takes its lease (the same on every
+    /// node). The [`Lease`] carries the key and its fencing token.
+    pub fn socket(
+        mut self,
+        define: impl Fn(&Lease) -> Result<SocketConfig, Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.socket = Some(Arc::new(define));
+        self
+    }
+
+    /// How long a lease lasts without renewal; also how long a silent node stays a member.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Time between ticks: one Redis call renews the membership and every lease.
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.renew_interval = interval;
+        self
+    }
+
+    /// A node that has not renewed for this long (since the last tick that succeeded was
+    /// sent) stops all its sockets. Shorter than the TTL by the time sockets take to close
+    /// plus the clock drift allowed.
+    pub fn renew_deadline(mut self, deadline: Duration) -> Self {
+        self.renew_deadline = deadline;
+        self
+    }
+
+    /// At most this many keys on one node; keys that fit nowhere stay unowned (and counted).
+    pub fn max_keys_per_node(mut self, max: usize) -> Self {
+        self.max_keys_per_node = Some(max);
+        self
+    }
+
+    /// The settings of the node's own [`SupervisorActor`] (arbiters, restart intensity).
+    pub fn supervisor(mut self, config: SupervisorConfig) -> Self {
+        self.supervisor = config;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<FleetConfig, Error> {
+        let invalid = |field, reason: &str| Err(Error::config(field, reason));
+        if self.node.is_empty() || self.fleet.is_empty() {
+            return invalid("builder", "fleet and node names must not be empty");
+        }
+        let Some(socket) = self.socket else {
+            return invalid("socket", "say how a key's socket is configured");
+        };
+        if self.renew_interval.is_zero() || self.renew_interval >= self.renew_deadline {
+            return invalid(
+                "renew_interval",
+                "must be above zero and shorter than the renew deadline",
+            );
+        }
+        if self.renew_deadline >= self.lease_ttl {
+            return invalid(
+                "renew_deadline",
+                "must be shorter than the lease TTL: a node must stop its sockets before its leases can expire",
+            );
+        }
+        if self.max_keys_per_node == Some(0) {
+            return invalid("max_keys_per_node", "must be at least 1");
+        }
+        let mut keys = self.keys;
+        keys.sort();
+        keys.dedup();
+        Ok(FleetConfig {
+            redis_url: self.redis_url,
+            fleet: self.fleet,
+            node: self.node,
+            keys,
+            socket,
+            lease_ttl: self.lease_ttl,
+            renew_interval: self.renew_interval,
+            renew_deadline: self.renew_deadline,
+            max_keys_per_node: self.max_keys_per_node,
+            supervisor: self.supervisor,
+        })
+    }
+}
+
+/// What one node knows about the fleet, as of its last tick.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetStats {
+    /// Live members seen at the last tick that reached Redis.
+    pub nodes: usize,
+    /// Keys whose socket runs here.
+    pub owned: usize,
+    /// Keys placed on this node that it does not hold yet (handed over by another node, or
+    /// waiting out an epoch change).
+    pub waiting: usize,
+    /// Keys placed on no node (every node at `max_keys_per_node`, or no node).
+    pub unplaced: usize,
+    /// Ticks that did not reach Redis (or got no answer in time).
+    pub renewals_failed: u64,
+    /// Keys given up to another node because placement moved them.
+    pub handoffs: u64,
+    /// Keys found held by another node at renewal (this node had been cut off too long).
+    pub lost: u64,
+    /// Times this node stopped every socket because it could not renew in time.
+    pub deadline_stops: u64,
+    /// Times Redis was found to have lost the fleet's data (a new epoch).
+    pub epoch_changes: u64,
+    /// Whether the last tick reached Redis.
+    pub redis_ok: bool,
+}
+
+/// A running fleet node. Dropping it leaves the node running; [`leave`](Fleet::leave) stops it.
+#[derive(Debug)]
+pub struct Fleet {
+    stats: Arc<Mutex<FleetStats>>,
+    supervisor: Addr<SupervisorActor>,
+    leave: Option<oneshot::Sender<oneshot::Sender<()>>>,
+}
+
+impl Fleet {
+    /// Starts the node on the current actix system: its supervisor, its Redis connection
+    /// (reconnected with backoff), and its tick. Fails only if the Redis URL is invalid;
+    /// an unreachable Redis is retried every tick.
+    pub async fn start(config: FleetConfig) -> Result<Fleet, Error> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|e| Error::config("redis_url", e.to_string()))?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.renew_interval))
+            .set_response_timeout(Some(config.renew_interval))
+            .set_max_delay(config.renew_interval);
+        let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, manager)
+            .map_err(|e| Error::config("redis_url", e.to_string()))?;
+        let supervisor = SupervisorActor::new(config.supervisor).start();
+        let stats = Arc::new(Mutex::new(FleetStats::default()));
+        let (leave, leave_rx) = oneshot::channel();
+        let node = node::Node::new(config, redis, supervisor.clone(), Arc::clone(&stats));
+        actix_rt::spawn(node.run(leave_rx));
+        Ok(Fleet {
+            stats,
+            supervisor,
+            leave: Some(leave),
+        })
+    }
+
+    /// The node's view of the fleet as of its last tick.
+    pub fn stats(&self) -> FleetStats {
+        self.stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The supervisor that runs this node's sockets (to subscribe to them, send to a key).
+    pub fn supervisor(&self) -> &Addr<SupervisorActor> {
+        &self.supervisor
+    }
+
+    /// Leaves the fleet: stops every socket, releases its leases and its membership, so the
+    /// other nodes take its keys at their next tick instead of after the TTL.
+    pub async fn leave(mut self) {
+        if let Some(leave) = self.leave.take() {
+            let (done, finished) = oneshot::channel();
+            if leave.send(done).is_ok() {
+                let _ = finished.await;
+            }
+        }
+    }
+}

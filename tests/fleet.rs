@@ -1,0 +1,207 @@
+//! The fleet (feature `fleet`) with real parts: a real `redis-server`, nodes as real child
+//! processes, and a server that records every connection per key. The guarantee under test
+//! is the one the README states: one connection per key at a time (no overlap, for the whole
+//! run), and every key owned again within the lease TTL after a node is lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fleet::{
+    run_node_from_env, FleetServer, NodeProcess, LEASE_TTL, MAX_BACKOFF, RENEW_INTERVAL,
+};
+use common::proxy::Proxy;
+use common::redis::Redis;
+use common::wait_for;
+
+/// Long enough for a loaded machine to start node processes and connect hundreds of sockets.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// The body of every node process (see `common::fleet`); an ordinary run does nothing.
+#[test]
+#[ignore = "run as a child process by the fleet tests"]
+fn fleet_node_process() {
+    run_node_from_env();
+}
+
+fn assert_no_overlap(server: &FleetServer) {
+    let overlaps = server.ledger.overlaps();
+    assert!(
+        overlaps.is_empty(),
+        "{} overlapping connections, the first: {:?}",
+        overlaps.len(),
+        overlaps.first()
+    );
+}
+
+#[actix_rt::test]
+async fn three_nodes_own_each_key_once_and_a_killed_nodes_keys_move_within_the_ttl() {
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    const KEYS: usize = 300;
+    let mut nodes: Vec<NodeProcess> = ["a", "b", "c"]
+        .iter()
+        .map(|id| NodeProcess::spawn(id, "kill", &redis.url(), &server, KEYS))
+        .collect();
+    wait_for(
+        "300 keys, each on one connection, over 3 nodes",
+        STARTUP,
+        || server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 3,
+    )
+    .await;
+    let shares = server.ledger.per_node();
+    for (node, share) in &shares {
+        assert!(
+            (50..=150).contains(share),
+            "{node} runs {share} of 300: {shares:?}"
+        );
+    }
+    nodes[1].kill();
+    let killed = Instant::now();
+    // The bound: the lease TTL, the sockets' longest backoff, and 1 s.
+    let bound = LEASE_TTL + MAX_BACKOFF + Duration::from_secs(1);
+    wait_for("every key owned again by the two left", bound * 3, || {
+        server.ledger.each_once(KEYS) && !server.ledger.per_node().contains_key("b")
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        took <= bound,
+        "owned again after {took:?}, past the bound {bound:?}"
+    );
+    assert_no_overlap(&server);
+    eprintln!("fleet: 300 keys owned again {took:?} after SIGKILL of one of 3 nodes");
+}
+
+#[actix_rt::test]
+async fn a_node_cut_off_from_redis_stops_its_sockets_before_the_others_take_them() {
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    let proxy = Proxy::start(redis.addr).await;
+    const KEYS: usize = 120;
+    let cut_url = format!("redis://{}/", proxy.addr);
+    let _a = NodeProcess::spawn("a", "cut", &cut_url, &server, KEYS);
+    let _b = NodeProcess::spawn("b", "cut", &redis.url(), &server, KEYS);
+    wait_for("120 keys over 2 nodes", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    // a still reaches the upstream, but not Redis: it must give up its keys by its renew
+    // deadline, before its leases expire and b takes them.
+    proxy.stall(true);
+    wait_for("b runs every key", STARTUP, || {
+        server.ledger.per_node().get("b") == Some(&KEYS)
+    })
+    .await;
+    assert_no_overlap(&server);
+    assert!(
+        server.ledger.each_once(KEYS),
+        "{:?}",
+        server.ledger.per_node()
+    );
+    // Redis back: a rejoins and takes its share again, still without overlap.
+    proxy.stall(false);
+    wait_for("a back with its share", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    assert_no_overlap(&server);
+}
+
+#[actix_rt::test]
+async fn a_node_joining_takes_its_share_without_overlap() {
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    const KEYS: usize = 200;
+    let _a = NodeProcess::spawn("a", "join", &redis.url(), &server, KEYS);
+    let _b = NodeProcess::spawn("b", "join", &redis.url(), &server, KEYS);
+    wait_for("200 keys over 2 nodes", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    let _c = NodeProcess::spawn("c", "join", &redis.url(), &server, KEYS);
+    wait_for("c runs its rendezvous share", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().get("c").is_some_and(|n| *n >= 30)
+    })
+    .await;
+    assert_no_overlap(&server);
+}
+
+#[actix_rt::test]
+async fn a_restarted_empty_redis_is_recovered_from_without_a_process_restart() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let server = FleetServer::start().await;
+    const KEYS: usize = 100;
+    let _a = NodeProcess::spawn("a", "restart", &redis.url(), &server, KEYS);
+    let _b = NodeProcess::spawn("b", "restart", &redis.url(), &server, KEYS);
+    wait_for("100 keys over 2 nodes", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    let before = server.ledger.conns().len();
+    // Down for longer than the renew deadline: every node stops its sockets; Redis comes
+    // back without the fleet's data (a new epoch), and the nodes take the keys again.
+    redis.kill();
+    wait_for("every socket stopped", STARTUP, || {
+        server.ledger.live().is_empty()
+    })
+    .await;
+    redis.restart();
+    wait_for("100 keys owned again", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    assert!(server.ledger.conns().len() >= before + KEYS);
+    assert_no_overlap(&server);
+}
+
+#[actix_rt::test]
+async fn a_redis_restarted_within_the_renew_deadline_loses_no_owner_and_doubles_none() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let server = FleetServer::start().await;
+    let proxy = Proxy::start(redis.addr).await;
+    const KEYS: usize = 100;
+    let _a = NodeProcess::spawn(
+        "a",
+        "blink",
+        &format!("redis://{}/", proxy.addr),
+        &server,
+        KEYS,
+    );
+    let _b = NodeProcess::spawn("b", "blink", &redis.url(), &server, KEYS);
+    wait_for("100 keys over 2 nodes", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    // Redis comes back empty at once, and b reaches it first: b sees itself alone and every
+    // lease free, while a still runs its keys (well within its renew deadline). b must not
+    // take them: a reasserts its leases when it gets through, and nothing is taken until the
+    // new epoch is a lease TTL old.
+    let before = server.ledger.conns().len();
+    proxy.stall(true);
+    redis.restart();
+    actix_rt::time::sleep(RENEW_INTERVAL * 2).await;
+    proxy.stall(false);
+    let restarted = Instant::now();
+    while restarted.elapsed() < LEASE_TTL + 4 * RENEW_INTERVAL {
+        assert_no_overlap(&server);
+        actix_rt::time::sleep(RENEW_INTERVAL / 5).await;
+    }
+    assert!(
+        server.ledger.each_once(KEYS),
+        "{:?}",
+        server.ledger.per_node()
+    );
+    assert_no_overlap(&server);
+    // Nobody lost a key: not one connection was closed or opened across the blink.
+    assert_eq!(
+        server.ledger.conns().len(),
+        before,
+        "{:?}",
+        server.ledger.per_node()
+    );
+}
