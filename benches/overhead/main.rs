@@ -8,9 +8,9 @@
 //! Every measurement runs in a fresh client process (this program re-run with `--client`),
 //! which starts its own server process (`--serve`), so the server's CPU is not counted and
 //! RSS starts clean. With `taskset`, the client runs on CPU 1 and the server on CPU 0, except
-//! for ping-pong where both share CPU 0. resocket and bare awc runs alternate; each figure is
-//! the median of the runs, shown with its range. The table goes to stdout, progress to
-//! stderr, and the figures to `target/resocket-bench.json`.
+//! for ping-pong where both share CPU 0. resocket and bare awc take turns, the first rotating
+//! from run to run; each figure is the median of the runs, shown with its range. The table
+//! goes to stdout, progress to stderr, and the figures to `target/resocket-bench.json`.
 //!
 //! | benchmark | what both sides do |
 //! |---|---|
@@ -313,6 +313,8 @@ struct Figure {
     higher_is_better: bool,
     target: Target,
     read: Reader,
+    /// The side of the group that resocket (side 0) is compared with.
+    baseline: usize,
 }
 
 /// Reads one figure from a client's result.
@@ -331,13 +333,37 @@ fn figure(
         higher_is_better,
         target,
         read: Box::new(read),
+        baseline: 1,
     }
 }
 
-/// A benchmark: the client parameters and the figures its results give.
+/// One client of a group: its name in the progress lines, and what it adds to the group's
+/// parameters.
+struct Side {
+    label: &'static str,
+    params: Value,
+}
+
+/// resocket (side 0) and bare awc (side 1).
+fn resocket_and_bare() -> Vec<Side> {
+    vec![
+        Side {
+            label: "resocket",
+            params: json!({"resocket": true}),
+        },
+        Side {
+            label: "bare awc",
+            params: json!({"resocket": false}),
+        },
+    ]
+}
+
+/// A benchmark: the client parameters, the clients it runs, and the figures their results give.
 struct Group {
     name: &'static str,
     params: Value,
+    /// Side 0 is resocket; each figure compares it with one of the others.
+    sides: Vec<Side>,
     pin: Pin,
     runs: usize,
     limit: Duration,
@@ -366,6 +392,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         Group {
             name: "send",
             params: json!({"bench": "send", "n": s.send_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
             pin: split,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -389,6 +416,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         Group {
             name: "send_messages",
             params: json!({"bench": "send_messages", "n": s.send_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
             pin: split,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -412,6 +440,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         Group {
             name: "receive",
             params: json!({"bench": "receive", "n": s.recv_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
             pin: split,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -436,6 +465,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
     groups.push(Group {
         name: "send_acked",
         params: json!({"bench": "send_acked", "n": s.send_n / 10, "warm": s.warm_n}),
+        sides: resocket_and_bare(),
         pin: split,
         runs: s.runs,
         limit: Duration::from_secs(60),
@@ -464,6 +494,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
     groups.push(Group {
         name: "pingpong",
         params: json!({"bench": "pingpong", "n": s.ping_n, "warm": s.ping_warm}),
+        sides: resocket_and_bare(),
         pin: same,
         runs: s.runs,
         limit: Duration::from_secs(60),
@@ -494,6 +525,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
                 "paced_10ms"
             },
             params: json!({"bench": "paced", "n": count.max(20), "warm": 10, "gap_ms": gap_ms}),
+            sides: resocket_and_bare(),
             pin: same,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -560,6 +592,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
             "min_uptime_s": 0.5,
             "storms_down_s": s.storms_down_s,
         }),
+        sides: resocket_and_bare(),
         pin: split,
         runs: s.many_runs,
         limit: Duration::from_secs(180),
@@ -568,37 +601,40 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
     groups
 }
 
-/// The figures of one benchmark: for each figure, the values of every run, per side.
+/// The figures of one benchmark: for each side, for each figure, the values of every run.
 struct Measured {
-    resocket: Vec<Vec<f64>>,
-    baseline: Vec<Vec<f64>>,
+    values: Vec<Vec<Vec<f64>>>,
+}
+
+/// `params` with every key of `patch` set.
+fn merged(params: &Value, patch: &Value) -> Value {
+    let mut out = params.clone();
+    if let (Some(out), Some(patch)) = (out.as_object_mut(), patch.as_object()) {
+        for (k, v) in patch {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 fn measure(group: &Group) -> Measured {
-    let f = group.figures.len();
+    let sides = group.sides.len();
     let mut m = Measured {
-        resocket: vec![Vec::new(); f],
-        baseline: vec![Vec::new(); f],
+        values: vec![vec![Vec::new(); group.figures.len()]; sides],
     };
     // A side that timed out once, or failed twice, is not run again in this group (a hang
     // would otherwise cost the time limit on every run).
-    let mut failures = [0u32; 2];
-    let mut timed_out = [false; 2];
+    let mut failures = vec![0u32; sides];
+    let mut timed_out = vec![false; sides];
     for run in 0..group.runs {
-        // Alternate which side goes first, so that drift hits both alike.
-        let order = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for resocket in order {
-            let mut params = group.params.clone();
-            params["resocket"] = json!(resocket);
-            let side = if resocket { "resocket" } else { "bare awc" };
-            let index = usize::from(resocket);
+        // Rotate which side goes first, so that drift hits every side alike.
+        for index in (0..sides).map(|i| (i + run) % sides) {
+            let side = &group.sides[index];
+            let params = merged(&group.params, &side.params);
+            let label = side.label;
             if timed_out[index] || failures[index] >= 2 {
                 eprintln!(
-                    "  {} run {}/{} {side}: skipped",
+                    "  {} run {}/{} {label}: skipped",
                     group.name,
                     run + 1,
                     group.runs
@@ -609,20 +645,15 @@ fn measure(group: &Group) -> Measured {
             match run_client(&params, group.pin, group.limit) {
                 Ok(v) => {
                     eprintln!(
-                        "  {} run {}/{} {side}: {v} ({:.1} s)",
+                        "  {} run {}/{} {label}: {v} ({:.1} s)",
                         group.name,
                         run + 1,
                         group.runs,
                         started.elapsed().as_secs_f64()
                     );
-                    let values = if resocket {
-                        &mut m.resocket
-                    } else {
-                        &mut m.baseline
-                    };
                     for (i, fig) in group.figures.iter().enumerate() {
                         if let Some(x) = (fig.read)(&v).filter(|x| x.is_finite()) {
-                            values[i].push(x);
+                            m.values[index][i].push(x);
                         }
                     }
                 }
@@ -630,7 +661,7 @@ fn measure(group: &Group) -> Measured {
                     failures[index] += 1;
                     timed_out[index] |= e.starts_with("no result") || e.starts_with("gave up");
                     eprintln!(
-                        "  {} run {}/{} {side}: FAILED: {e}",
+                        "  {} run {}/{} {label}: FAILED: {e}",
                         group.name,
                         run + 1,
                         group.runs
@@ -721,13 +752,14 @@ fn harness(s: Settings) -> Result<(), BoxError> {
         eprintln!("{} ({} runs per side)", group.name, group.runs);
         let m = measure(&group);
         for (i, fig) in group.figures.iter().enumerate() {
+            let baseline = m.values.get(fig.baseline).map(|v| v[i].clone());
             rows.push((
                 fig.name.clone(),
                 fig.unit,
                 fig.higher_is_better,
                 fig.target,
-                m.resocket[i].clone(),
-                m.baseline[i].clone(),
+                m.values[0][i].clone(),
+                baseline.unwrap_or_default(),
             ));
         }
     }
