@@ -8,9 +8,10 @@
 //! Every measurement runs in a fresh client process (this program re-run with `--client`),
 //! which starts its own server process (`--serve`), so the server's CPU is not counted and
 //! RSS starts clean. With `taskset`, the client runs on CPU 1 and the server on CPU 0, except
-//! for ping-pong where both share CPU 0. resocket and bare awc take turns, the first rotating
-//! from run to run; each figure is the median of the runs, shown with its range. The table
-//! goes to stdout, progress to stderr, and the figures to `target/resocket-bench.json`.
+//! for ping-pong where both share CPU 0. resocket and bare awc (or the peers) take turns, the
+//! first rotating from run to run; each figure is the median of the runs, shown with its
+//! range. The table goes to stdout, progress to stderr, and the figures to
+//! `target/resocket-bench.json`.
 //!
 //! | benchmark | what both sides do |
 //! |---|---|
@@ -18,12 +19,14 @@
 //! | receive | decode the server's pushed messages into `Tick` and `do_send` them to an actor |
 //! | pingpong | one message at a time through an echo server, decoded on return |
 //! | many | 10,000 connections with a 1 s heartbeat: open time, RSS, CPU, reconnect storms |
+//! | peers | send's work by the clients users pick instead, each against resocket's `Sender` in the same run: tokio-tungstenite with a `send` per message; tokio-tungstenite tuned (`feed` per message, one flush, 4 KiB buffers, TCP_NODELAY) |
 //!
-//! Other flags: `--only send,receive,pingpong,many`, `--runs N`, `--many-runs N`,
+//! Other flags: `--only send,receive,pingpong,many,peers`, `--runs N`, `--many-runs N`,
 //! `--connections N`.
 
 mod common;
 mod many;
+mod peers;
 mod server;
 mod throughput;
 
@@ -43,6 +46,8 @@ struct Settings {
     quick: bool,
     runs: usize,
     many_runs: usize,
+    /// Runs per side of the peers group (four sides: fewer runs keep `--quick` in its minute).
+    peer_runs: usize,
     send_n: u64,
     recv_n: u64,
     warm_n: u64,
@@ -66,6 +71,7 @@ impl Settings {
                 quick,
                 runs: 5,
                 many_runs: 3,
+                peer_runs: 3,
                 send_n: 500_000,
                 recv_n: 500_000,
                 warm_n: 50_000,
@@ -81,6 +87,7 @@ impl Settings {
                 quick,
                 runs: 9,
                 many_runs: 5,
+                peer_runs: 9,
                 send_n: 2_000_000,
                 recv_n: 2_000_000,
                 warm_n: 100_000,
@@ -109,7 +116,10 @@ fn parse_settings(args: &[String]) -> Result<Settings, String> {
         match arg.as_str() {
             "--quick" | "--full" | "--bench" => {}
             "--only" => s.only = Some(value("--only")?.split(',').map(String::from).collect()),
-            "--runs" => s.runs = value("--runs")?.parse().map_err(|_| "--runs: a number")?,
+            "--runs" => {
+                s.runs = value("--runs")?.parse().map_err(|_| "--runs: a number")?;
+                s.peer_runs = s.runs;
+            }
             "--many-runs" => {
                 s.many_runs = value("--many-runs")?
                     .parse()
@@ -160,6 +170,10 @@ async fn client_run(params: Value) -> Result<Value, BoxError> {
             throughput::send(resocket, via, &server.url("sink"), n, warm).await
         }
         "receive" => throughput::receive(resocket, &server.url("push"), n, warm).await,
+        "peer" => {
+            let peer = peers::Peer::from_key(params["peer"].as_str().ok_or("no peer")?)?;
+            peers::send(peer, &server.url("sink"), n, warm).await
+        }
         "send_acked" => {
             throughput::send_acked(resocket, &server.url("sink"), &server.url("acked"), n, warm)
                 .await
@@ -284,6 +298,8 @@ enum Target {
     PlusAtMost(f64),
     /// resocket at most this, whatever the baseline.
     AtMost(f64),
+    /// None: the ratio is the information (resocket against another client).
+    Compare,
 }
 
 impl Target {
@@ -293,6 +309,7 @@ impl Target {
             Target::RatioAtMost(r) => format!("<= {r:.2}x"),
             Target::PlusAtMost(d) => format!("<= bare + {d} {unit}"),
             Target::AtMost(v) => format!("<= {v} {unit}"),
+            Target::Compare => "-".into(),
         }
     }
 
@@ -302,6 +319,7 @@ impl Target {
             Target::RatioAtMost(r) => resocket / baseline <= *r,
             Target::PlusAtMost(d) => resocket <= baseline + d,
             Target::AtMost(v) => resocket <= *v,
+            Target::Compare => true,
         }
     }
 }
@@ -334,6 +352,14 @@ fn figure(
         target,
         read: Box::new(read),
         baseline: 1,
+    }
+}
+
+impl Figure {
+    /// Compares resocket with side `baseline` of the group (default: side 1).
+    fn against(mut self, baseline: usize) -> Self {
+        self.baseline = baseline;
+        self
     }
 }
 
@@ -598,7 +624,56 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         limit: Duration::from_secs(180),
         figures,
     });
+    groups.push(peers_group(s, split));
     groups
+}
+
+/// send's work by the clients users would pick instead, each against resocket's `Sender`
+/// measured in the same run.
+fn peers_group(s: &Settings, pin: Pin) -> Group {
+    let mut sides = vec![Side {
+        label: "resocket",
+        params: json!({"resocket": true}),
+    }];
+    let mut figures = Vec::new();
+    for peer in peers::Peer::ALL {
+        sides.push(Side {
+            label: peer.label(),
+            params: json!({"bench": "peer", "peer": peer.key(), "resocket": false}),
+        });
+        let side = sides.len() - 1;
+        let label = peer.label();
+        figures.push(
+            figure(
+                format!("send vs {label}: msgs/s"),
+                "msg/s",
+                true,
+                Target::Compare,
+                |v: &Value| v["msgs_per_s"].as_f64(),
+            )
+            .against(side),
+        );
+        figures.push(
+            figure(
+                format!("send vs {label}: client CPU per msg"),
+                "ns",
+                false,
+                Target::Compare,
+                |v: &Value| v["cpu_ns_per_msg"].as_f64(),
+            )
+            .against(side),
+        );
+    }
+    Group {
+        name: "peers",
+        // resocket's side is the send benchmark's Sender path; the peers' sides override it.
+        params: json!({"bench": "send", "n": s.send_n, "warm": s.warm_n}),
+        sides,
+        pin,
+        runs: s.peer_runs,
+        limit: Duration::from_secs(60),
+        figures,
+    }
 }
 
 /// The figures of one benchmark: for each side, for each figure, the values of every run.
@@ -730,12 +805,13 @@ fn harness(s: Settings) -> Result<(), BoxError> {
     let taskset =
         taskset_available() && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     println!(
-        "resocket overhead benchmark: {} mode, {} CPUs, {} runs per figure ({} for the {}-connection figures)",
+        "resocket overhead benchmark: {} mode, {} CPUs, {} runs per figure ({} for the {}-connection figures, {} for the peers)",
         if s.quick { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         s.runs,
         s.many_runs,
         s.connections,
+        s.peer_runs,
     );
     println!(
         "  send/receive: {} + {} warm-up messages of 64 B; ping-pong: {} + {} warm-up round trips; \
@@ -766,10 +842,10 @@ fn harness(s: Settings) -> Result<(), BoxError> {
 
     println!();
     println!(
-        "{:<46} {:>8}  {:<26} {:<26} {:>6}  {:<18} verdict",
-        "figure (median [min..max])", "unit", "resocket", "bare awc", "ratio", "target"
+        "{:<60} {:>8}  {:<26} {:<26} {:>6}  {:<18} verdict",
+        "figure (median [min..max])", "unit", "resocket", "bare awc / peer", "ratio", "target"
     );
-    println!("{}", "-".repeat(150));
+    println!("{}", "-".repeat(164));
     let mut json_rows = Vec::new();
     let mut missed = 0;
     for (name, unit, higher, target, res, base) in &rows {
@@ -779,6 +855,7 @@ fn harness(s: Settings) -> Result<(), BoxError> {
             _ => None,
         };
         let verdict = match (mr, mb) {
+            (Some(_), Some(_)) if matches!(target, Target::Compare) => "-",
             (Some(r), Some(b)) if target.met(r, b) => "met",
             (Some(_), Some(_)) => {
                 missed += 1;
@@ -790,7 +867,7 @@ fn harness(s: Settings) -> Result<(), BoxError> {
             }
         };
         println!(
-            "{:<46} {:>8}  {:<26} {:<26} {:>6}  {:<18} {}",
+            "{:<60} {:>8}  {:<26} {:<26} {:>6}  {:<18} {}",
             name,
             unit,
             cell(res),
@@ -808,7 +885,7 @@ fn harness(s: Settings) -> Result<(), BoxError> {
             "better": if *higher { "higher" } else { "lower" },
         }));
     }
-    println!("{}", "-".repeat(150));
+    println!("{}", "-".repeat(164));
     let path = output_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
