@@ -19,7 +19,7 @@
 //! | receive | decode the server's pushed messages into `Tick` and `do_send` them to an actor |
 //! | pingpong | one message at a time through an echo server, decoded on return |
 //! | many | 10,000 connections with a 1 s heartbeat: open time, RSS, CPU, reconnect storms |
-//! | peers | send's work by the clients users pick instead, each against resocket's `Sender` in the same run: tokio-tungstenite with a `send` per message; tokio-tungstenite tuned (`feed` per message, one flush, 4 KiB buffers, TCP_NODELAY) |
+//! | peers | send's work by the clients users pick instead, each against resocket's `Sender` in the same run: tokio-tungstenite with a `send` per message; tokio-tungstenite tuned (`feed` per message, one flush, 4 KiB buffers, TCP_NODELAY); ezsockets with its defaults |
 //!
 //! Other flags: `--only send,receive,pingpong,many,peers`, `--runs N`, `--many-runs N`,
 //! `--connections N`.

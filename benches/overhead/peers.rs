@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -13,6 +14,8 @@ use crate::common::{cpu_ns, BoxError, TickOut};
 
 /// How long any single wait may take before the run is abandoned.
 const WAIT: Duration = Duration::from_secs(60);
+/// Messages handed to ezsockets before the producer yields (as resocket's producer does).
+const CHUNK: u64 = 1024;
 /// The tuned tokio-tungstenite client's read buffer and write buffer (default: 128 KiB each).
 const TUNED_BUFFER: usize = 4 * 1024;
 
@@ -24,16 +27,23 @@ pub enum Peer {
     /// tokio-tungstenite with `feed()` per message and one flush when the batch ends, 4 KiB
     /// read and write buffers, TCP_NODELAY.
     TungsteniteTuned,
+    /// ezsockets' client with its defaults, `Client::text` per message.
+    Ezsockets,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 2] = [Peer::TungsteniteSend, Peer::TungsteniteTuned];
+    pub const ALL: [Peer; 3] = [
+        Peer::TungsteniteSend,
+        Peer::TungsteniteTuned,
+        Peer::Ezsockets,
+    ];
 
     /// The name in the table and the JSON.
     pub fn label(self) -> &'static str {
         match self {
             Peer::TungsteniteSend => "tokio-tungstenite (send per msg)",
             Peer::TungsteniteTuned => "tokio-tungstenite (feed, tuned)",
+            Peer::Ezsockets => "ezsockets (defaults)",
         }
     }
 
@@ -42,6 +52,7 @@ impl Peer {
         match self {
             Peer::TungsteniteSend => "tungstenite_send",
             Peer::TungsteniteTuned => "tungstenite_tuned",
+            Peer::Ezsockets => "ezsockets",
         }
     }
 
@@ -71,7 +82,12 @@ fn parse_count(text: &str, n: u64) -> Result<(), BoxError> {
 
 /// Sends `warm` then `n` messages with `peer` and measures the `n`.
 pub async fn send(peer: Peer, url: &str, n: u64, warm: u64) -> Result<Value, BoxError> {
-    tungstenite_send(peer, url, n, warm).await
+    match peer {
+        Peer::TungsteniteSend | Peer::TungsteniteTuned => {
+            tungstenite_send(peer, url, n, warm).await
+        }
+        Peer::Ezsockets => ezsockets_send(url, n, warm).await,
+    }
 }
 
 // ---- tokio-tungstenite ----
@@ -121,5 +137,107 @@ async fn tungstenite_send(peer: Peer, url: &str, n: u64, warm: u64) -> Result<Va
     tungstenite_batch(&mut ws, tuned, warm).await?;
     let (cpu0, t0) = (cpu_ns(), Instant::now());
     tungstenite_batch(&mut ws, tuned, n).await?;
+    Ok(rate(n, t0.elapsed(), cpu_ns() - cpu0))
+}
+
+// ---- ezsockets ----
+
+/// The ezsockets client: forwards text (the server's replies) and says when it is connected.
+/// It gives up instead of reconnecting, so that a failed run ends instead of hanging.
+struct EzClient {
+    replies: mpsc::UnboundedSender<String>,
+    connected: Option<oneshot::Sender<()>>,
+}
+
+#[async_trait::async_trait]
+impl ezsockets::ClientExt for EzClient {
+    type Call = ();
+
+    async fn on_text(&mut self, text: ezsockets::Utf8Bytes) -> Result<(), ezsockets::Error> {
+        let _ = self.replies.send(text.to_string());
+        Ok(())
+    }
+
+    async fn on_binary(&mut self, _: ezsockets::Bytes) -> Result<(), ezsockets::Error> {
+        Ok(())
+    }
+
+    async fn on_call(&mut self, (): ()) -> Result<(), ezsockets::Error> {
+        Ok(())
+    }
+
+    async fn on_connect(&mut self) -> Result<(), ezsockets::Error> {
+        if let Some(connected) = self.connected.take() {
+            let _ = connected.send(());
+        }
+        Ok(())
+    }
+
+    async fn on_connect_fail(
+        &mut self,
+        _: ezsockets::WSError,
+    ) -> Result<ezsockets::client::ClientCloseMode, ezsockets::Error> {
+        Ok(ezsockets::client::ClientCloseMode::Close)
+    }
+
+    async fn on_close(
+        &mut self,
+        _: Option<ezsockets::CloseFrame>,
+    ) -> Result<ezsockets::client::ClientCloseMode, ezsockets::Error> {
+        Ok(ezsockets::client::ClientCloseMode::Close)
+    }
+
+    async fn on_disconnect(
+        &mut self,
+    ) -> Result<ezsockets::client::ClientCloseMode, ezsockets::Error> {
+        Ok(ezsockets::client::ClientCloseMode::Close)
+    }
+}
+
+/// Sends `n` messages then `END` (yielding every `CHUNK`) and waits for the server's count.
+async fn ezsockets_batch(
+    client: &ezsockets::Client<EzClient>,
+    replies: &mut mpsc::UnboundedReceiver<String>,
+    n: u64,
+) -> Result<(), BoxError> {
+    let closed = |_| "ezsockets: the client is closed";
+    let mut seq = 0;
+    while seq < n {
+        let end = (seq + CHUNK).min(n);
+        for s in seq..end {
+            client
+                .text(serde_json::to_string(&TickOut::new(s))?)
+                .map_err(closed)?;
+        }
+        seq = end;
+        actix_rt::task::yield_now().await;
+    }
+    client.text("END").map_err(closed)?;
+    let reply = actix_rt::time::timeout(WAIT, replies.recv())
+        .await?
+        .ok_or("ezsockets: no reply")?;
+    parse_count(&reply, n)
+}
+
+async fn ezsockets_send(url: &str, n: u64, warm: u64) -> Result<Value, BoxError> {
+    let (replies_tx, mut replies) = mpsc::unbounded_channel();
+    let (connected_tx, connected) = oneshot::channel();
+    let config = ezsockets::ClientConfig::new(url);
+    // The client runs in tasks of its own; `_running` is its result, held to the end.
+    let (client, _running) = ezsockets::connect(
+        |_| EzClient {
+            replies: replies_tx,
+            connected: Some(connected_tx),
+        },
+        config,
+    )
+    .await;
+    // Messages given to ezsockets before it is connected are dropped: wait for it.
+    actix_rt::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .map_err(|_| "ezsockets did not connect within 10 s")??;
+    ezsockets_batch(&client, &mut replies, warm).await?;
+    let (cpu0, t0) = (cpu_ns(), Instant::now());
+    ezsockets_batch(&client, &mut replies, n).await?;
     Ok(rate(n, t0.elapsed(), cpu_ns() - cpu0))
 }
