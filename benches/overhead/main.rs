@@ -1,7 +1,7 @@
 //! What resocket costs over a bare awc client doing the same work, side by side in one run.
 //!
 //! ```sh
-//! cargo bench --bench overhead -- --quick   # under a minute
+//! cargo bench --bench overhead -- --quick   # about a minute
 //! cargo bench --bench overhead              # the full run (several minutes)
 //! ```
 //!
