@@ -1,16 +1,17 @@
 //! What resocket costs over a bare awc client doing the same work, side by side in one run.
 //!
 //! ```sh
-//! cargo bench --bench overhead -- --quick   # under a minute
+//! cargo bench --bench overhead -- --quick   # about a minute
 //! cargo bench --bench overhead              # the full run (several minutes)
 //! ```
 //!
 //! Every measurement runs in a fresh client process (this program re-run with `--client`),
 //! which starts its own server process (`--serve`), so the server's CPU is not counted and
 //! RSS starts clean. With `taskset`, the client runs on CPU 1 and the server on CPU 0, except
-//! for ping-pong where both share CPU 0. resocket and bare awc runs alternate; each figure is
-//! the median of the runs, shown with its range. The table goes to stdout, progress to
-//! stderr, and the figures to `target/resocket-bench.json`.
+//! for ping-pong where both share CPU 0. resocket and bare awc (or the peers) take turns, the
+//! first rotating from run to run; each figure is the median of the runs, shown with its
+//! range. The table goes to stdout, progress to stderr, and the figures to
+//! `target/resocket-bench.json`.
 //!
 //! | benchmark | what both sides do |
 //! |---|---|
@@ -18,12 +19,14 @@
 //! | receive | decode the server's pushed messages into `Tick` and `do_send` them to an actor |
 //! | pingpong | one message at a time through an echo server, decoded on return |
 //! | many | 10,000 connections with a 1 s heartbeat: open time, RSS, CPU, reconnect storms |
+//! | peers | send's work by the clients users pick instead, each against resocket's `Sender` in the same run: tokio-tungstenite with a `send` per message; tokio-tungstenite tuned (`feed` per message, one flush, 4 KiB buffers, TCP_NODELAY); ezsockets with its defaults |
 //!
-//! Other flags: `--only send,receive,pingpong,many`, `--runs N`, `--many-runs N`,
+//! Other flags: `--only send,receive,pingpong,many,peers`, `--runs N`, `--many-runs N`,
 //! `--connections N`.
 
 mod common;
 mod many;
+mod peers;
 mod server;
 mod throughput;
 
@@ -43,6 +46,8 @@ struct Settings {
     quick: bool,
     runs: usize,
     many_runs: usize,
+    /// Runs per side of the peers group (four sides: fewer runs keep `--quick` in its minute).
+    peer_runs: usize,
     send_n: u64,
     recv_n: u64,
     warm_n: u64,
@@ -66,6 +71,7 @@ impl Settings {
                 quick,
                 runs: 5,
                 many_runs: 3,
+                peer_runs: 3,
                 send_n: 500_000,
                 recv_n: 500_000,
                 warm_n: 50_000,
@@ -81,6 +87,7 @@ impl Settings {
                 quick,
                 runs: 9,
                 many_runs: 5,
+                peer_runs: 9,
                 send_n: 2_000_000,
                 recv_n: 2_000_000,
                 warm_n: 100_000,
@@ -109,7 +116,10 @@ fn parse_settings(args: &[String]) -> Result<Settings, String> {
         match arg.as_str() {
             "--quick" | "--full" | "--bench" => {}
             "--only" => s.only = Some(value("--only")?.split(',').map(String::from).collect()),
-            "--runs" => s.runs = value("--runs")?.parse().map_err(|_| "--runs: a number")?,
+            "--runs" => {
+                s.runs = value("--runs")?.parse().map_err(|_| "--runs: a number")?;
+                s.peer_runs = s.runs;
+            }
             "--many-runs" => {
                 s.many_runs = value("--many-runs")?
                     .parse()
@@ -160,6 +170,10 @@ async fn client_run(params: Value) -> Result<Value, BoxError> {
             throughput::send(resocket, via, &server.url("sink"), n, warm).await
         }
         "receive" => throughput::receive(resocket, &server.url("push"), n, warm).await,
+        "peer" => {
+            let peer = peers::Peer::from_key(params["peer"].as_str().ok_or("no peer")?)?;
+            peers::send(peer, &server.url("sink"), n, warm).await
+        }
         "send_acked" => {
             throughput::send_acked(resocket, &server.url("sink"), &server.url("acked"), n, warm)
                 .await
@@ -284,6 +298,8 @@ enum Target {
     PlusAtMost(f64),
     /// resocket at most this, whatever the baseline.
     AtMost(f64),
+    /// None: the ratio is the information (resocket against another client).
+    Compare,
 }
 
 impl Target {
@@ -293,6 +309,7 @@ impl Target {
             Target::RatioAtMost(r) => format!("<= {r:.2}x"),
             Target::PlusAtMost(d) => format!("<= bare + {d} {unit}"),
             Target::AtMost(v) => format!("<= {v} {unit}"),
+            Target::Compare => "-".into(),
         }
     }
 
@@ -302,6 +319,7 @@ impl Target {
             Target::RatioAtMost(r) => resocket / baseline <= *r,
             Target::PlusAtMost(d) => resocket <= baseline + d,
             Target::AtMost(v) => resocket <= *v,
+            Target::Compare => true,
         }
     }
 }
@@ -313,6 +331,8 @@ struct Figure {
     higher_is_better: bool,
     target: Target,
     read: Reader,
+    /// The side of the group that resocket (side 0) is compared with.
+    baseline: usize,
 }
 
 /// Reads one figure from a client's result.
@@ -331,13 +351,45 @@ fn figure(
         higher_is_better,
         target,
         read: Box::new(read),
+        baseline: 1,
     }
 }
 
-/// A benchmark: the client parameters and the figures its results give.
+impl Figure {
+    /// Compares resocket with side `baseline` of the group (default: side 1).
+    fn against(mut self, baseline: usize) -> Self {
+        self.baseline = baseline;
+        self
+    }
+}
+
+/// One client of a group: its name in the progress lines, and what it adds to the group's
+/// parameters.
+struct Side {
+    label: &'static str,
+    params: Value,
+}
+
+/// resocket (side 0) and bare awc (side 1).
+fn resocket_and_bare() -> Vec<Side> {
+    vec![
+        Side {
+            label: "resocket",
+            params: json!({"resocket": true}),
+        },
+        Side {
+            label: "bare awc",
+            params: json!({"resocket": false}),
+        },
+    ]
+}
+
+/// A benchmark: the client parameters, the clients it runs, and the figures their results give.
 struct Group {
     name: &'static str,
     params: Value,
+    /// Side 0 is resocket; each figure compares it with one of the others.
+    sides: Vec<Side>,
     pin: Pin,
     runs: usize,
     limit: Duration,
@@ -366,6 +418,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         Group {
             name: "send",
             params: json!({"bench": "send", "n": s.send_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
             pin: split,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -389,6 +442,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         Group {
             name: "send_messages",
             params: json!({"bench": "send_messages", "n": s.send_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
             pin: split,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -412,6 +466,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         Group {
             name: "receive",
             params: json!({"bench": "receive", "n": s.recv_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
             pin: split,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -436,6 +491,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
     groups.push(Group {
         name: "send_acked",
         params: json!({"bench": "send_acked", "n": s.send_n / 10, "warm": s.warm_n}),
+        sides: resocket_and_bare(),
         pin: split,
         runs: s.runs,
         limit: Duration::from_secs(60),
@@ -464,6 +520,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
     groups.push(Group {
         name: "pingpong",
         params: json!({"bench": "pingpong", "n": s.ping_n, "warm": s.ping_warm}),
+        sides: resocket_and_bare(),
         pin: same,
         runs: s.runs,
         limit: Duration::from_secs(60),
@@ -494,6 +551,7 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
                 "paced_10ms"
             },
             params: json!({"bench": "paced", "n": count.max(20), "warm": 10, "gap_ms": gap_ms}),
+            sides: resocket_and_bare(),
             pin: same,
             runs: s.runs,
             limit: Duration::from_secs(60),
@@ -560,45 +618,98 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
             "min_uptime_s": 0.5,
             "storms_down_s": s.storms_down_s,
         }),
+        sides: resocket_and_bare(),
         pin: split,
         runs: s.many_runs,
         limit: Duration::from_secs(180),
         figures,
     });
+    groups.push(peers_group(s, split));
     groups
 }
 
-/// The figures of one benchmark: for each figure, the values of every run, per side.
+/// send's work by the clients users would pick instead, each against resocket's `Sender`
+/// measured in the same run.
+fn peers_group(s: &Settings, pin: Pin) -> Group {
+    let mut sides = vec![Side {
+        label: "resocket",
+        params: json!({"resocket": true}),
+    }];
+    let mut figures = Vec::new();
+    for peer in peers::Peer::ALL {
+        sides.push(Side {
+            label: peer.label(),
+            params: json!({"bench": "peer", "peer": peer.key(), "resocket": false}),
+        });
+        let side = sides.len() - 1;
+        let label = peer.label();
+        figures.push(
+            figure(
+                format!("send vs {label}: msgs/s"),
+                "msg/s",
+                true,
+                Target::Compare,
+                |v: &Value| v["msgs_per_s"].as_f64(),
+            )
+            .against(side),
+        );
+        figures.push(
+            figure(
+                format!("send vs {label}: client CPU per msg"),
+                "ns",
+                false,
+                Target::Compare,
+                |v: &Value| v["cpu_ns_per_msg"].as_f64(),
+            )
+            .against(side),
+        );
+    }
+    Group {
+        name: "peers",
+        // resocket's side is the send benchmark's Sender path; the peers' sides override it.
+        params: json!({"bench": "send", "n": s.send_n, "warm": s.warm_n}),
+        sides,
+        pin,
+        runs: s.peer_runs,
+        limit: Duration::from_secs(60),
+        figures,
+    }
+}
+
+/// The figures of one benchmark: for each side, for each figure, the values of every run.
 struct Measured {
-    resocket: Vec<Vec<f64>>,
-    baseline: Vec<Vec<f64>>,
+    values: Vec<Vec<Vec<f64>>>,
+}
+
+/// `params` with every key of `patch` set.
+fn merged(params: &Value, patch: &Value) -> Value {
+    let mut out = params.clone();
+    if let (Some(out), Some(patch)) = (out.as_object_mut(), patch.as_object()) {
+        for (k, v) in patch {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 fn measure(group: &Group) -> Measured {
-    let f = group.figures.len();
+    let sides = group.sides.len();
     let mut m = Measured {
-        resocket: vec![Vec::new(); f],
-        baseline: vec![Vec::new(); f],
+        values: vec![vec![Vec::new(); group.figures.len()]; sides],
     };
     // A side that timed out once, or failed twice, is not run again in this group (a hang
     // would otherwise cost the time limit on every run).
-    let mut failures = [0u32; 2];
-    let mut timed_out = [false; 2];
+    let mut failures = vec![0u32; sides];
+    let mut timed_out = vec![false; sides];
     for run in 0..group.runs {
-        // Alternate which side goes first, so that drift hits both alike.
-        let order = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for resocket in order {
-            let mut params = group.params.clone();
-            params["resocket"] = json!(resocket);
-            let side = if resocket { "resocket" } else { "bare awc" };
-            let index = usize::from(resocket);
+        // Rotate which side goes first, so that drift hits every side alike.
+        for index in (0..sides).map(|i| (i + run) % sides) {
+            let side = &group.sides[index];
+            let params = merged(&group.params, &side.params);
+            let label = side.label;
             if timed_out[index] || failures[index] >= 2 {
                 eprintln!(
-                    "  {} run {}/{} {side}: skipped",
+                    "  {} run {}/{} {label}: skipped",
                     group.name,
                     run + 1,
                     group.runs
@@ -609,20 +720,15 @@ fn measure(group: &Group) -> Measured {
             match run_client(&params, group.pin, group.limit) {
                 Ok(v) => {
                     eprintln!(
-                        "  {} run {}/{} {side}: {v} ({:.1} s)",
+                        "  {} run {}/{} {label}: {v} ({:.1} s)",
                         group.name,
                         run + 1,
                         group.runs,
                         started.elapsed().as_secs_f64()
                     );
-                    let values = if resocket {
-                        &mut m.resocket
-                    } else {
-                        &mut m.baseline
-                    };
                     for (i, fig) in group.figures.iter().enumerate() {
                         if let Some(x) = (fig.read)(&v).filter(|x| x.is_finite()) {
-                            values[i].push(x);
+                            m.values[index][i].push(x);
                         }
                     }
                 }
@@ -630,7 +736,7 @@ fn measure(group: &Group) -> Measured {
                     failures[index] += 1;
                     timed_out[index] |= e.starts_with("no result") || e.starts_with("gave up");
                     eprintln!(
-                        "  {} run {}/{} {side}: FAILED: {e}",
+                        "  {} run {}/{} {label}: FAILED: {e}",
                         group.name,
                         run + 1,
                         group.runs
@@ -699,12 +805,13 @@ fn harness(s: Settings) -> Result<(), BoxError> {
     let taskset =
         taskset_available() && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     println!(
-        "resocket overhead benchmark: {} mode, {} CPUs, {} runs per figure ({} for the {}-connection figures)",
+        "resocket overhead benchmark: {} mode, {} CPUs, {} runs per figure ({} for the {}-connection figures, {} for the peers)",
         if s.quick { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         s.runs,
         s.many_runs,
         s.connections,
+        s.peer_runs,
     );
     println!(
         "  send/receive: {} + {} warm-up messages of 64 B; ping-pong: {} + {} warm-up round trips; \
@@ -721,23 +828,24 @@ fn harness(s: Settings) -> Result<(), BoxError> {
         eprintln!("{} ({} runs per side)", group.name, group.runs);
         let m = measure(&group);
         for (i, fig) in group.figures.iter().enumerate() {
+            let baseline = m.values.get(fig.baseline).map(|v| v[i].clone());
             rows.push((
                 fig.name.clone(),
                 fig.unit,
                 fig.higher_is_better,
                 fig.target,
-                m.resocket[i].clone(),
-                m.baseline[i].clone(),
+                m.values[0][i].clone(),
+                baseline.unwrap_or_default(),
             ));
         }
     }
 
     println!();
     println!(
-        "{:<46} {:>8}  {:<26} {:<26} {:>6}  {:<18} verdict",
-        "figure (median [min..max])", "unit", "resocket", "bare awc", "ratio", "target"
+        "{:<60} {:>8}  {:<26} {:<26} {:>6}  {:<18} verdict",
+        "figure (median [min..max])", "unit", "resocket", "bare awc / peer", "ratio", "target"
     );
-    println!("{}", "-".repeat(150));
+    println!("{}", "-".repeat(164));
     let mut json_rows = Vec::new();
     let mut missed = 0;
     for (name, unit, higher, target, res, base) in &rows {
@@ -747,6 +855,7 @@ fn harness(s: Settings) -> Result<(), BoxError> {
             _ => None,
         };
         let verdict = match (mr, mb) {
+            (Some(_), Some(_)) if matches!(target, Target::Compare) => "-",
             (Some(r), Some(b)) if target.met(r, b) => "met",
             (Some(_), Some(_)) => {
                 missed += 1;
@@ -758,7 +867,7 @@ fn harness(s: Settings) -> Result<(), BoxError> {
             }
         };
         println!(
-            "{:<46} {:>8}  {:<26} {:<26} {:>6}  {:<18} {}",
+            "{:<60} {:>8}  {:<26} {:<26} {:>6}  {:<18} {}",
             name,
             unit,
             cell(res),
@@ -776,7 +885,7 @@ fn harness(s: Settings) -> Result<(), BoxError> {
             "better": if *higher { "higher" } else { "lower" },
         }));
     }
-    println!("{}", "-".repeat(150));
+    println!("{}", "-".repeat(164));
     let path = output_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
