@@ -23,6 +23,8 @@ struct InFlight {
     frame: ByteString,
     /// The payload's size, as the outbox counted it.
     size: usize,
+    /// Called when the server acknowledges it ([`Delivery::on_written`](crate::Delivery::on_written)).
+    receipt: Option<crate::delivery::Receipt>,
 }
 
 impl InFlight {
@@ -237,6 +239,9 @@ impl AckedLink {
         while self.in_flight.front().is_some_and(|m| m.seq <= acked) {
             if let Some(m) = self.in_flight.pop_front() {
                 outbox.release(m.size);
+                if let Some(receipt) = &m.receipt {
+                    receipt.fire();
+                }
             }
             n += 1;
         }
@@ -263,16 +268,17 @@ impl AckedLink {
         if self.in_flight.len() >= self.window {
             return None;
         }
-        let original = outbox.take_for_flight()?;
+        let taken = outbox.take_for_flight()?;
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
-        let payload = original.as_text().unwrap_or_default();
+        let payload = taken.message.as_text().unwrap_or_default();
         let frame = ByteString::from(wire::msg(Some(seq), payload));
         self.in_flight.push_back(InFlight {
             seq,
             frame: frame.clone(),
-            size: original.len(),
+            size: taken.message.len(),
+            receipt: taken.receipt,
         });
         self.cursor = self.in_flight.len();
         Some(frame)

@@ -32,6 +32,7 @@ use crate::Error;
 pub struct Delivery {
     ttl: Option<Duration>,
     collapse_key: Option<Arc<str>>,
+    written: Option<Receipt>,
     /// The pending request this message is (set by the socket, never by users).
     pub(crate) request: Option<u64>,
 }
@@ -55,6 +56,17 @@ impl Delivery {
         self
     }
 
+    /// Call `receipt` once the message is delivered as far as the mode can tell: in the
+    /// default mode when it is written to a connection, in acked mode when the server
+    /// acknowledges it. It runs on the socket's thread, so it must be quick (send on a
+    /// channel). It is not called for a message that is dropped, expires, is taken back with
+    /// `TakeOutbox` or is handed to a restarted socket: no call means "not known to be
+    /// delivered" (the fleet delivers such a message again).
+    pub fn on_written(mut self, receipt: impl Fn() + Send + Sync + 'static) -> Self {
+        self.written = Some(Receipt(Arc::new(receipt)));
+        self
+    }
+
     /// The time to live, if set.
     pub fn time_to_live(&self) -> Option<Duration> {
         self.ttl
@@ -67,7 +79,10 @@ impl Delivery {
 
     /// Whether no option is set (the common case, which costs nothing).
     pub fn is_plain(&self) -> bool {
-        self.ttl.is_none() && self.collapse_key.is_none() && self.request.is_none()
+        self.ttl.is_none()
+            && self.collapse_key.is_none()
+            && self.request.is_none()
+            && self.written.is_none()
     }
 
     /// The options of pending request `token`'s message: none but the tag.
@@ -82,6 +97,10 @@ impl Delivery {
         self.collapse_key.as_ref()
     }
 
+    pub(crate) fn receipt(&self) -> Option<&Receipt> {
+        self.written.as_ref()
+    }
+
     /// Refuses options that can never be honoured.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.ttl == Some(Duration::ZERO) {
@@ -94,3 +113,28 @@ impl Delivery {
         Ok(())
     }
 }
+
+/// A [`Delivery::on_written`] callback. Two are equal when they are the same callback.
+#[derive(Clone)]
+pub(crate) struct Receipt(Arc<dyn Fn() + Send + Sync>);
+
+impl Receipt {
+    /// The message was delivered as far as the mode can tell.
+    pub(crate) fn fire(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+impl PartialEq for Receipt {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Receipt {}

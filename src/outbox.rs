@@ -133,6 +133,8 @@ pub(crate) struct EntryOptions {
     collapse_key: Option<Arc<str>>,
     /// The pending request this message is.
     request: Option<u64>,
+    /// Called once the message is delivered ([`Delivery::on_written`]).
+    written: Option<crate::delivery::Receipt>,
 }
 
 impl Entry {
@@ -150,6 +152,20 @@ impl Entry {
     fn request(&self) -> Option<u64> {
         self.options.as_ref().and_then(|o| o.request)
     }
+
+    fn receipt(&self) -> Option<crate::delivery::Receipt> {
+        self.options.as_ref().and_then(|o| o.written.clone())
+    }
+}
+
+/// A message taken to be written, with what must happen once it is.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) message: Outgoing,
+    /// The pending request it is.
+    pub(crate) request: Option<u64>,
+    /// Its [`Delivery::on_written`] callback.
+    pub(crate) receipt: Option<crate::delivery::Receipt>,
 }
 
 /// Expired messages kept to be handed back in their events until the socket reports them;
@@ -243,6 +259,7 @@ impl OutboxQueue {
                     .and_then(|ttl| Some((Instant::now().checked_add(ttl)?, ttl))),
                 collapse_key: delivery.collapse_key_arc().cloned(),
                 request: delivery.request,
+                written: delivery.receipt().cloned(),
             })
         });
         self.push_queued(Queued { message, options })
@@ -405,18 +422,24 @@ impl OutboxQueue {
 
     /// Takes the oldest message that is still worth writing; expired ones on the way are set
     /// aside for [`take_expired`](Self::take_expired).
+    #[cfg(test)]
     pub(crate) fn pop_front(&mut self) -> Option<Outgoing> {
-        self.pop_front_tagged().map(|(message, _)| message)
+        self.pop_front_tagged().map(|taken| taken.message)
     }
 
-    /// [`pop_front`](Self::pop_front), with the pending request the message is, if any.
-    pub(crate) fn pop_front_tagged(&mut self) -> Option<(Outgoing, Option<u64>)> {
+    /// [`pop_front`](Self::pop_front), with the pending request the message is and its
+    /// receipt, if any.
+    pub(crate) fn pop_front_tagged(&mut self) -> Option<Taken> {
         let mut now = None;
         loop {
             let entry = self.pop_entry()?;
             if !entry.expired(&mut now) {
-                let request = entry.request();
-                return Some((entry.message, request));
+                let (request, receipt) = (entry.request(), entry.receipt());
+                return Some(Taken {
+                    message: entry.message,
+                    request,
+                    receipt,
+                });
             }
             self.set_aside(entry);
         }
@@ -507,10 +530,10 @@ impl OutboxQueue {
 
     /// Takes the oldest message out to be held in flight: its bytes keep counting until
     /// [`release`](Self::release)d.
-    pub(crate) fn take_for_flight(&mut self) -> Option<Outgoing> {
-        let message = self.pop_front()?;
-        self.held += message.len();
-        Some(message)
+    pub(crate) fn take_for_flight(&mut self) -> Option<Taken> {
+        let taken = self.pop_front_tagged()?;
+        self.held += taken.message.len();
+        Some(taken)
     }
 
     /// Counts `bytes` held in flight (a link handed over from another socket).

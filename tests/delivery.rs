@@ -161,3 +161,92 @@ async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
         }]
     );
 }
+
+/// A receipt that counts its calls.
+fn counted() -> (Delivery, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let delivery = Delivery::new().on_written(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (delivery, calls)
+}
+
+#[actix_rt::test]
+async fn a_receipt_is_called_once_written_and_never_for_a_message_that_expired() {
+    use std::sync::atomic::Ordering;
+    let (mut server, socket, watch) = common::disconnected(fast).await;
+    let (written, written_calls) = counted();
+    let (expiring, expired_calls) = counted();
+    let sent = Instant::now();
+    let queue =
+        |text: &str, delivery: Delivery| socket.send(SendMessage::text(text).with(delivery));
+    queue("expires", expiring.ttl(Duration::from_millis(100)))
+        .await
+        .unwrap()
+        .unwrap();
+    queue("kept", written).await.unwrap().unwrap();
+    assert_eq!(
+        written_calls.load(Ordering::SeqCst),
+        0,
+        "queued, not written"
+    );
+    common::past(sent, Duration::from_millis(100)).await;
+    server.restart().await;
+    wait_for("the kept message", DEADLINE, || {
+        !server.received().is_empty()
+    })
+    .await;
+    wait_for("its receipt", DEADLINE, || {
+        written_calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    watch
+        .wait_error("expired", |e| matches!(e, Error::Expired { .. }))
+        .await;
+    assert_eq!(server.received(), ["kept"]);
+    assert_eq!(
+        expired_calls.load(Ordering::SeqCst),
+        0,
+        "an expired message has no receipt"
+    );
+    assert_eq!(written_calls.load(Ordering::SeqCst), 1, "called once");
+}
+
+#[actix_rt::test]
+async fn in_acked_mode_a_receipt_waits_for_the_servers_ack_not_the_write() {
+    use std::sync::atomic::Ordering;
+    let server = TestServer::start().await;
+    let _app = record_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("receipt")
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let socket = SocketActor::connect(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    common::welcomed(&socket).await;
+    proxy.stall(true);
+    let (delivery, calls) = counted();
+    socket
+        .send(SendMessage::text(r#"{"n":1}"#).with(delivery))
+        .await
+        .unwrap()
+        .unwrap();
+    common::wait_status(&socket, "written, not acknowledged", |s| s.unacked == 1).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "written is not acknowledged"
+    );
+    proxy.stall(false);
+    wait_for("the ack's receipt", DEADLINE, || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    common::wait_status(&socket, "acknowledged", |s| s.unacked == 0).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

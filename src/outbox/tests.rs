@@ -6,7 +6,7 @@ use super::*;
 fn bytes_held_in_flight_count_against_the_limit_until_released() {
     let mut q = OutboxQueue::new(Outbox::bounded(100).max_bytes(10));
     assert_eq!(q.push(msg(1, 6)), Pushed::Queued);
-    let taken = q.take_for_flight().unwrap();
+    let taken = q.take_for_flight().unwrap().message;
     assert!(
         matches!(q.push(msg(2, 6)), Pushed::Refused { .. }),
         "6 held + 6 > 10"
@@ -93,7 +93,7 @@ fn expired_messages_are_skipped_and_set_aside_and_make_room() {
     q.push_with(msg(4, 4), &short);
     q.push(msg(5, 4));
     std::thread::sleep(Duration::from_millis(5));
-    assert_eq!(q.take_for_flight(), Some(msg(5, 4)));
+    assert_eq!(q.take_for_flight().map(|t| t.message), Some(msg(5, 4)));
     assert_eq!(q.take_expired().0.len(), 1);
     assert!(!q.has_events());
 }

@@ -204,14 +204,16 @@ impl SocketActor {
                 Poll::Ready(Err(e)) => return Err(e.to_string()),
                 Poll::Pending => break,
             }
+            let mut written = None;
             let message = match source {
                 Source::Pong => conn.pending_pong.take().map(Message::Pong),
                 Source::Priority => conn.priority.pop_front(),
-                Source::Outbox => outbox.pop_front_tagged().map(|(message, request)| {
-                    if let Some(request) = request {
+                Source::Outbox => outbox.pop_front_tagged().map(|taken| {
+                    if let Some(request) = taken.request {
                         self.requests.written(request);
                     }
-                    message.into_frame()
+                    written = taken.receipt;
+                    taken.message.into_frame()
                 }),
                 Source::Ack => self
                     .acked
@@ -238,6 +240,9 @@ impl SocketActor {
             Pin::new(&mut conn.framed)
                 .start_send(message)
                 .map_err(|e| e.to_string())?;
+            if let Some(receipt) = written {
+                receipt.fire();
+            }
         }
         let flushed = match Pin::new(&mut conn.framed).poll_flush(task) {
             Poll::Ready(Err(e)) => Err(e.to_string()),
