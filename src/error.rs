@@ -176,6 +176,8 @@ pub enum Error {
     DuplicateKey(String),
     /// A supervisor has no socket with this key.
     UnknownKey(String),
+    /// (Feature `fleet`) Redis could not be reached, or refused the command.
+    Redis(Cause),
     /// The socket is closing or closed: it accepts no more messages. The message is handed back.
     /// Not a fault as such; start a new socket to send again.
     Closed,
@@ -302,6 +304,7 @@ impl fmt::Display for Error {
             ),
             Error::DuplicateKey(key) => write!(f, "a socket with key {key:?} already exists"),
             Error::UnknownKey(key) => write!(f, "no socket with key {key:?}"),
+            Error::Redis(cause) => write!(f, "Redis: {cause}"),
             Error::Closed => write!(f, "socket is closing or closed"),
         }
     }
@@ -315,6 +318,7 @@ impl std::error::Error for Error {
             | Error::Tls(cause)
             | Error::Connection(cause)
             | Error::Encode(cause)
+            | Error::Redis(cause)
             | Error::Decode { error: cause, .. } => cause.source(),
             _ => None,
         }

@@ -28,7 +28,11 @@
 mod leases;
 mod node;
 mod placement;
+mod streams;
 
+pub use self::streams::FleetSender;
+
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -258,6 +262,12 @@ pub struct FleetStats {
     pub epoch_changes: u64,
     /// Whether the last tick reached Redis.
     pub redis_ok: bool,
+    /// Stream entries handed to this node's sockets.
+    pub messages_delivered: u64,
+    /// Stream entries acknowledged (written, or acknowledged upstream in acked mode).
+    pub messages_acked: u64,
+    /// Stream entries claimed from a key's previous owner (read, never acknowledged).
+    pub messages_claimed: u64,
 }
 
 /// A running fleet node. Dropping it leaves the node running; [`leave`](Fleet::leave) stops it.
@@ -265,6 +275,8 @@ pub struct FleetStats {
 pub struct Fleet {
     stats: Arc<Mutex<FleetStats>>,
     supervisor: Addr<SupervisorActor>,
+    sender: FleetSender,
+    reader: actix_rt::task::JoinHandle<()>,
     leave: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
 
@@ -279,16 +291,39 @@ impl Fleet {
             .set_connection_timeout(Some(config.renew_interval))
             .set_response_timeout(Some(config.renew_interval))
             .set_max_delay(config.renew_interval);
-        let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, manager)
+        let redis =
+            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
+                .map_err(|e| Error::config("redis_url", e.to_string()))?;
+        // Its own connection: its reads block for up to a poll, the ticks must not wait.
+        let poll = config
+            .renew_interval
+            .min(std::time::Duration::from_millis(200));
+        let reading = manager.set_response_timeout(Some(config.renew_interval + poll));
+        let reader_redis = redis::aio::ConnectionManager::new_lazy_with_config(client, reading)
             .map_err(|e| Error::config("redis_url", e.to_string()))?;
         let supervisor = SupervisorActor::new(config.supervisor).start();
         let stats = Arc::new(Mutex::new(FleetStats::default()));
+        let held = Arc::new(Mutex::new(BTreeSet::new()));
+        let keys: Arc<BTreeSet<String>> = Arc::new(config.keys.iter().cloned().collect());
+        let sender = FleetSender::new(redis.clone(), &config.fleet, Some(keys));
+        let reader = streams::Reader::new(
+            reader_redis,
+            &config.fleet,
+            &config.node,
+            supervisor.clone(),
+            Arc::clone(&held),
+            Arc::clone(&stats),
+            poll,
+        );
+        let reader = actix_rt::spawn(reader.run());
         let (leave, leave_rx) = oneshot::channel();
-        let node = node::Node::new(config, redis, supervisor.clone(), Arc::clone(&stats));
+        let node = node::Node::new(config, redis, supervisor.clone(), Arc::clone(&stats), held);
         actix_rt::spawn(node.run(leave_rx));
         Ok(Fleet {
             stats,
             supervisor,
+            sender,
+            reader,
             leave: Some(leave),
         })
     }
@@ -306,8 +341,20 @@ impl Fleet {
         &self.supervisor
     }
 
+    /// Appends `message` to `key`'s stream, for whichever node owns the key
+    /// ([`FleetSender::send`]).
+    pub async fn send(&self, key: &str, message: impl AsRef<str>) -> Result<String, Error> {
+        self.sender.send(key, message).await
+    }
+
+    /// A sender to the fleet's keys, to hand to other tasks.
+    pub fn sender(&self) -> FleetSender {
+        self.sender.clone()
+    }
+
     /// Leaves the fleet: stops every socket, releases its leases and its membership, so the
-    /// other nodes take its keys at their next tick instead of after the TTL.
+    /// other nodes take its keys at their next tick instead of after the TTL. Stream entries
+    /// read and not yet written are claimed by the keys' next owners.
     pub async fn leave(mut self) {
         if let Some(leave) = self.leave.take() {
             let (done, finished) = oneshot::channel();
@@ -315,5 +362,6 @@ impl Fleet {
                 let _ = finished.await;
             }
         }
+        self.reader.abort();
     }
 }

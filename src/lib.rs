@@ -105,7 +105,7 @@ pub use delivery::Delivery;
 pub use error::{Cause, Error};
 pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, StateChanged};
 #[cfg(feature = "fleet")]
-pub use fleet::{Fleet, FleetConfig, FleetConfigBuilder, FleetStats, Lease};
+pub use fleet::{Fleet, FleetConfig, FleetConfigBuilder, FleetSender, FleetStats, Lease};
 pub use heartbeat::Heartbeat;
 pub use messages::{
     Close, CloseReport, Counters, GetSender, GetStatus, Request, SendError, SendMessage,

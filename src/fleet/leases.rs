@@ -4,7 +4,8 @@
 //!
 //! Keys, all under one hash tag so that a cluster keeps them on one slot:
 //! `resocket:{FLEET}:nodes` (sorted set, score = expiry in Redis time),
-//! `resocket:{FLEET}:epoch`, `resocket:{FLEET}:lease:KEY`, `resocket:{FLEET}:token:KEY`.
+//! `resocket:{FLEET}:epoch`, `resocket:{FLEET}:lease:KEY`, `resocket:{FLEET}:token:KEY`, and
+//! the stream of messages to a key, `resocket:{FLEET}:to:KEY` (see `streams.rs`).
 
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ impl Names {
 
     pub(crate) fn token(&self, key: &str) -> String {
         format!("{}:token:{key}", self.prefix)
+    }
+
+    /// The stream of messages to `key`.
+    pub(crate) fn to(&self, key: &str) -> String {
+        format!("{}:to:{key}", self.prefix)
     }
 }
 

@@ -3,7 +3,7 @@
 //! lease released after), and takes what is placed here and free (lease first, socket after).
 //! A node that cannot renew stops every socket by its renew deadline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ pub(crate) struct Node {
     supervisor: Addr<SupervisorActor>,
     stats: Arc<Mutex<FleetStats>>,
     held: BTreeMap<String, Held>,
+    /// The keys held, for the stream reader.
+    shared_held: Arc<Mutex<BTreeSet<String>>>,
     /// When the last tick that reached Redis was sent: every lease held was renewed then
     /// or later.
     renewed_at: Option<Instant>,
@@ -47,6 +49,7 @@ impl Node {
         redis: redis::aio::ConnectionManager,
         supervisor: Addr<SupervisorActor>,
         stats: Arc<Mutex<FleetStats>>,
+        shared_held: Arc<Mutex<BTreeSet<String>>>,
     ) -> Self {
         let leases = Leases::new(redis, &config.fleet, &config.node);
         Node {
@@ -55,6 +58,7 @@ impl Node {
             supervisor,
             stats,
             held: BTreeMap::new(),
+            shared_held,
             renewed_at: None,
             epoch: None,
             quiet_until: None,
@@ -274,6 +278,7 @@ impl Node {
             }
             self.held.insert(key.to_string(), Held { token });
         }
+        self.share_held();
         if started > 0 {
             info!("resocket fleet {}: took {started} key(s)", self.config.node);
         }
@@ -281,20 +286,22 @@ impl Node {
 
     /// Stops the sockets of `keys`, each Close bounded, and forgets them.
     async fn stop(&mut self, keys: &[String]) {
+        // The reader stops delivering to them first.
+        for key in keys {
+            if let Some(held) = self.held.remove(key) {
+                debug!(
+                    "resocket fleet {}: key {key} (token {}) stopping",
+                    self.config.node, held.token
+                );
+            }
+        }
+        self.share_held();
         let within = self.config.close_bound();
         let stops = keys.iter().map(|key| {
             self.supervisor
                 .send(StopSocket::new(key.as_str()).within(within))
         });
         let _ = join_all(stops).await;
-        for key in keys {
-            if let Some(held) = self.held.remove(key) {
-                debug!(
-                    "resocket fleet {}: key {key} (token {}) stopped",
-                    self.config.node, held.token
-                );
-            }
-        }
     }
 
     /// Past the renew deadline, every socket stops: its lease may be about to expire.
@@ -326,6 +333,15 @@ impl Node {
         let _ = actix_rt::time::timeout(bound, self.leases.leave()).await;
         self.update(|s| s.owned = 0);
         info!("resocket fleet {}: left", self.config.node);
+    }
+
+    /// Tells the stream reader which keys are held now.
+    fn share_held(&self) {
+        let keys: BTreeSet<String> = self.held.keys().cloned().collect();
+        match self.shared_held.lock() {
+            Ok(mut held) => *held = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
     }
 
     fn update(&self, change: impl FnOnce(&mut FleetStats)) {

@@ -24,9 +24,15 @@ pub struct Conn {
 #[derive(Default)]
 pub struct Ledger {
     conns: Mutex<Vec<Conn>>,
+    /// Every text message received, with its key, in arrival order.
+    messages: Mutex<Vec<(String, String)>>,
 }
 
 impl Ledger {
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
     pub fn conns(&self) -> Vec<Conn> {
         self.conns.lock().unwrap().clone()
     }
@@ -93,7 +99,10 @@ impl SessionHandler for Recorder {
         });
     }
 
-    fn text(&mut self, _session: &Session, _text: &str) {}
+    fn text(&mut self, _session: &Session, text: &str) {
+        let message = (self.key.clone(), text.to_string());
+        self.ledger.messages.lock().unwrap().push(message);
+    }
 
     fn closed(&mut self, _code: Option<u16>) {
         if let Some(i) = self.index {
@@ -184,13 +193,25 @@ impl NodeProcess {
         server: &FleetServer,
         keys: usize,
     ) -> Self {
+        Self::spawn_to(id, fleet, redis_url, server.addr, keys)
+    }
+
+    /// As [`spawn`](Self::spawn), with the sockets connecting to `upstream` (a proxy in
+    /// front of the server, say).
+    pub fn spawn_to(
+        id: &str,
+        fleet: &str,
+        redis_url: &str,
+        upstream: std::net::SocketAddr,
+        keys: usize,
+    ) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["fleet_node_process", "--exact", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
             .env("RESOCKET_FLEET_NODE", id)
             .env("RESOCKET_FLEET_NAME", fleet)
             .env("RESOCKET_FLEET_REDIS", redis_url)
-            .env("RESOCKET_FLEET_SERVER", server.addr.to_string())
+            .env("RESOCKET_FLEET_SERVER", upstream.to_string())
             .env("RESOCKET_FLEET_KEYS", keys.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
