@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod inbound;
 mod leases;
 mod node;
 mod placement;
@@ -69,6 +70,8 @@ pub struct FleetConfig {
     pub(crate) renew_deadline: Duration,
     pub(crate) max_keys_per_node: Option<usize>,
     pub(crate) supervisor: SupervisorConfig,
+    /// Forward inbound messages to the fleet's inbound stream, trimmed to about this.
+    pub(crate) forward_inbound: Option<usize>,
 }
 
 impl std::fmt::Debug for FleetConfig {
@@ -93,6 +96,9 @@ impl FleetConfig {
     /// The default renew deadline: 6 s. A node that could not renew for this long stops its
     /// sockets, leaving the rest of the TTL for them to close and for clock drift.
     pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(6);
+    /// Inbound messages that wait for Redis at most when they are forwarded
+    /// ([`FleetConfigBuilder::forward_inbound`]); past it they are dropped and counted.
+    pub const INBOUND_BUFFER: usize = 10_000;
 
     /// A node `node` of fleet `fleet` on the Redis at `redis_url` (`redis://host:port/db`).
     /// Node ids must be unique in the fleet and stable across restarts of the same node.
@@ -112,7 +118,15 @@ impl FleetConfig {
             renew_deadline: Self::DEFAULT_RENEW_DEADLINE,
             max_keys_per_node: None,
             supervisor: SupervisorConfig::default(),
+            forward_inbound: None,
         }
+    }
+
+    /// The stream every key's inbound messages go to with
+    /// [`forward_inbound`](FleetConfigBuilder::forward_inbound): `resocket:{FLEET}:from`,
+    /// entries with fields `k` (the key) and `m` (the message).
+    pub fn inbound_stream(&self) -> String {
+        leases::Names::new(&self.fleet).from()
     }
 
     /// How long a Close waits for the upstream when this node gives a key up: the socket must
@@ -135,6 +149,7 @@ pub struct FleetConfigBuilder {
     renew_deadline: Duration,
     max_keys_per_node: Option<usize>,
     supervisor: SupervisorConfig,
+    forward_inbound: Option<usize>,
 }
 
 impl std::fmt::Debug for FleetConfigBuilder {
@@ -190,6 +205,14 @@ impl FleetConfigBuilder {
         self
     }
 
+    /// Append every text message the node's sockets receive to the fleet's inbound stream
+    /// ([`FleetConfig::inbound_stream`]), trimmed to about `max_len` entries, for consumers
+    /// anywhere to read with their own consumer groups. At most once: see the module.
+    pub fn forward_inbound(mut self, max_len: usize) -> Self {
+        self.forward_inbound = Some(max_len.max(1));
+        self
+    }
+
     /// The settings of the node's own [`SupervisorActor`] (arbiters, restart intensity).
     pub fn supervisor(mut self, config: SupervisorConfig) -> Self {
         self.supervisor = config;
@@ -234,6 +257,7 @@ impl FleetConfigBuilder {
             renew_deadline: self.renew_deadline,
             max_keys_per_node: self.max_keys_per_node,
             supervisor: self.supervisor,
+            forward_inbound: self.forward_inbound,
         })
     }
 }
@@ -268,6 +292,10 @@ pub struct FleetStats {
     pub messages_acked: u64,
     /// Stream entries claimed from a key's previous owner (read, never acknowledged).
     pub messages_claimed: u64,
+    /// Inbound messages appended to the fleet's inbound stream.
+    pub inbound_forwarded: u64,
+    /// Inbound messages not appended (Redis unreachable past the buffer).
+    pub inbound_dropped: u64,
 }
 
 /// A running fleet node. Dropping it leaves the node running; [`leave`](Fleet::leave) stops it.
@@ -316,8 +344,18 @@ impl Fleet {
             poll,
         );
         let reader = actix_rt::spawn(reader.run());
+        let forwarder = config.forward_inbound.map(|max_len| {
+            inbound::start(redis.clone(), &config.fleet, max_len, Arc::clone(&stats))
+        });
         let (leave, leave_rx) = oneshot::channel();
-        let node = node::Node::new(config, redis, supervisor.clone(), Arc::clone(&stats), held);
+        let node = node::Node::new(
+            config,
+            redis,
+            supervisor.clone(),
+            Arc::clone(&stats),
+            held,
+            forwarder.map(|f| f.recipient()),
+        );
         actix_rt::spawn(node.run(leave_rx));
         Ok(Fleet {
             stats,

@@ -423,3 +423,42 @@ async fn entries_a_dead_owner_read_but_never_wrote_are_claimed_by_the_next_one()
     );
     assert_no_overlap(&server);
 }
+
+/// A Redis integer reply to an inline command.
+fn redis_integer(redis: &Redis, command: &str) -> i64 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(redis.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{command}: {line}"))
+}
+
+#[actix_rt::test]
+async fn what_each_key_receives_is_appended_to_the_fleets_inbound_stream() {
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    const KEYS: usize = 20;
+    let forward = [("RESOCKET_FLEET_FORWARD", "1")];
+    let _a = NodeProcess::spawn_with("a", "inbound", &redis.url(), server.addr, KEYS, &forward);
+    let _b = NodeProcess::spawn_with("b", "inbound", &redis.url(), server.addr, KEYS, &forward);
+    wait_for("20 keys over 2 nodes", STARTUP, || {
+        server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
+    })
+    .await;
+    // The server greets every connection once; every greeting reaches the stream.
+    let stream = "XLEN resocket:{inbound}:from";
+    wait_for("one entry per connection", STARTUP, || {
+        redis_integer(&redis, stream) == server.ledger.conns().len() as i64
+    })
+    .await;
+    assert!(redis_integer(&redis, stream) >= KEYS as i64);
+}

@@ -41,6 +41,11 @@ impl Names {
         format!("{}:token:{key}", self.prefix)
     }
 
+    /// The stream of what every key received (when forwarded).
+    pub(crate) fn from(&self) -> String {
+        format!("{}:from", self.prefix)
+    }
+
     /// The stream of messages to `key`.
     pub(crate) fn to(&self, key: &str) -> String {
         format!("{}:to:{key}", self.prefix)

@@ -31,6 +31,8 @@ pub(crate) struct Node {
     held: BTreeMap<String, Held>,
     /// The keys held, for the stream reader.
     shared_held: Arc<Mutex<BTreeSet<String>>>,
+    /// Subscribed to every socket when inbound messages are forwarded.
+    forward: Option<actix::Recipient<crate::InboundText>>,
     /// When the last tick that reached Redis was sent: every lease held was renewed then
     /// or later.
     renewed_at: Option<Instant>,
@@ -50,6 +52,7 @@ impl Node {
         supervisor: Addr<SupervisorActor>,
         stats: Arc<Mutex<FleetStats>>,
         shared_held: Arc<Mutex<BTreeSet<String>>>,
+        forward: Option<actix::Recipient<crate::InboundText>>,
     ) -> Self {
         let leases = Leases::new(redis, &config.fleet, &config.node);
         Node {
@@ -59,6 +62,7 @@ impl Node {
             stats,
             held: BTreeMap::new(),
             shared_held,
+            forward,
             renewed_at: None,
             epoch: None,
             quiet_until: None,
@@ -271,7 +275,11 @@ impl Node {
                     continue; // the lease is held unused and renewed: no one else runs it
                 }
             };
-            match self.supervisor.send(StartSocket::new(*key, config)).await {
+            let mut start = StartSocket::new(*key, config);
+            if let Some(forward) = &self.forward {
+                start = start.subscribe(crate::Subscribe::text(forward.clone()));
+            }
+            match self.supervisor.send(start).await {
                 Ok(Ok(_)) => started += 1,
                 Ok(Err(e)) => warn!("resocket fleet {}: key {key}: {e}", self.config.node),
                 Err(e) => warn!("resocket fleet {}: supervisor: {e}", self.config.node),

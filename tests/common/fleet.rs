@@ -88,7 +88,9 @@ struct Recorder {
 }
 
 impl SessionHandler for Recorder {
-    fn opened(&mut self, _session: &Session) {
+    fn opened(&mut self, session: &Session) {
+        // One greeting per connection (for the inbound stream's test).
+        session.text(format!("hello {}", self.key));
         let mut conns = self.ledger.conns.lock().unwrap();
         self.index = Some(conns.len());
         conns.push(Conn {
@@ -205,7 +207,20 @@ impl NodeProcess {
         upstream: std::net::SocketAddr,
         keys: usize,
     ) -> Self {
+        Self::spawn_with(id, fleet, redis_url, upstream, keys, &[])
+    }
+
+    /// As [`spawn_to`](Self::spawn_to), with extra environment (`RESOCKET_FLEET_FORWARD`).
+    pub fn spawn_with(
+        id: &str,
+        fleet: &str,
+        redis_url: &str,
+        upstream: std::net::SocketAddr,
+        keys: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().copied())
             .args(["fleet_node_process", "--exact", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
             .env("RESOCKET_FLEET_NODE", id)
@@ -269,7 +284,8 @@ pub fn run_node_from_env() {
     });
     actix_rt::System::new().block_on(async move {
         let node_id = node.clone();
-        let config = FleetConfig::builder(redis, fleet, node)
+        let forward = std::env::var_os("RESOCKET_FLEET_FORWARD").is_some();
+        let mut config = FleetConfig::builder(redis, fleet, node)
             .keys((0..keys).map(|i| format!("key-{i:04}")))
             .lease_ttl(LEASE_TTL)
             .renew_interval(RENEW_INTERVAL)
@@ -282,10 +298,11 @@ pub fn run_node_from_env() {
                 .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
                 .backoff(Backoff::exponential(Duration::from_millis(10), MAX_BACKOFF))
                 .build()
-            })
-            .build()
-            .unwrap();
-        let _fleet = Fleet::start(config).await.unwrap();
+            });
+        if forward {
+            config = config.forward_inbound(100_000);
+        }
+        let _fleet = Fleet::start(config.build().unwrap()).await.unwrap();
         loop {
             actix_rt::time::sleep(Duration::from_secs(3600)).await;
         }
