@@ -553,7 +553,9 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
             params: json!({"bench": "paced", "n": count.max(20), "warm": 10, "gap_ms": gap_ms}),
             sides: resocket_and_bare(),
             pin: same,
-            runs: s.runs,
+            // (As few runs as the peers in --quick: a p99 of paced traffic is steady, and the
+            // quick run stays under a minute.)
+            runs: s.peer_runs,
             limit: Duration::from_secs(60),
             figures: vec![figure(
                 format!("paced every {gap_ms} ms: echo RTT p99{pinned}"),
