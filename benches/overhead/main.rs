@@ -28,6 +28,7 @@ mod common;
 mod many;
 mod peers;
 mod server;
+mod svg;
 mod throughput;
 
 use std::io::{BufRead, BufReader, Write};
@@ -681,6 +682,8 @@ fn peers_group(s: &Settings, pin: Pin) -> Group {
 /// The figures of one benchmark: for each side, for each figure, the values of every run.
 struct Measured {
     values: Vec<Vec<Vec<f64>>>,
+    /// Each side's last result, as its client reported it.
+    last: Vec<Option<Value>>,
 }
 
 /// `params` with every key of `patch` set.
@@ -698,6 +701,7 @@ fn measure(group: &Group) -> Measured {
     let sides = group.sides.len();
     let mut m = Measured {
         values: vec![vec![Vec::new(); group.figures.len()]; sides],
+        last: vec![None; sides],
     };
     // A side that timed out once, or failed twice, is not run again in this group (a hang
     // would otherwise cost the time limit on every run).
@@ -733,6 +737,7 @@ fn measure(group: &Group) -> Measured {
                             m.values[index][i].push(x);
                         }
                     }
+                    m.last[index] = Some(v);
                 }
                 Err(e) => {
                     failures[index] += 1;
@@ -794,6 +799,35 @@ fn cell(values: &[f64]) -> String {
     }
 }
 
+/// The first storm's reconnects per 100 ms, resocket against bare awc (each side's last run),
+/// to `target/resocket-storm.svg`.
+fn write_storm_svg(m: &Measured) -> Result<(), BoxError> {
+    let bins = |side: usize| -> Option<Vec<u32>> {
+        let v = m.last.get(side)?.as_ref()?;
+        let bins = v["storms"][0]["per_100ms_after_restart"].as_array()?;
+        Some(
+            bins.iter()
+                .filter_map(|b| b.as_u64())
+                .map(|b| b as u32)
+                .collect(),
+        )
+    };
+    let (Some(resocket), Some(bare)) = (bins(0), bins(1)) else {
+        return Ok(()); // a side failed: no picture
+    };
+    let svg = svg::storm(
+        "10,000 sockets, server restarted: reconnects per 100 ms",
+        &[
+            ("resocket", "#1f77b4", resocket),
+            ("bare awc", "#d62728", bare),
+        ],
+    );
+    let path = output_path().with_file_name("resocket-storm.svg");
+    std::fs::write(&path, svg)?;
+    eprintln!("storm picture written to {}", path.display());
+    Ok(())
+}
+
 fn output_path() -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -829,6 +863,9 @@ fn harness(s: Settings) -> Result<(), BoxError> {
     for group in groups(&s, taskset).into_iter().filter(|g| s.wants(g.name)) {
         eprintln!("{} ({} runs per side)", group.name, group.runs);
         let m = measure(&group);
+        if group.name == "many" {
+            write_storm_svg(&m)?;
+        }
         for (i, fig) in group.figures.iter().enumerate() {
             let baseline = m.values.get(fig.baseline).map(|v| v[i].clone());
             rows.push((
