@@ -781,6 +781,7 @@ impl SocketActor {
         if conn.id != id {
             return;
         }
+        conn.recheck = None;
         let now = Instant::now();
         let last_read = conn.framed.codec_ref().last_read();
         conn.liveness
@@ -814,11 +815,14 @@ impl SocketActor {
 
     /// Open: arms the recheck of a suspected peer (the driver reads meanwhile).
     fn recheck_later(&mut self, ctx: &mut Context<Self>) {
-        if let Phase::Open(conn) = &self.phase {
+        if let Phase::Open(conn) = &mut self.phase {
             let id = conn.id;
-            ctx.run_later(RECHECK_AFTER, move |act, ctx| {
+            let recheck = ctx.run_later(RECHECK_AFTER, move |act, ctx| {
                 act.heartbeat_recheck(id, ctx)
             });
+            if let Some(earlier) = conn.recheck.replace(recheck) {
+                ctx.cancel_future(earlier);
+            }
         }
     }
 

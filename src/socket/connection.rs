@@ -42,6 +42,8 @@ pub(crate) struct OpenConnection {
     pub(crate) ping_sent: Option<(Bytes, Instant)>,
     pub(crate) closing: Option<Closing>,
     pub(crate) heartbeat: SpawnHandle,
+    /// The recheck of a suspected peer, when one is armed.
+    pub(crate) recheck: Option<SpawnHandle>,
     pub(crate) driver: SpawnHandle,
     /// Acked mode: the limit on waiting for the server's welcome.
     pub(crate) welcome_deadline: Option<SpawnHandle>,
@@ -66,6 +68,7 @@ impl OpenConnection {
             identify_async: Vec::new(),
             closing: None,
             heartbeat: SpawnHandle::default(),
+            recheck: None,
             driver: SpawnHandle::default(),
             welcome_deadline: None,
             identifying: None,
@@ -77,6 +80,9 @@ impl OpenConnection {
         use actix::AsyncContext;
         ctx.cancel_future(self.heartbeat);
         ctx.cancel_future(self.driver);
+        if let Some(recheck) = self.recheck {
+            ctx.cancel_future(recheck);
+        }
         if let Some(closing) = &self.closing {
             ctx.cancel_future(closing.deadline);
         }
