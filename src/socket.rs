@@ -815,13 +815,14 @@ impl SocketActor {
 
     /// Open: arms the recheck of a suspected peer (the driver reads meanwhile).
     fn recheck_later(&mut self, ctx: &mut Context<Self>) {
+        // One armed at a time; an earlier one still waiting is kept (on a stalled thread the
+        // ticks come late, and replacing it each time would never let a recheck run).
         if let Phase::Open(conn) = &mut self.phase {
-            let id = conn.id;
-            let recheck = ctx.run_later(RECHECK_AFTER, move |act, ctx| {
-                act.heartbeat_recheck(id, ctx)
-            });
-            if let Some(earlier) = conn.recheck.replace(recheck) {
-                ctx.cancel_future(earlier);
+            if conn.recheck.is_none() {
+                let id = conn.id;
+                conn.recheck = Some(ctx.run_later(RECHECK_AFTER, move |act, ctx| {
+                    act.heartbeat_recheck(id, ctx)
+                }));
             }
         }
     }
