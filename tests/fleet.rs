@@ -462,3 +462,50 @@ async fn what_each_key_receives_is_appended_to_the_fleets_inbound_stream() {
     .await;
     assert!(redis_integer(&redis, stream) >= KEYS as i64);
 }
+
+/// The figure the issue asks for: publish-to-upstream latency through a key's stream (XADD,
+/// the owner's XREADGROUP, the socket, the upstream), one message a millisecond.
+/// `cargo test --release --test fleet -- --ignored --nocapture publish_to_upstream`.
+#[actix_rt::test]
+#[ignore = "a measurement"]
+async fn publish_to_upstream_latency() {
+    use std::collections::BTreeMap;
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    const KEYS: usize = 10;
+    const N: usize = 2_000;
+    let _a = NodeProcess::spawn("a", "latency", &redis.url(), &server, KEYS);
+    wait_for("10 keys on a", STARTUP, || server.ledger.each_once(KEYS)).await;
+    let sender = resocket::FleetSender::connect(&redis.url(), "latency")
+        .await
+        .unwrap();
+    let mut sent = BTreeMap::new();
+    for i in 0..N {
+        let key = format!("key-{:04}", i % KEYS);
+        let text = format!("{key}:{i}");
+        sent.insert(text.clone(), Instant::now());
+        sender.send(&key, &text).await.unwrap();
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    wait_for("all arrived", STARTUP, || {
+        server.ledger.messages().len() >= N
+    })
+    .await;
+    let mut micros: Vec<u128> = server
+        .ledger
+        .arrivals()
+        .into_iter()
+        .filter_map(|(text, at)| Some(at.duration_since(*sent.get(&text)?).as_micros()))
+        .collect();
+    micros.sort_unstable();
+    let p = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "fleet: publish-to-upstream latency over {} messages: p50 {} us, p90 {} us, p99 {} us, max {} us; over 10 ms: {}",
+        micros.len(),
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        micros[micros.len() - 1],
+        micros.iter().filter(|m| **m > 10_000).count()
+    );
+}

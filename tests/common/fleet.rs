@@ -24,13 +24,23 @@ pub struct Conn {
 #[derive(Default)]
 pub struct Ledger {
     conns: Mutex<Vec<Conn>>,
-    /// Every text message received, with its key, in arrival order.
-    messages: Mutex<Vec<(String, String)>>,
+    /// Every text message received, with its key and arrival, in arrival order.
+    messages: Mutex<Vec<(String, String, Instant)>>,
 }
 
 impl Ledger {
     pub fn messages(&self) -> Vec<(String, String)> {
-        self.messages.lock().unwrap().clone()
+        let messages = self.messages.lock().unwrap();
+        messages
+            .iter()
+            .map(|(k, m, _)| (k.clone(), m.clone()))
+            .collect()
+    }
+
+    /// When each message arrived.
+    pub fn arrivals(&self) -> Vec<(String, Instant)> {
+        let messages = self.messages.lock().unwrap();
+        messages.iter().map(|(_, m, at)| (m.clone(), *at)).collect()
     }
 
     pub fn conns(&self) -> Vec<Conn> {
@@ -102,7 +112,7 @@ impl SessionHandler for Recorder {
     }
 
     fn text(&mut self, _session: &Session, text: &str) {
-        let message = (self.key.clone(), text.to_string());
+        let message = (self.key.clone(), text.to_string(), Instant::now());
         self.ledger.messages.lock().unwrap().push(message);
     }
 
