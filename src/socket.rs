@@ -7,6 +7,7 @@
 //! (`SpawnHandle`s); [`SocketActor::set_phase`] is the one place a state is left, and it
 //! cancels them.
 
+mod buffers;
 mod closing;
 mod connect;
 mod connection;
@@ -520,6 +521,10 @@ impl SocketActor {
             );
         }
         let mut conn = OpenConnection::new(id, attempt, framed, self.config.max_message);
+        // The handshake's buffers go back at once: the first read and write take what they
+        // need (thousands of sockets opening together reuse each other's, instead of holding
+        // 16 KiB each).
+        buffers::release(&mut conn.framed);
         match &mut self.acked {
             None => conn.priority.extend(
                 self.config

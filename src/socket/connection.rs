@@ -50,6 +50,8 @@ pub(crate) struct OpenConnection {
     /// Identify-then-wait: the limit on waiting for the server's acceptance; while set, only
     /// the priority queue (identify messages, pings) is written.
     pub(crate) identifying: Option<SpawnHandle>,
+    /// When the I/O buffers are given back (an idle connection).
+    pub(crate) quiet: super::buffers::Quiet,
 }
 
 impl OpenConnection {
@@ -72,6 +74,7 @@ impl OpenConnection {
             driver: SpawnHandle::default(),
             welcome_deadline: None,
             identifying: None,
+            quiet: super::buffers::Quiet::new(now),
         }
     }
 
@@ -127,6 +130,7 @@ impl ActorFuture<SocketActor> for Driver {
     ) -> Poll<()> {
         let id = self.id;
         let mut budget = READ_BUDGET;
+        let mut frames = 0;
         // While a slow subscriber holds a delivery, reading waits (TCP backpressure).
         while !act.deliveries.paused() {
             let polled = match &mut act.phase {
@@ -139,7 +143,10 @@ impl ActorFuture<SocketActor> for Driver {
                     act.stream_ended(ctx);
                     return Poll::Ready(());
                 }
-                Poll::Ready(Some(item)) => act.frame_received(item, ctx),
+                Poll::Ready(Some(item)) => {
+                    frames += 1;
+                    act.frame_received(item, ctx)
+                }
             }
             budget -= 1;
             if budget == 0 {
@@ -152,7 +159,15 @@ impl ActorFuture<SocketActor> for Driver {
             act.report_outbox_events(ctx);
         }
         match pumped {
-            Ok(true) => Poll::Pending,
+            Ok(true) => {
+                if let Phase::Open(c) = &mut act.phase {
+                    let idle = act.outbox.lock().is_empty() && c.priority.is_empty();
+                    if c.quiet.after_poll(frames, Instant::now()) && idle {
+                        super::buffers::release(&mut c.framed);
+                    }
+                }
+                Poll::Pending
+            }
             Ok(false) => Poll::Ready(()),
             Err(e) => {
                 act.write_failed(e, ctx);
