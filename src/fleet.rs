@@ -292,6 +292,9 @@ pub struct FleetStats {
     pub messages_acked: u64,
     /// Stream entries claimed from a key's previous owner (read, never acknowledged).
     pub messages_claimed: u64,
+    /// Stream entries the key's socket refused for good (larger than its outbox, say):
+    /// acknowledged without being delivered, so the key's later messages still flow.
+    pub messages_refused: u64,
     /// Inbound messages appended to the fleet's inbound stream.
     pub inbound_forwarded: u64,
     /// Inbound messages not appended (Redis unreachable past the buffer).
@@ -317,7 +320,9 @@ impl Fleet {
             .map_err(|e| Error::config("redis_url", e.to_string()))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.renew_interval))
-            .set_response_timeout(Some(config.renew_interval))
+            // (Each call has its own bound, up to the renew deadline: a slow answer that
+            // still lands in time counts.)
+            .set_response_timeout(Some(config.renew_deadline))
             .set_max_delay(config.renew_interval);
         let redis =
             redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
@@ -326,12 +331,12 @@ impl Fleet {
         let poll = config
             .renew_interval
             .min(std::time::Duration::from_millis(200));
-        let reading = manager.set_response_timeout(Some(config.renew_interval + poll));
+        let reading = manager.set_response_timeout(Some(config.renew_deadline + poll));
         let reader_redis = redis::aio::ConnectionManager::new_lazy_with_config(client, reading)
             .map_err(|e| Error::config("redis_url", e.to_string()))?;
         let supervisor = SupervisorActor::new(config.supervisor).start();
         let stats = Arc::new(Mutex::new(FleetStats::default()));
-        let held = Arc::new(Mutex::new(BTreeSet::new()));
+        let held = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
         let keys: Arc<BTreeSet<String>> = Arc::new(config.keys.iter().cloned().collect());
         let sender = FleetSender::new(redis.clone(), &config.fleet, Some(keys));
         let reader = streams::Reader::new(

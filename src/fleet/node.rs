@@ -3,9 +3,9 @@
 //! lease released after), and takes what is placed here and free (lease first, socket after).
 //! A node that cannot renew stops every socket by its renew deadline.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use futures_channel::oneshot;
@@ -18,9 +18,34 @@ use super::{FleetConfig, FleetStats, Lease};
 use crate::backoff::SplitMix64;
 use crate::{RandomSource, StartSocket, StopSocket, SupervisorActor};
 
-/// A key whose socket runs here.
+/// A key whose lease this node holds.
 struct Held {
     token: u64,
+    /// Whether its socket was started and has not been seen gone since.
+    running: bool,
+    /// Starts in a row that did not last a tick (a definition that failed, an upstream that
+    /// refuses the key): the next start waits longer.
+    failures: u32,
+    /// When the socket may be started again.
+    retry_at: Option<Instant>,
+}
+
+impl Held {
+    fn new(token: u64) -> Self {
+        Held {
+            token,
+            running: false,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+}
+
+/// The wait before starting a key's socket again after `failures` starts in a row that
+/// did not last: 250 ms doubling, at most 30 s.
+fn revive_after(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(7)).unwrap_or(128);
+    (Duration::from_millis(250) * factor).min(Duration::from_secs(30))
 }
 
 pub(crate) struct Node {
@@ -29,8 +54,10 @@ pub(crate) struct Node {
     supervisor: Addr<SupervisorActor>,
     stats: Arc<Mutex<FleetStats>>,
     held: BTreeMap<String, Held>,
-    /// The keys held, for the stream reader.
-    shared_held: Arc<Mutex<BTreeSet<String>>>,
+    /// The keys whose socket runs, each with the generation of its socket (a new socket,
+    /// a new generation: the stream reader delivers its unacknowledged entries again).
+    shared_held: Arc<Mutex<BTreeMap<String, u64>>>,
+    generation: u64,
     /// Subscribed to every socket when inbound messages are forwarded.
     forward: Option<actix::Recipient<crate::InboundText>>,
     /// When the last tick that reached Redis was sent: every lease held was renewed then
@@ -51,7 +78,7 @@ impl Node {
         redis: redis::aio::ConnectionManager,
         supervisor: Addr<SupervisorActor>,
         stats: Arc<Mutex<FleetStats>>,
-        shared_held: Arc<Mutex<BTreeSet<String>>>,
+        shared_held: Arc<Mutex<BTreeMap<String, u64>>>,
         forward: Option<actix::Recipient<crate::InboundText>>,
     ) -> Self {
         let leases = Leases::new(redis, &config.fleet, &config.node);
@@ -62,6 +89,7 @@ impl Node {
             stats,
             held: BTreeMap::new(),
             shared_held,
+            generation: 0,
             forward,
             renewed_at: None,
             epoch: None,
@@ -99,6 +127,17 @@ impl Node {
         self.renewed_at.map(|at| at + self.config.renew_deadline)
     }
 
+    /// How long a Redis call may take from `now`: until the deadline while keys are held,
+    /// else the renew deadline.
+    fn budget(&self, now: Instant) -> Duration {
+        match self.deadline() {
+            Some(deadline) if !self.held.is_empty() => deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+            _ => self.config.renew_deadline,
+        }
+    }
+
     async fn tick(&mut self) {
         let sent = Instant::now();
         // First of all (a process that was paused may wake up past its deadline).
@@ -106,13 +145,8 @@ impl Node {
         let owned: Vec<String> = self.held.keys().cloned().collect();
         let owned_refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         // Bounded by the time left before the deadline, so a hung Redis cannot hold the
-        // sockets past it.
-        let budget = match (self.deadline(), owned.is_empty()) {
-            (Some(deadline), false) => deadline
-                .saturating_duration_since(sent)
-                .min(self.config.renew_interval),
-            _ => self.config.renew_interval,
-        };
+        // sockets past it; a slow answer within it still counts (the next tick waits).
+        let budget = self.budget(sent);
         let fresh_epoch = format!("{:016x}", self.rng.next_u64());
         let ticked = actix_rt::time::timeout(
             budget,
@@ -185,6 +219,7 @@ impl Node {
         }
         self.nodes = tick.nodes;
         self.place().await;
+        self.revive().await;
     }
 
     /// Hands over what moved away, takes what is placed here and free.
@@ -214,9 +249,12 @@ impl Node {
         if !away.is_empty() {
             self.stop(&away).await;
             let refs: Vec<&str> = away.iter().map(String::as_str).collect();
-            if let Err(e) = self.leases.release(&refs).await {
+            let budget = self.budget(Instant::now());
+            match actix_rt::time::timeout(budget, self.leases.release(&refs)).await {
+                Ok(Ok(_)) => {}
                 // They expire within the TTL all the same.
-                debug!("resocket fleet {}: release failed: {e}", self.config.node);
+                Ok(Err(e)) => debug!("resocket fleet {}: release failed: {e}", self.config.node),
+                Err(_) => debug!("resocket fleet {}: release timed out", self.config.node),
             }
             info!(
                 "resocket fleet {}: handed over {} key(s)",
@@ -247,7 +285,7 @@ impl Node {
 
     /// Acquires the free leases among `keys` and starts their sockets.
     async fn take(&mut self, keys: &[&str]) {
-        let budget = self.config.renew_interval;
+        let budget = self.budget(Instant::now());
         let acquired =
             actix_rt::time::timeout(budget, self.leases.acquire(keys, self.config.lease_ttl)).await;
         let tokens = match acquired {
@@ -261,34 +299,106 @@ impl Node {
         let mut started = 0;
         for (key, token) in keys.iter().zip(tokens) {
             let Some(token) = token else { continue };
-            let lease = Lease {
-                key: key.to_string(),
-                token,
-            };
-            let config = match (self.config.socket)(&lease) {
-                Ok(config) => config,
-                Err(e) => {
-                    warn!(
-                        "resocket fleet {}: key {key}: socket definition failed: {e}",
-                        self.config.node
-                    );
-                    continue; // the lease is held unused and renewed: no one else runs it
-                }
-            };
-            let mut start = StartSocket::new(*key, config);
-            if let Some(forward) = &self.forward {
-                start = start.subscribe(crate::Subscribe::text(forward.clone()));
+            self.held.insert(key.to_string(), Held::new(token));
+            if self.start(key).await {
+                started += 1;
             }
-            match self.supervisor.send(start).await {
-                Ok(Ok(_)) => started += 1,
-                Ok(Err(e)) => warn!("resocket fleet {}: key {key}: {e}", self.config.node),
-                Err(e) => warn!("resocket fleet {}: supervisor: {e}", self.config.node),
-            }
-            self.held.insert(key.to_string(), Held { token });
         }
         self.share_held();
         if started > 0 {
             info!("resocket fleet {}: took {started} key(s)", self.config.node);
+        }
+    }
+
+    /// Starts `key`'s socket (its lease is held): the definition, then the supervisor. The
+    /// socket is not restarted by the supervisor (policy Temporary) but by [`revive`], which
+    /// calls the definition again and has the stream reader deliver what is unacknowledged.
+    async fn start(&mut self, key: &str) -> bool {
+        let Some(held) = self.held.get(key) else {
+            return false;
+        };
+        let lease = Lease {
+            key: key.to_string(),
+            token: held.token,
+        };
+        let failed = |node: &Node, why: String| {
+            warn!("resocket fleet {}: key {key}: {why}", node.config.node);
+        };
+        let started = match (self.config.socket)(&lease) {
+            Err(e) => {
+                failed(self, format!("socket definition failed: {e}"));
+                false
+            }
+            Ok(config) => {
+                let mut start =
+                    StartSocket::new(key, config).policy(crate::RestartPolicy::Temporary);
+                if let Some(forward) = &self.forward {
+                    start = start.subscribe(crate::Subscribe::text(forward.clone()));
+                }
+                match self.supervisor.send(start).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        failed(self, e.to_string());
+                        false
+                    }
+                    Err(e) => {
+                        failed(self, format!("supervisor: {e}"));
+                        false
+                    }
+                }
+            }
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        if let Some(held) = self.held.get_mut(key) {
+            held.running = started;
+            if started {
+                held.retry_at = None;
+                if let Ok(mut shared) = self.shared_held.lock() {
+                    shared.insert(key.to_string(), generation);
+                }
+            } else {
+                held.failures = held.failures.saturating_add(1);
+                held.retry_at = Some(Instant::now() + revive_after(held.failures));
+            }
+        }
+        started
+    }
+
+    /// Keys held whose socket is gone (it closed for good: a fatal error, given up, a panic)
+    /// or never started: started again, after a wait that grows while they keep failing.
+    async fn revive(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Ok(running) = self.supervisor.send(crate::ListSockets).await else {
+            return;
+        };
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (key, held) in &mut self.held {
+            let alive = running.binary_search(key).is_ok();
+            match (held.running, alive) {
+                (true, true) => held.failures = 0, // it lasted a tick
+                (true, false) => {
+                    held.running = false;
+                    held.failures = held.failures.saturating_add(1);
+                    held.retry_at = Some(now + revive_after(held.failures));
+                }
+                (false, _) if held.retry_at.is_none_or(|at| at <= now) => due.push(key.clone()),
+                (false, _) => {}
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        if let Ok(mut shared) = self.shared_held.lock() {
+            for key in &due {
+                shared.remove(key);
+            }
+        }
+        for key in &due {
+            self.start(key).await;
         }
     }
 
@@ -343,13 +453,14 @@ impl Node {
         info!("resocket fleet {}: left", self.config.node);
     }
 
-    /// Tells the stream reader which keys are held now.
+    /// Tells the stream reader which keys are held now (those whose socket runs keep their
+    /// generation).
     fn share_held(&self) {
-        let keys: BTreeSet<String> = self.held.keys().cloned().collect();
-        match self.shared_held.lock() {
-            Ok(mut held) => *held = keys,
-            Err(poisoned) => *poisoned.into_inner() = keys,
-        }
+        let mut shared = match self.shared_held.lock() {
+            Ok(shared) => shared,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        shared.retain(|key, _| self.held.get(key).is_some_and(|h| h.running));
     }
 
     fn update(&self, change: impl FnOnce(&mut FleetStats)) {

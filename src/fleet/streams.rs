@@ -114,10 +114,17 @@ pub(crate) struct Reader {
     names: Names,
     node: String,
     supervisor: Addr<SupervisorActor>,
-    /// The keys held now (kept by the node's tick).
-    held: Arc<Mutex<BTreeSet<String>>>,
-    /// The keys this reader has claimed the old owners' entries of.
-    reading: BTreeSet<String>,
+    /// The keys whose socket runs, with its generation (kept by the node's tick).
+    held: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The keys this reader reads, with the generation of the socket it adopted them for
+    /// (a new socket: what is unacknowledged is claimed and delivered again).
+    reading: BTreeMap<String, u64>,
+    /// Keys whose socket refused an entry for now (its outbox full): not read until then.
+    paused: BTreeMap<String, std::time::Instant>,
+    /// Per key, the last entry handed to its socket: a pause resumes after it.
+    last_delivered: BTreeMap<String, String>,
+    /// Per key, pauses in a row (reset by a delivery): each twice as long, up to 5 s.
+    pause_streak: BTreeMap<String, u32>,
     /// Per key, the entries handed to its socket and not yet reported written: never
     /// delivered twice by this node.
     outstanding: BTreeMap<String, BTreeSet<String>>,
@@ -133,7 +140,7 @@ impl Reader {
         fleet: &str,
         node: &str,
         supervisor: Addr<SupervisorActor>,
-        held: Arc<Mutex<BTreeSet<String>>>,
+        held: Arc<Mutex<BTreeMap<String, u64>>>,
         stats: Arc<Mutex<FleetStats>>,
         poll: Duration,
     ) -> Self {
@@ -144,7 +151,10 @@ impl Reader {
             node: node.to_string(),
             supervisor,
             held,
-            reading: BTreeSet::new(),
+            reading: BTreeMap::new(),
+            paused: BTreeMap::new(),
+            last_delivered: BTreeMap::new(),
+            pause_streak: BTreeMap::new(),
             outstanding: BTreeMap::new(),
             written,
             acks,
@@ -163,6 +173,11 @@ impl Reader {
                     if !std::mem::replace(&mut warned, true) {
                         warn!("resocket fleet {}: streams: {e}", self.node);
                     }
+                    // A stream or its group gone (deleted, or Redis lost its data): every
+                    // key is adopted again, which creates them.
+                    if e.code() == Some("NOGROUP") {
+                        self.reading.clear();
+                    }
                     actix_rt::time::sleep(self.poll).await;
                 }
             }
@@ -179,26 +194,49 @@ impl Reader {
 
     async fn round(&mut self) -> redis::RedisResult<()> {
         self.acknowledge().await?;
-        let held: BTreeSet<String> = match self.held.lock() {
+        let held: BTreeMap<String, u64> = match self.held.lock() {
             Ok(held) => held.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        self.reading.retain(|k| held.contains(k));
-        self.outstanding.retain(|k, _| held.contains(k));
-        for key in held
+        // A key whose socket changed (or that is no longer held) starts afresh: what its
+        // old socket held unacknowledged is claimed and delivered again.
+        self.reading
+            .retain(|k, generation| held.get(k) == Some(generation));
+        let reading = &self.reading;
+        self.outstanding.retain(|k, _| reading.contains_key(k));
+        self.paused.retain(|k, _| reading.contains_key(k));
+        self.last_delivered.retain(|k, _| reading.contains_key(k));
+        self.pause_streak.retain(|k, _| reading.contains_key(k));
+        let now = std::time::Instant::now();
+        let resumed: Vec<String> = self
+            .paused
             .iter()
-            .filter(|k| !self.reading.contains(*k))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            self.adopt(&key).await?;
-            self.reading.insert(key);
+            .filter(|(_, until)| **until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in resumed {
+            self.paused.remove(&key);
+            self.adopt(&key).await?; // (skips what its socket already holds)
         }
-        if held.is_empty() {
+        let new: Vec<(String, u64)> = held
+            .iter()
+            .filter(|(k, _)| !self.reading.contains_key(*k))
+            .map(|(k, g)| (k.clone(), *g))
+            .collect();
+        for (key, generation) in new {
+            self.reading.insert(key.clone(), generation);
+            self.adopt(&key).await?;
+        }
+        let keys: Vec<String> = self
+            .reading
+            .keys()
+            .filter(|k| !self.paused.contains_key(*k))
+            .cloned()
+            .collect();
+        if keys.is_empty() {
             actix_rt::time::sleep(self.poll).await;
             return Ok(());
         }
-        let keys: Vec<&String> = held.iter().collect();
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
             .arg(GROUP)
@@ -244,7 +282,13 @@ impl Reader {
                 return Err(e);
             }
         }
-        let mut start = "0-0".to_string();
+        // After a pause, from the last entry the socket took (what it holds is not claimed
+        // again); for a new socket, from the start of what is pending.
+        let mut start = self
+            .last_delivered
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "0-0".to_string());
         // Bounded: each call claims up to BATCH entries, and a stream holds at most its max.
         for _ in 0..10_000 {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -265,6 +309,9 @@ impl Reader {
                 );
                 self.update(|s| s.messages_claimed += claimed as u64);
                 self.deliver(key, reply.claimed).await;
+                if self.paused.contains_key(key) {
+                    break; // refused again: the rest wait for the next resume
+                }
             }
             start = reply.next_stream_id;
             if start == "0-0" {
@@ -278,8 +325,8 @@ impl Reader {
     /// is stopping: the key moved) stays pending, for the next owner to claim.
     async fn deliver(&mut self, key: &str, entries: Vec<StreamId>) {
         let Ok(Some(socket)) = self.supervisor.send(GetSocket(key.to_string())).await else {
-            // Read but not delivered: claimed again (in order) at the next round.
-            self.reading.remove(key);
+            // Read but not delivered: claimed again (in order) once the key runs again.
+            self.pause(key);
             return;
         };
         let mut delivered = 0u64;
@@ -302,18 +349,43 @@ impl Reader {
             match socket.send(SendMessage::text(text).with(receipt)).await {
                 Ok(Ok(())) => {
                     delivered += 1;
+                    self.last_delivered.insert(key.to_string(), id.clone());
+                    self.pause_streak.remove(key);
                     if let Some(outstanding) = self.outstanding.get_mut(key) {
                         outstanding.insert(id);
                     }
                 }
+                Ok(Err(refused))
+                    if !matches!(refused.error, Error::OutboxFull { .. } | Error::Closed) =>
+                {
+                    // Never deliverable (larger than the outbox, say): acknowledged, so the
+                    // key's later messages still flow.
+                    warn!(
+                        "resocket fleet {}: key {key}: a stream entry dropped: {}",
+                        self.node, refused.error
+                    );
+                    let _ = self.written.unbounded_send((key.to_string(), id));
+                    self.update(|s| s.messages_refused += 1);
+                }
                 _ => {
-                    // The rest stay pending and are claimed again, in order, next round.
-                    self.reading.remove(key);
+                    // Full or stopping: the rest stay pending, claimed again in order after a
+                    // pause.
+                    self.pause(key);
                     break;
                 }
             }
         }
         self.update(|s| s.messages_delivered += delivered);
+    }
+
+    /// Stops reading `key` for a while; after it, its pending entries not already in its
+    /// socket are claimed again, in order.
+    fn pause(&mut self, key: &str) {
+        let streak = self.pause_streak.entry(key.to_string()).or_insert(0);
+        let wait = (5 * self.poll * (1u32 << (*streak).min(5))).min(Duration::from_secs(5));
+        *streak = streak.saturating_add(1);
+        self.paused
+            .insert(key.to_string(), std::time::Instant::now() + wait);
     }
 
     /// Acknowledges every entry written since the last round, one XACK per stream.
