@@ -93,9 +93,18 @@ mod tests {
         let t0 = Instant::now();
         let mut quiet = Quiet::new(t0);
         assert!(!quiet.after_poll(1, t0 + Duration::from_millis(10)), "busy");
-        assert!(quiet.after_poll(1, t0 + Duration::from_millis(500)), "a pong after a while");
+        assert!(
+            quiet.after_poll(1, t0 + Duration::from_millis(500)),
+            "a pong after a while"
+        );
         assert!(!quiet.after_poll(5, t0 + Duration::from_secs(2)), "a burst");
-        assert!(!quiet.after_poll(0, t0 + Duration::from_millis(2010)), "right after it");
-        assert!(quiet.after_poll(0, t0 + Duration::from_secs(3)), "then quiet");
+        assert!(
+            !quiet.after_poll(0, t0 + Duration::from_millis(2010)),
+            "right after it"
+        );
+        assert!(
+            quiet.after_poll(0, t0 + Duration::from_secs(3)),
+            "then quiet"
+        );
     }
 }
