@@ -59,9 +59,11 @@ impl Delivery {
     /// Call `receipt` once the message is delivered as far as the mode can tell: in the
     /// default mode when it is written to a connection, in acked mode when the server
     /// acknowledges it. It runs on the socket's thread, so it must be quick (send on a
-    /// channel). It is not called for a message that is dropped, expires, is taken back with
-    /// `TakeOutbox` or is handed to a restarted socket: no call means "not known to be
-    /// delivered" (the fleet delivers such a message again).
+    /// channel). It is not called for a message that is dropped, expires or is taken back with
+    /// `TakeOutbox`, nor, in acked mode, for one in flight when a supervisor restarts its
+    /// socket (it is resent without it); a queued message handed to a restarted socket keeps
+    /// it. No call means "not known to be delivered" (the fleet delivers such a message
+    /// again).
     pub fn on_written(mut self, receipt: impl Fn() + Send + Sync + 'static) -> Self {
         self.written = Some(Receipt(Arc::new(receipt)));
         self

@@ -170,7 +170,10 @@ impl FleetConfigBuilder {
     }
 
     /// How to configure a key's socket when this node takes its lease (the same on every
-    /// node). The [`Lease`] carries the key and its fencing token.
+    /// node). The [`Lease`] carries the key and its fencing token. It runs on the node's
+    /// thread, once per key taken (and again when a key's socket is restarted): keep it quick
+    /// (no blocking I/O). The node checks its renew deadline between calls, and stops every
+    /// socket if slow definitions carried it past.
     pub fn socket(
         mut self,
         define: impl Fn(&Lease) -> Result<SocketConfig, Error> + Send + Sync + 'static,
@@ -327,6 +330,11 @@ impl Fleet {
         let redis =
             redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
                 .map_err(|e| Error::config("redis_url", e.to_string()))?;
+        // The application's messages (sends, forwarded inbound messages) on a connection of
+        // their own: a burst of large ones must not delay a tick.
+        let app_redis =
+            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
+                .map_err(|e| Error::config("redis_url", e.to_string()))?;
         // Its own connection: its reads block for up to a poll, the ticks must not wait.
         let poll = config
             .renew_interval
@@ -338,7 +346,7 @@ impl Fleet {
         let stats = Arc::new(Mutex::new(FleetStats::default()));
         let held = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
         let keys: Arc<BTreeSet<String>> = Arc::new(config.keys.iter().cloned().collect());
-        let sender = FleetSender::new(redis.clone(), &config.fleet, Some(keys));
+        let sender = FleetSender::new(app_redis.clone(), &config.fleet, Some(keys));
         let reader = streams::Reader::new(
             reader_redis,
             &config.fleet,
@@ -349,9 +357,9 @@ impl Fleet {
             poll,
         );
         let reader = actix_rt::spawn(reader.run());
-        let forwarder = config.forward_inbound.map(|max_len| {
-            inbound::start(redis.clone(), &config.fleet, max_len, Arc::clone(&stats))
-        });
+        let forwarder = config
+            .forward_inbound
+            .map(|max_len| inbound::start(app_redis, &config.fleet, max_len, Arc::clone(&stats)));
         let (leave, leave_rx) = oneshot::channel();
         let node = node::Node::new(
             config,

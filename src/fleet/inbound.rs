@@ -3,7 +3,7 @@
 //! owner appends every text message its sockets receive to the fleet's inbound stream
 //! (`resocket:{FLEET}:from`, fields `k` the key, `m` the message), trimmed to about the
 //! configured length; consumers read it with their own consumer groups. At most once: while
-//! Redis is unreachable, up to
+//! Redis is unreachable, up to 64 MiB and
 //! [`FleetConfig::INBOUND_BUFFER`](super::FleetConfig::INBOUND_BUFFER) messages wait, and those past it are counted in
 //! [`FleetStats::inbound_dropped`](super::FleetStats::inbound_dropped).
 
@@ -21,11 +21,15 @@ use crate::InboundText;
 
 /// Messages appended in one pipeline at most.
 const BATCH: usize = 512;
+/// Bytes of inbound messages that wait for Redis at most (besides the count bound).
+const BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Subscribed to every socket of the node: hands what they receive to the appender.
 pub(crate) struct Forwarder {
     queue: mpsc::Sender<(String, String)>,
     stats: Arc<Mutex<FleetStats>>,
+    /// Bytes queued and not yet appended.
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Actor for Forwarder {
@@ -36,8 +40,13 @@ impl Handler<InboundText> for Forwarder {
     type Result = ();
 
     fn handle(&mut self, InboundText(text, socket): InboundText, _ctx: &mut Context<Self>) {
+        use std::sync::atomic::Ordering;
+        let len = text.len();
+        let fits = self.bytes.load(Ordering::Acquire) + len <= BUFFERED_BYTES;
         let message = (socket.as_str().to_string(), text.to_string());
-        if self.queue.try_send(message).is_err() {
+        if fits && self.queue.try_send(message).is_ok() {
+            self.bytes.fetch_add(len, Ordering::AcqRel);
+        } else {
             let mut stats = match self.stats.lock() {
                 Ok(stats) => stats,
                 Err(poisoned) => poisoned.into_inner(),
@@ -58,6 +67,8 @@ pub(crate) fn start(
         mpsc::channel::<(String, String)>(super::FleetConfig::INBOUND_BUFFER);
     let stream = Names::new(fleet).from();
     let counts = Arc::clone(&stats);
+    let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let queued = Arc::clone(&bytes);
     actix_rt::spawn(async move {
         let mut warned = false;
         while let Some(first) = waiting.next().await {
@@ -68,6 +79,8 @@ pub(crate) fn start(
                     Err(_) => break,
                 }
             }
+            let size: usize = batch.iter().map(|(_, text)| text.len()).sum();
+            queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
             let mut pipe = redis::pipe();
             for (key, text) in &batch {
                 pipe.cmd("XADD")
@@ -104,5 +117,10 @@ pub(crate) fn start(
             }
         }
     });
-    Forwarder { queue, stats }.start()
+    Forwarder {
+        queue,
+        stats,
+        bytes,
+    }
+    .start()
 }

@@ -70,6 +70,8 @@ pub(crate) struct Node {
     rng: SplitMix64,
     /// A streak of failed ticks has been logged.
     warned: bool,
+    /// When the current tick began: sockets are started for at most a renew interval of it.
+    tick_began: Instant,
 }
 
 impl Node {
@@ -97,6 +99,7 @@ impl Node {
             nodes: Vec::new(),
             rng: SplitMix64::from_entropy(),
             warned: false,
+            tick_began: Instant::now(),
         }
     }
 
@@ -140,6 +143,7 @@ impl Node {
 
     async fn tick(&mut self) {
         let sent = Instant::now();
+        self.tick_began = sent;
         // First of all (a process that was paused may wake up past its deadline).
         self.enforce_deadline().await;
         let owned: Vec<String> = self.held.keys().cloned().collect();
@@ -300,6 +304,16 @@ impl Node {
         for (key, token) in keys.iter().zip(tokens) {
             let Some(token) = token else { continue };
             self.held.insert(key.to_string(), Held::new(token));
+            // Definitions run on this thread: many slow ones must not carry the node past
+            // its deadline. Past a renew interval the rest wait, held (so nobody else runs
+            // them), for the next ticks to start.
+            if self.past_deadline() {
+                self.enforce_deadline().await;
+                return;
+            }
+            if self.tick_too_long() {
+                continue;
+            }
             if self.start(key).await {
                 started += 1;
             }
@@ -398,8 +412,23 @@ impl Node {
             }
         }
         for key in &due {
+            if self.past_deadline() {
+                return self.enforce_deadline().await;
+            }
+            if self.tick_too_long() {
+                return; // the next tick goes on
+            }
             self.start(key).await;
         }
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether this tick has started sockets for a renew interval already.
+    fn tick_too_long(&self) -> bool {
+        self.tick_began.elapsed() >= self.config.renew_interval
     }
 
     /// Stops the sockets of `keys`, each Close bounded, and forgets them.

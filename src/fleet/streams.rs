@@ -224,8 +224,11 @@ impl Reader {
             .map(|(k, g)| (k.clone(), *g))
             .collect();
         for (key, generation) in new {
+            // Not at once: a read the previous owner blocked in just before it let the key go
+            // can still take the next entry for a poll; once it is surely over, the claim
+            // takes that entry too, and everything goes out in order.
             self.reading.insert(key.clone(), generation);
-            self.adopt(&key).await?;
+            self.paused.insert(key, now + 2 * self.poll);
         }
         let keys: Vec<String> = self
             .reading
@@ -336,8 +339,14 @@ impl Reader {
                 continue; // claimed again, but already in the socket
             }
             let Some(text) = entry.get::<String>(FIELD) else {
-                // Not ours to read (no message field): acknowledged so it does not block.
+                // Not ours to read (no message field, or not UTF-8): acknowledged so it does
+                // not block the key, and counted.
+                warn!(
+                    "resocket fleet {}: key {key}: stream entry {} has no text field `{FIELD}`: dropped",
+                    self.node, entry.id
+                );
                 let _ = self.written.unbounded_send((key.to_string(), entry.id));
+                self.update(|s| s.messages_refused += 1);
                 continue;
             };
             let written = self.written.clone();
