@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
 use resocket::server::{Command, ServerConfig};
-use resocket::{Backoff, Disconnect, Error, SocketActor, SocketState};
+use resocket::{Backoff, Disconnect, Error, GetStatus, SocketActor, SocketState};
 
 #[actix_rt::test]
 async fn a_silent_peer_is_detected_within_interval_plus_timeout_and_the_socket_reconnects() {
@@ -103,14 +103,23 @@ async fn the_keepalive_message_goes_out_with_every_heartbeat() {
         .build()
         .unwrap();
     let socket = SocketActor::connect(config);
-    let _watch = Watch::attach(&socket);
-    wait_for("three keepalives", DEADLINE, || {
+    let watch = Watch::attach(&socket);
+    let keepalives = || {
         server
             .received()
             .iter()
             .filter(|m| *m == r#"{"keepalive":"live"}"#)
             .count()
-            >= 3
+    };
+    wait_for("three keepalives", DEADLINE, || keepalives() >= 3).await;
+    // Closed, so that the count stops: every keepalive the socket wrote (its only data
+    // messages) arrived, one per heartbeat tick it was written at.
+    socket.send(resocket::Close::now()).await.unwrap();
+    watch.wait_state("closed", SocketState::is_closed).await;
+    let written = socket.send(GetStatus).await.unwrap().counters.messages_out;
+    wait_for("every keepalive written", DEADLINE, || {
+        keepalives() as u64 == written
     })
     .await;
+    assert_eq!(keepalives() as u64, written);
 }
