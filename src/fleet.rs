@@ -304,6 +304,15 @@ pub struct FleetStats {
     pub inbound_dropped: u64,
 }
 
+/// Changes one node's stats (a panic elsewhere does not stop the counting).
+pub(crate) fn update_stats(stats: &Mutex<FleetStats>, change: impl FnOnce(&mut FleetStats)) {
+    let mut stats = match stats.lock() {
+        Ok(stats) => stats,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    change(&mut stats);
+}
+
 /// A running fleet node. Dropping it leaves the node running; [`leave`](Fleet::leave) stops it.
 #[derive(Debug)]
 pub struct Fleet {

@@ -16,7 +16,7 @@ use log::warn;
 use redis::aio::ConnectionManager;
 
 use super::leases::Names;
-use super::FleetStats;
+use super::{update_stats, FleetStats};
 use crate::InboundText;
 
 /// Messages appended in one pipeline at most.
@@ -42,16 +42,12 @@ impl Handler<InboundText> for Forwarder {
     fn handle(&mut self, InboundText(text, socket): InboundText, _ctx: &mut Context<Self>) {
         use std::sync::atomic::Ordering;
         let len = text.len();
-        let fits = self.bytes.load(Ordering::Acquire) + len <= BUFFERED_BYTES;
+        // Counted before it is queued, so the appender never takes away more than was added.
+        let before = self.bytes.fetch_add(len, Ordering::AcqRel);
         let message = (socket.as_str().to_string(), text.to_string());
-        if fits && self.queue.try_send(message).is_ok() {
-            self.bytes.fetch_add(len, Ordering::AcqRel);
-        } else {
-            let mut stats = match self.stats.lock() {
-                Ok(stats) => stats,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            stats.inbound_dropped += 1;
+        if before + len > BUFFERED_BYTES || self.queue.try_send(message).is_err() {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            update_stats(&self.stats, |s| s.inbound_dropped += 1);
         }
     }
 }
@@ -98,21 +94,13 @@ pub(crate) fn start(
             match pipe.query_async::<()>(&mut redis).await {
                 Ok(()) => {
                     warned = false;
-                    let mut stats = match counts.lock() {
-                        Ok(stats) => stats,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
-                    stats.inbound_forwarded += batch.len() as u64;
+                    update_stats(&counts, |s| s.inbound_forwarded += batch.len() as u64);
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut warned, true) {
                         warn!("resocket fleet: inbound messages not appended: {e}");
                     }
-                    let mut stats = match counts.lock() {
-                        Ok(stats) => stats,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
-                    stats.inbound_dropped += batch.len() as u64;
+                    update_stats(&counts, |s| s.inbound_dropped += batch.len() as u64);
                 }
             }
         }

@@ -493,10 +493,6 @@ impl Node {
     }
 
     fn update(&self, change: impl FnOnce(&mut FleetStats)) {
-        let mut stats = match self.stats.lock() {
-            Ok(stats) => stats,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        change(&mut stats);
+        super::update_stats(&self.stats, change);
     }
 }

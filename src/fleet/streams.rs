@@ -185,11 +185,7 @@ impl Reader {
     }
 
     fn update(&self, change: impl FnOnce(&mut FleetStats)) {
-        let mut stats = match self.stats.lock() {
-            Ok(stats) => stats,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        change(&mut stats);
+        super::update_stats(&self.stats, change);
     }
 
     async fn round(&mut self) -> redis::RedisResult<()> {
