@@ -341,7 +341,7 @@ async fn messages_published_to_keys_while_their_owner_dies_are_all_delivered_in_
         if i == 3_000 {
             b.kill(); // mid-stream: b has entries read, written and not yet acknowledged
         }
-        let key = format!("key-{:04}", i % KEYS);
+        let key = common::fleet::key(i % KEYS);
         sender.send(&key, format!("{key}:{i}")).await.unwrap();
     }
     wait_for("every published message at the upstream", STARTUP, || {
@@ -399,7 +399,7 @@ async fn entries_a_dead_owner_read_but_never_wrote_are_claimed_by_the_next_one()
         .await
         .unwrap();
     for i in 0..N {
-        let key = format!("key-{:04}", i % KEYS);
+        let key = common::fleet::key(i % KEYS);
         sender.send(&key, format!("{key}:{i}")).await.unwrap();
     }
     // Let b read its share (it polls every 200 ms at most), then kill it.
@@ -481,7 +481,7 @@ async fn publish_to_upstream_latency() {
         .unwrap();
     let mut sent = BTreeMap::new();
     for i in 0..N {
-        let key = format!("key-{:04}", i % KEYS);
+        let key = common::fleet::key(i % KEYS);
         let text = format!("{key}:{i}");
         sent.insert(text.clone(), Instant::now());
         sender.send(&key, &text).await.unwrap();

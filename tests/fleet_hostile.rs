@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use common::fleet::{
-    run_node_from_env, FleetServer, NodeProcess, LEASE_TTL, MAX_BACKOFF, RENEW_DEADLINE,
-    RENEW_INTERVAL,
+    key, node_config, run_node_from_env, FleetServer, NodeProcess, LEASE_TTL, MAX_BACKOFF,
+    RENEW_DEADLINE, RENEW_INTERVAL,
 };
 use common::proxy::{Cut, Proxy};
 use common::redis::Redis;
@@ -35,10 +35,6 @@ fn fleet_node_process() {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn key(i: usize) -> String {
-    format!("key-{i:04}")
-}
-
 async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     redis::Client::open(url)
@@ -48,30 +44,28 @@ async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// An in-process node with the test timings (the same as `run_node_from_env`), its sockets
-/// connecting to `ws://{upstream}/fleet/{key}?node={node}`.
-fn node_config(
-    redis_url: &str,
-    fleet: &str,
-    node: &str,
-    keys: usize,
-    upstream: SocketAddr,
-) -> resocket::FleetConfigBuilder {
-    let node_id = node.to_string();
-    FleetConfig::builder(redis_url, fleet, node)
-        .keys((0..keys).map(key))
-        .lease_ttl(LEASE_TTL)
-        .renew_interval(RENEW_INTERVAL)
-        .renew_deadline(RENEW_DEADLINE)
-        .socket(move |lease| {
-            SocketConfig::builder(format!(
-                "ws://{upstream}/fleet/{}?node={node_id}&token={}",
-                lease.key, lease.token
-            ))
-            .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
-            .backoff(Backoff::exponential(Duration::from_millis(10), MAX_BACKOFF))
-            .build()
-        })
+/// The upstream stops answering (every connection dropped) and the key's socket is down.
+async fn upstream_down(switch: &Switch, server: &FleetServer) {
+    switch.drop_all.store(true, Ordering::SeqCst);
+    switch.cut();
+    wait_for("the socket is down", STARTUP, || {
+        server.ledger.live().is_empty()
+    })
+    .await;
+}
+
+/// Appends `n` entries `m00000{pad}`, `m00001{pad}`, … to `stream` in one pipeline.
+async fn backlog(con: &mut redis::aio::MultiplexedConnection, stream: &str, n: usize, pad: &str) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("m")
+            .arg(format!("m{i:05}{pad}"))
+            .ignore();
+    }
+    let () = pipe.query_async(con).await.unwrap();
 }
 
 fn live_keys_of(server: &FleetServer, node: &str) -> BTreeSet<String> {
@@ -586,12 +580,7 @@ async fn attack_entries_written_by_a_restarted_socket_are_never_acknowledged() {
     wait_for("a runs key-0000", STARTUP, || server.ledger.each_once(1)).await;
     let events = subscribe_events(&a).await;
     // The upstream goes down; what is published meanwhile waits in the socket's outbox.
-    switch.drop_all.store(true, Ordering::SeqCst);
-    switch.cut();
-    wait_for("the socket is down", STARTUP, || {
-        server.ledger.live().is_empty()
-    })
-    .await;
+    upstream_down(&switch, &server).await;
     const N: usize = 1000;
     let sender = a.sender();
     for i in 0..N {
@@ -727,24 +716,16 @@ async fn attack_a_backlog_with_the_upstream_down_spins_the_reader() {
     .await
     .unwrap();
     wait_for("a runs key-0000", STARTUP, || server.ledger.each_once(1)).await;
-    switch.drop_all.store(true, Ordering::SeqCst);
-    switch.cut();
-    wait_for("the socket is down", STARTUP, || {
-        server.ledger.live().is_empty()
-    })
-    .await;
+    upstream_down(&switch, &server).await;
     let mut con = redis_con(&redis.url()).await;
     const N: usize = 30_000;
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        pipe.cmd("XADD")
-            .arg("resocket:{spin}:to:key-0000")
-            .arg("*")
-            .arg("m")
-            .arg(format!("m{i:05}-{}", "p".repeat(100)))
-            .ignore();
-    }
-    let () = pipe.query_async(&mut con).await.unwrap();
+    backlog(
+        &mut con,
+        "resocket:{spin}:to:key-0000",
+        N,
+        &format!("-{}", "p".repeat(100)),
+    )
+    .await;
     actix_rt::time::sleep(Duration::from_secs(3)).await;
     let window = Duration::from_secs(3);
     let (claims0, reads0) = (
@@ -828,25 +809,11 @@ async fn attack_a_backlog_larger_than_the_outbox_is_stranded_and_overtaken() {
     .await
     .unwrap();
     wait_for("a runs key-0000", STARTUP, || server.ledger.each_once(1)).await;
-    switch.drop_all.store(true, Ordering::SeqCst);
-    switch.cut();
-    wait_for("the socket is down", STARTUP, || {
-        server.ledger.live().is_empty()
-    })
-    .await;
+    upstream_down(&switch, &server).await;
     let mut con = redis_con(&redis.url()).await;
     const N: usize = 12_000;
     let stream = "resocket:{strand}:to:key-0000";
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        pipe.cmd("XADD")
-            .arg(stream)
-            .arg("*")
-            .arg("m")
-            .arg(format!("m{i:05}"))
-            .ignore();
-    }
-    let () = pipe.query_async(&mut con).await.unwrap();
+    backlog(&mut con, stream, N, "").await;
     // The reader reads the backlog into its PEL (all of it, or as far as it goes in 20 s).
     let until = Instant::now() + Duration::from_secs(20);
     while pending_count(&mut con, stream).await < N as i64 && Instant::now() < until {
@@ -1144,25 +1111,11 @@ async fn attack_a_backlog_drained_while_being_claimed_arrives_out_of_order() {
     .await
     .unwrap();
     wait_for("a runs key-0000", STARTUP, || server.ledger.each_once(1)).await;
-    switch.drop_all.store(true, Ordering::SeqCst);
-    switch.cut();
-    wait_for("the socket is down", STARTUP, || {
-        server.ledger.live().is_empty()
-    })
-    .await;
+    upstream_down(&switch, &server).await;
     let mut con = redis_con(&redis.url()).await;
     const N: usize = 12_000;
     let stream = "resocket:{order}:to:key-0000";
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        pipe.cmd("XADD")
-            .arg(stream)
-            .arg("*")
-            .arg("m")
-            .arg(format!("m{i:05}"))
-            .ignore();
-    }
-    let () = pipe.query_async(&mut con).await.unwrap();
+    backlog(&mut con, stream, N, "").await;
     actix_rt::time::sleep(Duration::from_millis(1000)).await;
     switch.drop_all.store(false, Ordering::SeqCst);
     let until = Instant::now() + Duration::from_secs(20);

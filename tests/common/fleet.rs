@@ -264,9 +264,41 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The name of key `i`: `key-0000`, `key-0001`, …
+pub fn key(i: usize) -> String {
+    format!("key-{i:04}")
+}
+
+/// A node with the test timings, running keys `key(0..keys)` with sockets to
+/// `ws://{upstream}/fleet/{key}?node={node}&token={token}`.
+pub fn node_config(
+    redis_url: &str,
+    fleet: &str,
+    node: &str,
+    keys: usize,
+    upstream: std::net::SocketAddr,
+) -> resocket::FleetConfigBuilder {
+    use resocket::{Backoff, FleetConfig, SocketConfig};
+    let node_id = node.to_string();
+    FleetConfig::builder(redis_url, fleet, node)
+        .keys((0..keys).map(key))
+        .lease_ttl(LEASE_TTL)
+        .renew_interval(RENEW_INTERVAL)
+        .renew_deadline(RENEW_DEADLINE)
+        .socket(move |lease| {
+            SocketConfig::builder(format!(
+                "ws://{upstream}/fleet/{}?node={node_id}&token={}",
+                lease.key, lease.token
+            ))
+            .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
+            .backoff(Backoff::exponential(Duration::from_millis(10), MAX_BACKOFF))
+            .build()
+        })
+}
+
 /// The body of a node process: a fleet node until its parent goes away.
 pub fn run_node_from_env() {
-    use resocket::{Backoff, Fleet, FleetConfig, SocketConfig};
+    use resocket::Fleet;
     let Ok(node) = std::env::var("RESOCKET_FLEET_NODE") else {
         return; // run as an ordinary (ignored) test: nothing to do
     };
@@ -293,22 +325,9 @@ pub fn run_node_from_env() {
         std::process::exit(0);
     });
     actix_rt::System::new().block_on(async move {
-        let node_id = node.clone();
         let forward = std::env::var_os("RESOCKET_FLEET_FORWARD").is_some();
-        let mut config = FleetConfig::builder(redis, fleet, node)
-            .keys((0..keys).map(|i| format!("key-{i:04}")))
-            .lease_ttl(LEASE_TTL)
-            .renew_interval(RENEW_INTERVAL)
-            .renew_deadline(RENEW_DEADLINE)
-            .socket(move |lease| {
-                SocketConfig::builder(format!(
-                    "ws://{server}/fleet/{}?node={node_id}&token={}",
-                    lease.key, lease.token
-                ))
-                .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
-                .backoff(Backoff::exponential(Duration::from_millis(10), MAX_BACKOFF))
-                .build()
-            });
+        let upstream: std::net::SocketAddr = server.parse().unwrap();
+        let mut config = node_config(&redis, &fleet, &node, keys, upstream);
         if forward {
             config = config.forward_inbound(100_000);
         }
