@@ -283,3 +283,58 @@ async fn a_server_session_joins_fragments_and_refuses_bad_or_oversized_joins() {
     }
     assert_eq!(server.received(), vec!["fragmented".to_string()]);
 }
+
+/// An idle connection gives its I/O buffers back between frames (after a quiet 100 ms), never
+/// in the middle of one: frames cut inside their header and inside their payload, each half
+/// arriving 300 ms apart, are read whole, and a write after each quiet spell still goes out.
+#[actix_rt::test]
+async fn frames_split_across_quiet_spells_survive_the_idle_buffer_release() {
+    let server = RawServer::start(move |stream| {
+        let pause = || std::thread::sleep(Duration::from_millis(300));
+        let _ = stream.write_all(&frame(FIN | TEXT, b"whole"));
+        pause();
+        let payload = frame(FIN | TEXT, b"split in the payload");
+        let _ = stream.write_all(&payload[..8]);
+        pause();
+        let _ = stream.write_all(&payload[8..]);
+        pause();
+        let header = frame(FIN | TEXT, b"split in the header");
+        let _ = stream.write_all(&header[..1]);
+        pause();
+        let _ = stream.write_all(&header[1..]);
+        hold(stream);
+    });
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    wait_for("three messages", DEADLINE, || watch.texts().len() >= 3).await;
+    assert_eq!(
+        watch.texts(),
+        ["whole", "split in the payload", "split in the header"]
+    );
+    assert_eq!(
+        (watch.opens(), server.connections()),
+        (1, 1),
+        "{:?}",
+        watch.errors()
+    );
+}
+
+#[actix_rt::test]
+async fn writes_after_quiet_spells_go_out_whole() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    let big = "y".repeat(20_000); // larger than the 8 KiB a released buffer starts again from
+    for (n, text) in ["small", big.as_str(), "last"].into_iter().enumerate() {
+        actix_rt::time::sleep(Duration::from_millis(250)).await; // quiet: buffers given back
+        socket
+            .send(resocket::SendMessage::text(text))
+            .await
+            .unwrap()
+            .unwrap();
+        wait_for("its echo", DEADLINE, || watch.texts().len() > n).await;
+    }
+    assert_eq!(watch.texts(), ["small", big.as_str(), "last"]);
+    assert_eq!(watch.opens(), 1);
+}

@@ -88,6 +88,28 @@ impl Quiet {
 mod tests {
     use super::*;
 
+    fn framed(read_buf: BytesMut) -> WsFramed {
+        let codec = FrameGuard::new(actix_http::ws::Codec::new().client_mode(), 0);
+        let io = Box::new(Detached) as awc::BoxedSocket;
+        let mut parts = FramedParts::with_read_buf(io, codec, read_buf);
+        parts.write_buf = BytesMut::with_capacity(8 * 1024);
+        Framed::from_parts(parts)
+    }
+
+    #[test]
+    fn an_empty_connection_gives_both_buffers_back_and_a_partial_frame_is_kept() {
+        let mut idle = framed(BytesMut::with_capacity(8 * 1024));
+        release(&mut idle);
+        let parts = idle.into_parts();
+        assert_eq!((parts.read_buf.capacity(), parts.write_buf.capacity()), (0, 0));
+
+        let mut reading = framed(BytesMut::from(&b"\x81\x05hel"[..]));
+        release(&mut reading);
+        let parts = reading.into_parts();
+        assert_eq!(&parts.read_buf[..], b"\x81\x05hel", "half a frame stays");
+        assert_eq!(parts.write_buf.capacity(), 8 * 1024, "nothing swapped");
+    }
+
     #[test]
     fn only_a_quiet_connection_gives_its_buffers_back() {
         let t0 = Instant::now();
