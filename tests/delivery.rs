@@ -14,6 +14,32 @@ fn ttl(ms: u64) -> Delivery {
     Delivery::new().ttl(Duration::from_millis(ms))
 }
 
+/// An acked socket `client` through a proxy to the test server's hub (with an application
+/// that records what it takes), welcomed and with nothing in flight.
+async fn acked_behind_proxy(
+    client: &str,
+) -> (
+    TestServer,
+    std::sync::Arc<std::sync::Mutex<Vec<resocket::server::FromClient>>>,
+    Proxy,
+    actix::Addr<SocketActor>,
+    Watch,
+) {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked(client)
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let socket = SocketActor::connect(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    common::welcomed(&socket).await;
+    (server, app, proxy, socket, watch)
+}
+
 #[actix_rt::test]
 async fn a_message_whose_ttl_passes_while_disconnected_is_not_written_and_comes_back() {
     let (mut server, socket, watch) = common::disconnected(fast).await;
@@ -95,18 +121,7 @@ async fn a_zero_ttl_is_refused_with_the_message_handed_back() {
 /// delivered exactly once; one still queued when its TTL passes is dropped without a hole.
 #[actix_rt::test]
 async fn in_acked_mode_the_ttl_ends_when_a_message_is_written() {
-    let server = TestServer::start().await;
-    let app = record_app(&server.hub);
-    let proxy = Proxy::start(server.addr).await;
-    let config = fast(&format!("ws://{}/acked", proxy.addr))
-        .acked("ttl")
-        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let socket = SocketActor::connect(config);
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    common::welcomed(&socket).await;
+    let (_server, app, proxy, socket, watch) = acked_behind_proxy("ttl").await;
     app.lock().unwrap().clear(); // (the probe)
     proxy.stall(true);
     let sent = Instant::now();
@@ -217,18 +232,7 @@ async fn a_receipt_is_called_once_written_and_never_for_a_message_that_expired()
 #[actix_rt::test]
 async fn in_acked_mode_a_receipt_waits_for_the_servers_ack_not_the_write() {
     use std::sync::atomic::Ordering;
-    let server = TestServer::start().await;
-    let _app = record_app(&server.hub);
-    let proxy = Proxy::start(server.addr).await;
-    let config = fast(&format!("ws://{}/acked", proxy.addr))
-        .acked("receipt")
-        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let socket = SocketActor::connect(config);
-    let watch = Watch::attach(&socket);
-    watch.wait_opens(1).await;
-    common::welcomed(&socket).await;
+    let (_server, _app, proxy, socket, _watch) = acked_behind_proxy("receipt").await;
     proxy.stall(true);
     let (delivery, calls) = counted();
     socket

@@ -101,7 +101,10 @@ mod tests {
         let mut idle = framed(BytesMut::with_capacity(8 * 1024));
         release(&mut idle);
         let parts = idle.into_parts();
-        assert_eq!((parts.read_buf.capacity(), parts.write_buf.capacity()), (0, 0));
+        assert_eq!(
+            (parts.read_buf.capacity(), parts.write_buf.capacity()),
+            (0, 0)
+        );
 
         let mut reading = framed(BytesMut::from(&b"\x81\x05hel"[..]));
         release(&mut reading);
