@@ -293,7 +293,9 @@ pub struct FleetStats {
     pub messages_delivered: u64,
     /// Stream entries acknowledged (written, or acknowledged upstream in acked mode).
     pub messages_acked: u64,
-    /// Stream entries claimed from a key's previous owner (read, never acknowledged).
+    /// Of those delivered, entries claimed rather than read anew: read earlier and never
+    /// acknowledged, by the key's previous owner or by this node before a pause or a
+    /// restart of the key's socket.
     pub messages_claimed: u64,
     /// Stream entries the key's socket refused for good (larger than its outbox, say):
     /// acknowledged without being delivered, so the key's later messages still flow.

@@ -300,14 +300,15 @@ impl Reader {
                 .arg(BATCH)
                 .query_async(&mut self.redis)
                 .await?;
-            let claimed = reply.claimed.len();
-            if claimed > 0 {
+            if !reply.claimed.is_empty() {
+                // (Entries the socket already holds are skipped: only what is delivered now
+                // counts.)
+                let claimed = self.deliver(key, reply.claimed).await;
                 debug!(
-                    "resocket fleet {}: key {key}: {claimed} entries claimed",
+                    "resocket fleet {}: key {key}: {claimed} claimed entries delivered",
                     self.node
                 );
-                self.update(|s| s.messages_claimed += claimed as u64);
-                self.deliver(key, reply.claimed).await;
+                self.update(|s| s.messages_claimed += claimed);
                 if self.paused.contains_key(key) {
                     break; // refused again: the rest wait for the next resume
                 }
@@ -322,11 +323,11 @@ impl Reader {
 
     /// Hands entries to the key's socket, in order. An entry the socket does not take (it
     /// is stopping: the key moved) stays pending, for the next owner to claim.
-    async fn deliver(&mut self, key: &str, entries: Vec<StreamId>) {
+    async fn deliver(&mut self, key: &str, entries: Vec<StreamId>) -> u64 {
         let Ok(Some(socket)) = self.supervisor.send(GetSocket(key.to_string())).await else {
             // Read but not delivered: claimed again (in order) once the key runs again.
             self.pause(key);
-            return;
+            return 0;
         };
         let mut delivered = 0u64;
         for entry in entries {
@@ -381,6 +382,7 @@ impl Reader {
             }
         }
         self.update(|s| s.messages_delivered += delivered);
+        delivered
     }
 
     /// Stops reading `key` for a while; after it, its pending entries not already in its
