@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use bytestring::ByteString;
 
 pub use self::wire::{ResumeGap, MAX_SEQ};
+use crate::delivery::Receipted;
 use crate::outbox::OutboxQueue;
 use crate::{Error, Outgoing};
 
@@ -63,6 +64,10 @@ pub(crate) struct AckedLink {
     welcomed: bool,
     /// Whether any connection of this link was ever welcomed.
     ever_welcomed: bool,
+    /// The server's `acked` at this link's first welcome: a message whose known sequence
+    /// number (`Delivery::known_seq`, given by the fleet for a key's previous owner) is at or
+    /// below it is one the server already has, and is not written again.
+    floor: Option<u64>,
     /// The highest server sequence number delivered (or passed over by a reported gap).
     last_inbound: u64,
     ack_due: bool,
@@ -83,6 +88,7 @@ impl AckedLink {
             cursor: 0,
             welcomed: false,
             ever_welcomed: false,
+            floor: None,
             last_inbound: 0,
             ack_due: false,
             refusals: None,
@@ -212,6 +218,7 @@ impl AckedLink {
         self.cursor = 0;
         self.welcomed = true;
         self.ever_welcomed = true;
+        self.floor.get_or_insert(acked);
         self.ack_due = self.last_inbound > 0;
         Ok(true)
     }
@@ -240,7 +247,7 @@ impl AckedLink {
             if let Some(m) = self.in_flight.pop_front() {
                 outbox.release(m.size);
                 if let Some(receipt) = &m.receipt {
-                    receipt.fire();
+                    receipt.fire(Receipted::Acked(m.seq));
                 }
             }
             n += 1;
@@ -268,7 +275,20 @@ impl AckedLink {
         if self.in_flight.len() >= self.window {
             return None;
         }
-        let taken = outbox.take_for_flight()?;
+        let taken = loop {
+            let taken = outbox.take_for_flight()?;
+            match (taken.known_seq, self.floor) {
+                (Some(known), Some(floor)) if known <= floor => {
+                    // An earlier link (the key's previous owner) wrote it, and the server had
+                    // it before this link was first welcomed: once is enough.
+                    outbox.release(taken.message.len());
+                    if let Some(receipt) = &taken.receipt {
+                        receipt.fire(Receipted::AlreadyDelivered);
+                    }
+                }
+                _ => break taken,
+            }
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
@@ -522,6 +542,41 @@ mod tests {
         link.connected();
         assert!(link.welcome(20, None, None, &mut q).unwrap());
         assert_eq!(drain(&mut link, &mut q), [21, 22]);
+    }
+
+    #[test]
+    fn what_the_server_had_before_the_first_welcome_is_not_written_again() {
+        use crate::Delivery;
+        use std::sync::{Arc, Mutex};
+        // A fleet key's new owner: the old owner wrote known 1..=3 and the server took them;
+        // 4 and 5 were lost from the stream (trimmed), 6 and 7 are new.
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let mut q = OutboxQueue::new(Outbox::bounded(1000));
+        for known in [1, 2, 3, 6, 7] {
+            let fired = fired.clone();
+            let delivery = Delivery::new()
+                .known_seq(Some(known))
+                .on_receipt(move |how| fired.lock().unwrap().push((known, how)));
+            q.push_with(Outgoing::from(format!("{known}")), &delivery);
+        }
+        let mut link = AckedLink::new("c".into(), 10);
+        link.connected();
+        assert!(link.welcome(3, None, Some(0), &mut q).unwrap());
+        assert_eq!(drain(&mut link, &mut q), [4, 5], "6 and 7, numbered on");
+        let already: Vec<_> = (1..=3).map(|k| (k, Receipted::AlreadyDelivered)).collect();
+        assert_eq!(*fired.lock().unwrap(), already);
+        link.ack(5, &mut q).unwrap();
+        assert_eq!(
+            fired.lock().unwrap()[3..],
+            [(6, Receipted::Acked(4)), (7, Receipted::Acked(5))]
+        );
+        assert_eq!((q.len(), link.unacked()), (0, 0));
+        // Only the first welcome sets the floor: a server that later lost its state (acked
+        // 0) gets every newer message, numbered from 1.
+        q.push_with(Outgoing::from("late"), &Delivery::new().known_seq(Some(8)));
+        link.connected();
+        link.welcome(0, None, None, &mut q).unwrap();
+        assert_eq!(drain(&mut link, &mut q), [1]);
     }
 
     #[test]

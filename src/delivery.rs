@@ -35,6 +35,10 @@ pub struct Delivery {
     written: Option<Receipt>,
     /// The pending request this message is (set by the socket, never by users).
     pub(crate) request: Option<u64>,
+    /// The acked-mode sequence number this message has if an earlier link with the same
+    /// client id wrote it (a fleet key's previous owner): not written again when the server
+    /// already had it at this link's first welcome (set by the fleet, never by users).
+    pub(crate) known_seq: Option<u64>,
 }
 
 impl Delivery {
@@ -65,7 +69,24 @@ impl Delivery {
     /// it. No call means "not known to be delivered" (the fleet delivers such a message
     /// again).
     pub fn on_written(mut self, receipt: impl Fn() + Send + Sync + 'static) -> Self {
+        self.written = Some(Receipt(Arc::new(move |_| receipt())));
+        self
+    }
+
+    /// [`on_written`](Self::on_written), told how the message was delivered (the fleet
+    /// learns the sequence number the server gave it).
+    pub(crate) fn on_receipt(
+        mut self,
+        receipt: impl Fn(Receipted) + Send + Sync + 'static,
+    ) -> Self {
         self.written = Some(Receipt(Arc::new(receipt)));
+        self
+    }
+
+    /// Marks the message with the sequence number an earlier link would have written it
+    /// with ([`Delivery::known_seq`]).
+    pub(crate) fn known_seq(mut self, seq: Option<u64>) -> Self {
+        self.known_seq = seq;
         self
     }
 
@@ -85,6 +106,7 @@ impl Delivery {
             && self.collapse_key.is_none()
             && self.request.is_none()
             && self.written.is_none()
+            && self.known_seq.is_none()
     }
 
     /// The options of pending request `token`'s message: none but the tag.
@@ -116,14 +138,26 @@ impl Delivery {
     }
 }
 
+/// How a message with a receipt was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receipted {
+    /// Written to a connection (default mode).
+    Written,
+    /// Acknowledged by the server as this sequence number (acked mode).
+    Acked(u64),
+    /// Not written: the server already had it from an earlier link with the same client id
+    /// (its [`Delivery::known_seq`] was at or below the first welcome's `acked`).
+    AlreadyDelivered,
+}
+
 /// A [`Delivery::on_written`] callback. Two are equal when they are the same callback.
 #[derive(Clone)]
-pub(crate) struct Receipt(Arc<dyn Fn() + Send + Sync>);
+pub(crate) struct Receipt(Arc<dyn Fn(Receipted) + Send + Sync>);
 
 impl Receipt {
-    /// The message was delivered as far as the mode can tell.
-    pub(crate) fn fire(&self) {
-        (self.0)()
+    /// The message was delivered as far as the mode can tell, as `how`.
+    pub(crate) fn fire(&self, how: Receipted) {
+        (self.0)(how)
     }
 }
 

@@ -297,6 +297,10 @@ pub struct FleetStats {
     /// acknowledged, by the key's previous owner or by this node before a pause or a
     /// restart of the key's socket.
     pub messages_claimed: u64,
+    /// Claimed entries not written again in acked mode: the upstream already had them from
+    /// the key's previous owner (their sequence number, assigned at publish time, was at or
+    /// below its welcome's `acked`). Acknowledged in the stream, counted in `messages_acked`.
+    pub messages_already_delivered: u64,
     /// Stream entries the key's socket refused for good (larger than its outbox, say):
     /// acknowledged without being delivered, so the key's later messages still flow.
     pub messages_refused: u64,

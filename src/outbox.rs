@@ -135,6 +135,8 @@ pub(crate) struct EntryOptions {
     request: Option<u64>,
     /// Called once the message is delivered ([`Delivery::on_written`]).
     written: Option<crate::delivery::Receipt>,
+    /// The sequence number an earlier link gave it (`Delivery::known_seq`).
+    known_seq: Option<u64>,
 }
 
 impl Entry {
@@ -156,6 +158,10 @@ impl Entry {
     fn receipt(&self) -> Option<crate::delivery::Receipt> {
         self.options.as_ref().and_then(|o| o.written.clone())
     }
+
+    fn known_seq(&self) -> Option<u64> {
+        self.options.as_ref().and_then(|o| o.known_seq)
+    }
 }
 
 /// A message taken to be written, with what must happen once it is.
@@ -166,6 +172,8 @@ pub(crate) struct Taken {
     pub(crate) request: Option<u64>,
     /// Its [`Delivery::on_written`] callback.
     pub(crate) receipt: Option<crate::delivery::Receipt>,
+    /// The sequence number an earlier link gave it (acked mode, the fleet).
+    pub(crate) known_seq: Option<u64>,
 }
 
 /// Expired messages kept to be handed back in their events until the socket reports them;
@@ -260,6 +268,7 @@ impl OutboxQueue {
                 collapse_key: delivery.collapse_key_arc().cloned(),
                 request: delivery.request,
                 written: delivery.receipt().cloned(),
+                known_seq: delivery.known_seq,
             })
         });
         self.push_queued(Queued { message, options })
@@ -435,10 +444,12 @@ impl OutboxQueue {
             let entry = self.pop_entry()?;
             if !entry.expired(&mut now) {
                 let (request, receipt) = (entry.request(), entry.receipt());
+                let known_seq = entry.known_seq();
                 return Some(Taken {
                     message: entry.message,
                     request,
                     receipt,
+                    known_seq,
                 });
             }
             self.set_aside(entry);

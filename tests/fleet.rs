@@ -372,6 +372,69 @@ async fn messages_published_to_keys_while_their_owner_dies_are_all_delivered_in_
     assert_no_overlap(&server);
 }
 
+/// Acked mode: each entry's sequence number is assigned when it is published, so the key's
+/// next owner knows which of the entries its predecessor wrote the upstream already has.
+#[actix_rt::test]
+async fn in_acked_mode_messages_published_while_their_owner_dies_arrive_exactly_once() {
+    use std::collections::BTreeMap;
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    const KEYS: usize = 20;
+    const N: usize = 10_000;
+    let acked = [("RESOCKET_FLEET_ACKED", "1")];
+    let (url, up) = (redis.url(), server.addr);
+    let _a = NodeProcess::spawn_with("a", "once", &url, up, KEYS, &acked);
+    let mut b = NodeProcess::spawn_with("b", "once", &url, up, KEYS, &acked);
+    let sender = resocket::FleetSender::connect(&redis.url(), "once")
+        .await
+        .unwrap();
+    // Every key welcomed (a first message through each) before b dies.
+    for i in 0..KEYS {
+        let key = common::fleet::key(i);
+        sender.send(&key, format!("{key}:first")).await.unwrap();
+    }
+    let taken =
+        |app: &[resocket::server::FromClient]| app.iter().filter(|m| m.seq.is_some()).count();
+    wait_for("a first message at every key", STARTUP, || {
+        taken(&server.app.lock().unwrap()) >= KEYS
+    })
+    .await;
+    for i in 0..N {
+        if i == 3_000 {
+            b.kill(); // mid-stream: b has entries written, acknowledged upstream, not in Redis
+        }
+        let key = common::fleet::key(i % KEYS);
+        sender.send(&key, format!("{key}:{i}")).await.unwrap();
+    }
+    wait_for(
+        "every published message at the application",
+        STARTUP,
+        || taken(&server.app.lock().unwrap()) >= N + KEYS,
+    )
+    .await;
+    // A duplicate would arrive before its key's later messages: the new owner writes what
+    // it claims before anything newer, and thousands were published after the kill.
+    let app = server.app.lock().unwrap().clone();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in app.iter().filter(|m| m.seq.is_some()) {
+        per_key
+            .entry(m.client.clone())
+            .or_default()
+            .push(m.text.clone());
+    }
+    for (key, texts) in &per_key {
+        let expected: Vec<String> = std::iter::once(format!("{key}:first"))
+            .chain(
+                (0..N)
+                    .filter(|i| common::fleet::key(i % KEYS) == *key)
+                    .map(|i| format!("{key}:{i}")),
+            )
+            .collect();
+        assert_eq!(texts, &expected, "{key}: each once, in publish order");
+    }
+    assert_eq!(per_key.len(), KEYS);
+}
+
 #[actix_rt::test]
 async fn entries_a_dead_owner_read_but_never_wrote_are_claimed_by_the_next_one() {
     use std::collections::BTreeSet;

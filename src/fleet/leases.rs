@@ -46,6 +46,16 @@ impl Names {
         format!("{}:from", self.prefix)
     }
 
+    /// The counter of the sequence numbers of messages to `key`.
+    pub(crate) fn seq(&self, key: &str) -> String {
+        format!("{}:seq:{key}", self.prefix)
+    }
+
+    /// Per key, how far its entries' numbers are above its upstream's numbering (acked mode).
+    pub(crate) fn offsets(&self) -> String {
+        format!("{}:offsets", self.prefix)
+    }
+
     /// The stream of messages to `key`.
     pub(crate) fn to(&self, key: &str) -> String {
         format!("{}:to:{key}", self.prefix)

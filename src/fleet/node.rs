@@ -56,7 +56,7 @@ pub(crate) struct Node {
     held: BTreeMap<String, Held>,
     /// The keys whose socket runs, each with the generation of its socket (a new socket,
     /// a new generation: the stream reader delivers its unacknowledged entries again).
-    shared_held: Arc<Mutex<BTreeMap<String, u64>>>,
+    shared_held: Arc<Mutex<BTreeMap<String, super::streams::Running>>>,
     generation: u64,
     /// Subscribed to every socket when inbound messages are forwarded.
     forward: Option<actix::Recipient<crate::InboundText>>,
@@ -80,7 +80,7 @@ impl Node {
         redis: redis::aio::ConnectionManager,
         supervisor: Addr<SupervisorActor>,
         stats: Arc<Mutex<FleetStats>>,
-        shared_held: Arc<Mutex<BTreeMap<String, u64>>>,
+        shared_held: Arc<Mutex<BTreeMap<String, super::streams::Running>>>,
         forward: Option<actix::Recipient<crate::InboundText>>,
     ) -> Self {
         let leases = Leases::new(redis, &config.fleet, &config.node);
@@ -338,12 +338,14 @@ impl Node {
         let failed = |node: &Node, why: String| {
             warn!("resocket fleet {}: key {key}: {why}", node.config.node);
         };
+        let mut acked = false;
         let started = match (self.config.socket)(&lease) {
             Err(e) => {
                 failed(self, format!("socket definition failed: {e}"));
                 false
             }
             Ok(config) => {
+                acked = config.acked.is_some();
                 let mut start =
                     StartSocket::new(key, config).policy(crate::RestartPolicy::Temporary);
                 if let Some(forward) = &self.forward {
@@ -369,7 +371,8 @@ impl Node {
             if started {
                 held.retry_at = None;
                 if let Ok(mut shared) = self.shared_held.lock() {
-                    shared.insert(key.to_string(), generation);
+                    let running = super::streams::Running { generation, acked };
+                    shared.insert(key.to_string(), running);
                 }
             } else {
                 held.failures = held.failures.saturating_add(1);

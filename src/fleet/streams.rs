@@ -4,7 +4,11 @@
 //! or acknowledged by the upstream (acked mode), through [`Delivery::on_written`]. A node that
 //! takes a key first claims the entries its previous owner read and never acknowledged, so an
 //! entry Redis accepted is delivered even when its owner dies; one written just before the
-//! owner died, and not acknowledged yet, is delivered again (at least once).
+//! owner died, and not acknowledged yet, is delivered again (at least once) in the default
+//! mode. In acked mode each entry carries the sequence number it got when it was published,
+//! and the key's offset to the upstream's numbering is kept in Redis: a new owner's socket
+//! skips what the upstream already had (exactly once across a failover; the README's
+//! "Fleet" section).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,12 +22,41 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::leases::Names;
 use super::FleetStats;
+use crate::delivery::Receipted;
 use crate::{Cause, Delivery, Error, GetSocket, SendMessage, SupervisorActor};
 
 /// The consumer group of the owners of a key's stream.
 const GROUP: &str = "owners";
 /// The field of an entry that holds the message.
 const FIELD: &str = "m";
+/// The field of an entry that holds its sequence number, assigned at publish time.
+const SEQ_FIELD: &str = "s";
+/// Appends a message with the key's next sequence number. A key's first number is Redis's
+/// clock in microseconds, so numbers keep growing even after Redis lost its data.
+const PUBLISH: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[2], t[1] .. string.rep('0', 6 - #t[2]) .. t[2])
+end
+local s = redis.call('INCR', KEYS[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2], 's', s)
+";
+/// Raises a key's sequence offset (what the numbers of its entries are above the upstream's
+/// numbering), never lowers it.
+const RAISE_OFFSET: &str = r"
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+";
+
+/// A key whose socket runs on this node, as the node tells the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Running {
+    /// Which start of the key's socket (a new one: unacknowledged entries go again).
+    pub(crate) generation: u64,
+    /// Whether the socket is in acked mode (entries then carry their sequence number).
+    pub(crate) acked: bool,
+}
 /// Entries read (or claimed) in one call, per stream.
 const BATCH: usize = 256;
 
@@ -81,8 +114,9 @@ impl FleetSender {
         self
     }
 
-    /// Appends `message` to `key`'s stream; its owner writes it to the key's socket, now or
-    /// once a node owns the key. Returns the entry id. Fails with [`Error::UnknownKey`] for a
+    /// Appends `message` to `key`'s stream with the key's next sequence number (one script
+    /// call); its owner writes it to the key's socket, now or once a node owns the key.
+    /// Returns the entry id. Fails with [`Error::UnknownKey`] for a
     /// key the fleet does not have (from a node), [`Error::Redis`] when Redis did not take it
     /// (nothing was appended, or it is not known whether it was: send again if unsure, the
     /// upstream may then see it twice).
@@ -91,22 +125,38 @@ impl FleetSender {
             return Err(Error::UnknownKey(key.to_string()));
         }
         let mut redis = self.redis.clone();
-        redis::cmd("XADD")
-            .arg(self.names.to(key))
-            .arg("MAXLEN")
-            .arg("~")
+        redis::Script::new(PUBLISH)
+            .key(self.names.to(key))
+            .key(self.names.seq(key))
             .arg(self.max_len)
-            .arg("*")
-            .arg(FIELD)
             .arg(message.as_ref())
-            .query_async(&mut redis)
+            .invoke_async(&mut redis)
             .await
             .map_err(redis_error)
     }
 }
 
-/// A written (or upstream-acknowledged) entry, to acknowledge in its stream.
-type Written = (String, String);
+/// An entry done with, to acknowledge in its stream.
+#[derive(Debug, Clone)]
+struct Written {
+    key: String,
+    id: String,
+    /// How it was delivered (`Written` also for an entry refused for good).
+    how: Receipted,
+    /// Its sequence number, assigned at publish time (acked keys).
+    seq: Option<u64>,
+}
+
+impl Written {
+    fn refused(key: &str, id: String) -> Self {
+        Written {
+            key: key.to_string(),
+            id,
+            how: Receipted::Written,
+            seq: None,
+        }
+    }
+}
 
 /// The owner's side: reads the streams of the keys held, delivers, acknowledges.
 pub(crate) struct Reader {
@@ -115,10 +165,16 @@ pub(crate) struct Reader {
     node: String,
     supervisor: Addr<SupervisorActor>,
     /// The keys whose socket runs, with its generation (kept by the node's tick).
-    held: Arc<Mutex<BTreeMap<String, u64>>>,
-    /// The keys this reader reads, with the generation of the socket it adopted them for
-    /// (a new socket: what is unacknowledged is claimed and delivered again).
-    reading: BTreeMap<String, u64>,
+    held: Arc<Mutex<BTreeMap<String, Running>>>,
+    /// The keys this reader reads, with the socket it adopted them for (a new socket: what is
+    /// unacknowledged is claimed and delivered again).
+    reading: BTreeMap<String, Running>,
+    /// Per acked key, how far its entries' sequence numbers are above the upstream's (read
+    /// at adoption, raised as acknowledgements show it): an entry numbered `s` was written
+    /// upstream as `s - offset`.
+    offsets: BTreeMap<String, u64>,
+    /// Offsets raised since the last round, to store.
+    offsets_raised: BTreeSet<String>,
     /// Keys whose socket refused an entry for now (its outbox full): not read until then.
     paused: BTreeMap<String, std::time::Instant>,
     /// Per key, the last entry handed to its socket: a pause resumes after it.
@@ -140,7 +196,7 @@ impl Reader {
         fleet: &str,
         node: &str,
         supervisor: Addr<SupervisorActor>,
-        held: Arc<Mutex<BTreeMap<String, u64>>>,
+        held: Arc<Mutex<BTreeMap<String, Running>>>,
         stats: Arc<Mutex<FleetStats>>,
         poll: Duration,
     ) -> Self {
@@ -152,6 +208,8 @@ impl Reader {
             supervisor,
             held,
             reading: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            offsets_raised: BTreeSet::new(),
             paused: BTreeMap::new(),
             last_delivered: BTreeMap::new(),
             pause_streak: BTreeMap::new(),
@@ -190,7 +248,7 @@ impl Reader {
 
     async fn round(&mut self) -> redis::RedisResult<()> {
         self.acknowledge().await?;
-        let held: BTreeMap<String, u64> = match self.held.lock() {
+        let held: BTreeMap<String, Running> = match self.held.lock() {
             Ok(held) => held.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
@@ -200,6 +258,7 @@ impl Reader {
             .retain(|k, generation| held.get(k) == Some(generation));
         let reading = &self.reading;
         self.outstanding.retain(|k, _| reading.contains_key(k));
+        self.offsets.retain(|k, _| reading.contains_key(k));
         self.paused.retain(|k, _| reading.contains_key(k));
         self.last_delivered.retain(|k, _| reading.contains_key(k));
         self.pause_streak.retain(|k, _| reading.contains_key(k));
@@ -214,7 +273,7 @@ impl Reader {
             self.paused.remove(&key);
             self.adopt(&key).await?; // (skips what its socket already holds)
         }
-        let new: Vec<(String, u64)> = held
+        let new: Vec<(String, Running)> = held
             .iter()
             .filter(|(k, _)| !self.reading.contains_key(*k))
             .map(|(k, g)| (k.clone(), *g))
@@ -281,6 +340,15 @@ impl Reader {
                 return Err(e);
             }
         }
+        if self.reading.get(key).is_some_and(|r| r.acked) {
+            let offset: Option<u64> = redis::cmd("HGET")
+                .arg(self.names.offsets())
+                .arg(key)
+                .query_async(&mut self.redis)
+                .await?;
+            let known = self.offsets.entry(key.to_string()).or_insert(0);
+            *known = (*known).max(offset.unwrap_or(0));
+        }
         // After a pause, from the last entry the socket took (what it holds is not claimed
         // again); for a new socket, from the start of what is pending.
         let mut start = self
@@ -329,29 +397,45 @@ impl Reader {
             self.pause(key);
             return 0;
         };
+        let acked = self.reading.get(key).is_some_and(|r| r.acked);
+        let offset = self.offsets.get(key).copied().unwrap_or(0);
         let mut delivered = 0u64;
         for entry in entries {
             let outstanding = self.outstanding.entry(key.to_string()).or_default();
             if outstanding.contains(&entry.id) {
                 continue; // claimed again, but already in the socket
             }
-            let Some(text) = entry.get::<String>(FIELD) else {
-                // Not ours to read (no message field, or not UTF-8): acknowledged so it does
-                // not block the key, and counted.
+            let text = entry.get::<String>(FIELD);
+            let seq = entry.get::<u64>(SEQ_FIELD);
+            let Some(text) = text.filter(|_| !acked || seq.is_some()) else {
+                // Not ours to read (no message field, not UTF-8, or in acked mode no sequence
+                // number: it would shift the numbering a next owner relies on): acknowledged
+                // so it does not block the key, and counted.
                 warn!(
-                    "resocket fleet {}: key {key}: stream entry {} has no text field `{FIELD}`: dropped",
-                    self.node, entry.id
+                    "resocket fleet {}: key {key}: stream entry {} has no text field `{FIELD}`{}: dropped",
+                    self.node,
+                    entry.id,
+                    if acked { " or no sequence number" } else { "" }
                 );
-                let _ = self.written.unbounded_send((key.to_string(), entry.id));
+                let _ = self.written.unbounded_send(Written::refused(key, entry.id));
                 self.update(|s| s.messages_refused += 1);
                 continue;
             };
             let written = self.written.clone();
             let id = entry.id;
-            let ack = (key.to_string(), id.clone());
-            let receipt = Delivery::new().on_written(move || {
-                let _ = written.unbounded_send(ack.clone());
+            let done = Written::refused(key, id.clone());
+            let mut receipt = Delivery::new().on_receipt(move |how| {
+                let seq = seq.filter(|_| acked);
+                let _ = written.unbounded_send(Written {
+                    how,
+                    seq,
+                    ..done.clone()
+                });
             });
+            if acked {
+                // What the upstream numbered it, if the previous owner wrote it.
+                receipt = receipt.known_seq(seq.and_then(|s| s.checked_sub(offset)));
+            }
             match socket.send(SendMessage::text(text).with(receipt)).await {
                 Ok(Ok(())) => {
                     delivered += 1;
@@ -370,7 +454,7 @@ impl Reader {
                         "resocket fleet {}: key {key}: a stream entry dropped: {}",
                         self.node, refused.error
                     );
-                    let _ = self.written.unbounded_send((key.to_string(), id));
+                    let _ = self.written.unbounded_send(Written::refused(key, id));
                     self.update(|s| s.messages_refused += 1);
                 }
                 _ => {
@@ -395,22 +479,49 @@ impl Reader {
             .insert(key.to_string(), std::time::Instant::now() + wait);
     }
 
-    /// Acknowledges every entry written since the last round, one XACK per stream.
+    /// Acknowledges every entry written since the last round, one XACK per stream, after
+    /// storing the offsets the upstream's acknowledgements raised.
     async fn acknowledge(&mut self) -> redis::RedisResult<()> {
-        let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        while let Ok((key, id)) = self.acks.try_recv() {
-            if let Some(outstanding) = self.outstanding.get_mut(&key) {
-                outstanding.remove(&id);
+        let mut by_key: BTreeMap<String, Vec<Written>> = BTreeMap::new();
+        let mut already = 0u64;
+        while let Ok(done) = self.acks.try_recv() {
+            if let Some(outstanding) = self.outstanding.get_mut(&done.key) {
+                outstanding.remove(&done.id);
             }
-            by_key.entry(key).or_default().push(id);
+            match (done.how, done.seq) {
+                (Receipted::AlreadyDelivered, _) => already += 1,
+                (Receipted::Acked(upstream), Some(seq)) if seq >= upstream => {
+                    if let Some(offset) = self.offsets.get_mut(&done.key) {
+                        if seq - upstream > *offset {
+                            *offset = seq - upstream;
+                            self.offsets_raised.insert(done.key.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            by_key.entry(done.key.clone()).or_default().push(done);
         }
-        if by_key.is_empty() {
+        if by_key.is_empty() && self.offsets_raised.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        // Offsets first: an entry acknowledged in its stream has its offset stored.
+        for key in &self.offsets_raised {
+            if let Some(offset) = self.offsets.get(key) {
+                pipe.cmd("EVAL")
+                    .arg(RAISE_OFFSET)
+                    .arg(1)
+                    .arg(self.names.offsets())
+                    .arg(key)
+                    .arg(*offset)
+                    .ignore();
+            }
+        }
         let mut count = 0u64;
-        for (key, ids) in &by_key {
-            count += ids.len() as u64;
+        for (key, done) in &by_key {
+            count += done.len() as u64;
+            let ids: Vec<&str> = done.iter().map(|d| d.id.as_str()).collect();
             pipe.cmd("XACK")
                 .arg(self.names.to(key))
                 .arg(GROUP)
@@ -419,15 +530,18 @@ impl Reader {
         }
         let acked = pipe.query_async::<()>(&mut self.redis).await;
         if acked.is_err() {
-            // Put them back: acknowledged at the next round that reaches Redis.
-            for (key, ids) in by_key {
-                for id in ids {
-                    let _ = self.written.unbounded_send((key.clone(), id));
-                }
+            // Put them back: acknowledged at the next round that reaches Redis (the offsets
+            // stay marked raised).
+            for done in by_key.into_values().flatten() {
+                let _ = self.written.unbounded_send(done);
             }
             return acked;
         }
-        self.update(|s| s.messages_acked += count);
+        self.offsets_raised.clear();
+        self.update(|s| {
+            s.messages_acked += count;
+            s.messages_already_delivered += already;
+        });
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use super::closing::Closing;
 use super::connect::WsFramed;
 use super::{Phase, SocketActor};
 use crate::acked::AckedLink;
+use crate::delivery::Receipted;
 use crate::heartbeat::Liveness;
 use crate::reassembly::Reassembler;
 
@@ -262,7 +263,7 @@ impl SocketActor {
                 .start_send(message)
                 .map_err(|e| e.to_string())?;
             if let Some(receipt) = written {
-                receipt.fire();
+                receipt.fire(Receipted::Written);
             }
         }
         let flushed = match Pin::new(&mut conn.framed).poll_flush(task) {

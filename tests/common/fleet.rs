@@ -7,9 +7,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix::Addr;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use resocket::server::{accept, ServerConfig, Session, SessionHandler};
+use resocket::server::{
+    accept, accept_acked, ClientIdentity, FromClient, Hub, ServerConfig, Session, SessionHandler,
+};
 
 /// One connection as the server saw it.
 #[derive(Debug, Clone)]
@@ -139,10 +142,25 @@ async fn fleet_route(
     accept(&req, payload, recorder, ServerConfig::default())
 }
 
-/// The upstream the fleet's sockets connect to: `/fleet/{key}?node={node}`.
+/// A key's acked-mode session (client id: the key) with the server's hub.
+async fn acked_route(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    hub: web::Data<Addr<Hub>>,
+) -> actix_web::Result<HttpResponse> {
+    let identity = ClientIdentity::Authenticated(path.into_inner());
+    let hub = hub.get_ref().clone();
+    accept_acked(&req, payload, hub, identity, ServerConfig::default())
+}
+
+/// The upstream the fleet's sockets connect to: `/fleet/{key}?node={node}`, and in acked
+/// mode `/acked/{key}` (the key is the client id), whose messages the `app` records.
 pub struct FleetServer {
     pub addr: std::net::SocketAddr,
     pub ledger: Arc<Ledger>,
+    /// What the acked endpoint's application took, in order.
+    pub app: Arc<Mutex<Vec<FromClient>>>,
     handle: ServerHandle,
 }
 
@@ -152,10 +170,14 @@ impl FleetServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let data = Arc::clone(&ledger);
+        let hub = actix::Actor::start(Hub::default());
+        let app = super::record_app(&hub);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(Arc::clone(&data)))
+                .app_data(web::Data::new(hub.clone()))
                 .route("/fleet/{key}", web::get().to(fleet_route))
+                .route("/acked/{key}", web::get().to(acked_route))
         })
         .workers(1)
         .disable_signals()
@@ -168,6 +190,7 @@ impl FleetServer {
         FleetServer {
             addr,
             ledger,
+            app,
             handle,
         }
     }
@@ -278,6 +301,19 @@ pub fn node_config(
     keys: usize,
     upstream: std::net::SocketAddr,
 ) -> resocket::FleetConfigBuilder {
+    node_config_with(redis_url, fleet, node, keys, upstream, false)
+}
+
+/// As [`node_config`]; with `acked`, the sockets speak the acked protocol to
+/// `ws://{upstream}/acked/{key}`, with the key as client id.
+pub fn node_config_with(
+    redis_url: &str,
+    fleet: &str,
+    node: &str,
+    keys: usize,
+    upstream: std::net::SocketAddr,
+    acked: bool,
+) -> resocket::FleetConfigBuilder {
     use resocket::{Backoff, FleetConfig, SocketConfig};
     let node_id = node.to_string();
     FleetConfig::builder(redis_url, fleet, node)
@@ -286,13 +322,20 @@ pub fn node_config(
         .renew_interval(RENEW_INTERVAL)
         .renew_deadline(RENEW_DEADLINE)
         .socket(move |lease| {
-            SocketConfig::builder(format!(
-                "ws://{upstream}/fleet/{}?node={node_id}&token={}",
-                lease.key, lease.token
-            ))
-            .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
-            .backoff(Backoff::exponential(Duration::from_millis(10), MAX_BACKOFF))
-            .build()
+            let url = match acked {
+                true => format!("ws://{upstream}/acked/{}", lease.key),
+                false => format!(
+                    "ws://{upstream}/fleet/{}?node={node_id}&token={}",
+                    lease.key, lease.token
+                ),
+            };
+            let mut socket = SocketConfig::builder(url)
+                .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
+                .backoff(Backoff::exponential(Duration::from_millis(10), MAX_BACKOFF));
+            if acked {
+                socket = socket.acked(lease.key.clone());
+            }
+            socket.build()
         })
 }
 
@@ -327,7 +370,8 @@ pub fn run_node_from_env() {
     actix_rt::System::new().block_on(async move {
         let forward = std::env::var_os("RESOCKET_FLEET_FORWARD").is_some();
         let upstream: std::net::SocketAddr = server.parse().unwrap();
-        let mut config = node_config(&redis, &fleet, &node, keys, upstream);
+        let acked = std::env::var_os("RESOCKET_FLEET_ACKED").is_some();
+        let mut config = node_config_with(&redis, &fleet, &node, keys, upstream, acked);
         if forward {
             config = config.forward_inbound(100_000);
         }
