@@ -304,6 +304,10 @@ pub struct FleetStats {
     /// Stream entries the key's socket refused for good (larger than its outbox, say):
     /// acknowledged without being delivered, so the key's later messages still flow.
     pub messages_refused: u64,
+    /// Entries waiting in the streams of the keys this node reads: not read yet, or read and
+    /// not yet acknowledged (written, or acknowledged upstream in acked mode). Measured every
+    /// 5 s (one pipelined `XINFO GROUPS`); the unread part needs Redis 7.
+    pub stream_lag: u64,
     /// Inbound messages appended to the fleet's inbound stream.
     pub inbound_forwarded: u64,
     /// Inbound messages not appended (Redis unreachable past the buffer).

@@ -487,6 +487,37 @@ async fn entries_a_dead_owner_read_but_never_wrote_are_claimed_by_the_next_one()
     assert_no_overlap(&server);
 }
 
+#[actix_rt::test]
+async fn stream_lag_counts_the_entries_waiting_for_an_upstream_that_is_down() {
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = common::fleet::node_config(&redis.url(), "lag", "a", 1, proxy.addr);
+    let fleet = resocket::Fleet::start(config.build().unwrap())
+        .await
+        .unwrap();
+    wait_for("a runs key-0000", STARTUP, || server.ledger.each_once(1)).await;
+    proxy.refuse(true);
+    proxy.cut(common::proxy::Cut::Rst);
+    wait_for("the upstream down", STARTUP, || {
+        server.ledger.live().is_empty()
+    })
+    .await;
+    const N: u64 = 100;
+    for i in 0..N {
+        fleet.send("key-0000", format!("m{i}")).await.unwrap();
+    }
+    // Measured every 5 s: the entries wait in the socket's outbox, read and unacknowledged.
+    wait_for("a lag of 100", STARTUP, || fleet.stats().stream_lag == N).await;
+    proxy.refuse(false);
+    wait_for("every message at the upstream", STARTUP, || {
+        server.ledger.messages().len() as u64 >= N
+    })
+    .await;
+    wait_for("no lag", STARTUP, || fleet.stats().stream_lag == 0).await;
+    fleet.leave().await;
+}
+
 /// A Redis integer reply to an inline command.
 fn redis_integer(redis: &Redis, command: &str) -> i64 {
     use std::io::{BufRead, BufReader, Write};

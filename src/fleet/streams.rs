@@ -59,6 +59,8 @@ pub(crate) struct Running {
 }
 /// Entries read (or claimed) in one call, per stream.
 const BATCH: usize = 256;
+/// How often the lag of the streams read is measured ([`FleetStats::stream_lag`]).
+pub(crate) const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 fn redis_error(e: redis::RedisError) -> Error {
     Error::Redis(Cause::from_error(e))
@@ -188,6 +190,8 @@ pub(crate) struct Reader {
     acks: mpsc::UnboundedReceiver<Written>,
     stats: Arc<Mutex<FleetStats>>,
     poll: Duration,
+    /// When the streams' lag is measured next.
+    lag_due: std::time::Instant,
 }
 
 impl Reader {
@@ -218,6 +222,7 @@ impl Reader {
             acks,
             stats,
             poll,
+            lag_due: std::time::Instant::now(),
         }
     }
 
@@ -248,6 +253,13 @@ impl Reader {
 
     async fn round(&mut self) -> redis::RedisResult<()> {
         self.acknowledge().await?;
+        if std::time::Instant::now() >= self.lag_due {
+            self.lag_due = std::time::Instant::now() + LAG_INTERVAL;
+            // (A stream not created yet, or deleted: measured next time.)
+            if let Err(e) = self.measure_lag().await {
+                debug!("resocket fleet {}: stream lag: {e}", self.node);
+            }
+        }
         let held: BTreeMap<String, Running> = match self.held.lock() {
             Ok(held) => held.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -477,6 +489,28 @@ impl Reader {
         *streak = streak.saturating_add(1);
         self.paused
             .insert(key.to_string(), std::time::Instant::now() + wait);
+    }
+
+    /// Measures how many entries of the streams read wait (unread, or read and not yet
+    /// acknowledged): one pipeline of `XINFO GROUPS`, every [`LAG_INTERVAL`].
+    async fn measure_lag(&mut self) -> redis::RedisResult<()> {
+        if self.reading.is_empty() {
+            self.update(|s| s.stream_lag = 0);
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for key in self.reading.keys() {
+            pipe.cmd("XINFO").arg("GROUPS").arg(self.names.to(key));
+        }
+        let replies: Vec<redis::streams::StreamInfoGroupsReply> =
+            pipe.query_async(&mut self.redis).await?;
+        let lag: usize = replies
+            .iter()
+            .flat_map(|r| r.groups.iter().filter(|g| g.name == GROUP))
+            .map(|g| g.pending + g.lag.unwrap_or(0))
+            .sum();
+        self.update(|s| s.stream_lag = lag as u64);
+        Ok(())
     }
 
     /// Acknowledges every entry written since the last round, one XACK per stream, after
