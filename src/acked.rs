@@ -26,6 +26,8 @@ struct InFlight {
     size: usize,
     /// Called when the server acknowledges it ([`Delivery::on_written`](crate::Delivery::on_written)).
     receipt: Option<crate::delivery::Receipt>,
+    /// The pending request it is.
+    request: Option<u64>,
 }
 
 impl InFlight {
@@ -299,6 +301,7 @@ impl AckedLink {
             frame: frame.clone(),
             size: taken.message.len(),
             receipt: taken.receipt,
+            request: taken.request,
         });
         self.cursor = self.in_flight.len();
         Some(frame)
@@ -353,11 +356,19 @@ impl AckedLink {
     }
 
     /// Takes the unacknowledged messages back, oldest first (their sequence numbers are
-    /// forgotten: sent again, they count as new).
-    pub(crate) fn take_unacked(&mut self, outbox: &mut OutboxQueue) -> Vec<Outgoing> {
+    /// forgotten: sent again, they count as new), and the tokens of those that are pending
+    /// requests (their messages go back to the requests' callers, not in the list).
+    pub(crate) fn take_unacked(&mut self, outbox: &mut OutboxQueue) -> (Vec<Outgoing>, Vec<u64>) {
         self.cursor = 0;
         outbox.release(self.in_flight_bytes());
-        self.in_flight.drain(..).map(|m| m.original()).collect()
+        let (mut messages, mut requests) = (Vec::new(), Vec::new());
+        for m in self.in_flight.drain(..) {
+            match m.request {
+                Some(token) => requests.push(token),
+                None => messages.push(m.original()),
+            }
+        }
+        (messages, requests)
     }
 
     /// Payload bytes held in flight (counted against the outbox's byte limit).

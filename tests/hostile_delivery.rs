@@ -520,6 +520,39 @@ async fn take_outbox_hands_a_requests_message_back_once_through_its_caller() {
     );
 }
 
+/// The same in acked mode, for a request already written and not yet acknowledged: its
+/// message was in TakeOutbox's list while the request stayed pending until its timeout.
+#[actix_rt::test]
+async fn take_outbox_hands_an_acked_in_flight_requests_message_back_once_through_its_caller() {
+    let server = TestServer::start().await;
+    let _app = common::rpc_app(&server.hub);
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast(&format!("ws://{}/acked", proxy.addr))
+        .acked("take-in-flight")
+        .requests("/id")
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let socket = SocketActor::connect(config);
+    common::welcomed(&socket).await;
+    proxy.stall(true); // written, never acknowledged
+    let pending = socket.send(Request::new(
+        r#"{"id":1,"method":"echo"}"#,
+        Duration::from_secs(20),
+    ));
+    common::wait_status(&socket, "the request in flight", |s| s.unacked == 1).await;
+    let taken = socket.send(resocket::TakeOutbox).await.unwrap();
+    assert!(
+        taken.is_empty(),
+        "the request's message goes back to its caller only"
+    );
+    let refused = pending.await.unwrap().unwrap_err();
+    assert_eq!(refused.error, Error::Dropped { count: 1 });
+    assert_eq!(refused.message, r#"{"id":1,"method":"echo"}"#.into());
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!((status.pending_requests, status.unacked), (0, 0));
+}
+
 /// Acked mode under a supervisor: a request in flight when the socket ended was failed with
 /// Error::Closed, yet the restarted socket inherited the in-flight message and delivered it:
 /// the request reached the server although its caller was told it did not. Now the pending

@@ -203,12 +203,13 @@ impl Handler<TakeOutbox> for SocketActor {
     fn handle(&mut self, _: TakeOutbox, ctx: &mut Context<Self>) -> Self::Result {
         let (messages, requests) = {
             let mut outbox = self.outbox.lock();
-            let mut messages: Vec<Outgoing> = match &mut self.acked {
+            let (mut messages, mut requests) = match &mut self.acked {
                 Some(link) => link.take_unacked(&mut outbox),
-                None => Vec::new(),
+                None => (Vec::new(), Vec::new()),
             };
-            let (queued, requests) = outbox.drain_for_application();
+            let (queued, queued_requests) = outbox.drain_for_application();
             messages.extend(queued);
+            requests.extend(queued_requests);
             (messages, requests)
         };
         // A request's message is handed back once, to its caller, with the failure.
