@@ -41,6 +41,16 @@ impl Names {
         format!("{}:token:{key}", self.prefix)
     }
 
+    /// Each member's key-list fingerprint.
+    pub(crate) fn lists(&self) -> String {
+        format!("{}:lists", self.prefix)
+    }
+
+    /// The key list with fingerprint `fingerprint`.
+    pub(crate) fn key_list(&self, fingerprint: &str) -> String {
+        format!("{}:keys:{fingerprint}", self.prefix)
+    }
+
     /// The stream of what every key received (when forwarded).
     pub(crate) fn from(&self) -> String {
         format!("{}:from", self.prefix)
@@ -81,6 +91,11 @@ pub(crate) struct Tick {
     pub(crate) epoch: String,
     /// The live members, sorted (this node included).
     pub(crate) nodes: Vec<String>,
+    /// The fingerprint of each member's key list, in the order of `nodes` (None: a member
+    /// that does not say).
+    pub(crate) lists: Vec<Option<String>>,
+    /// Whether this node's key list is stored under its fingerprint.
+    pub(crate) listed: bool,
     /// For each lease renewed, in the order asked.
     pub(crate) renewed: Vec<Renewed>,
     /// How long ago, in Redis's time, the epoch began.
@@ -88,22 +103,29 @@ pub(crate) struct Tick {
 }
 
 /// Heartbeat of this node, pruning of expired members, and renewal of its leases, in one call.
-/// KEYS: nodes, epoch, lease... ARGV: node, node TTL ms, lease TTL ms, a random number (for
-/// a new epoch: its creation time in Redis milliseconds, a colon, the number). Returns the
-/// epoch, the members, the renewals, and Redis's time in milliseconds.
+/// KEYS: nodes, epoch, key-list fingerprints, this node's key list, lease... ARGV: node, node
+/// TTL ms, lease TTL ms, a random number (for a new epoch: its creation time in Redis
+/// milliseconds, a colon, the number), this node's key-list fingerprint. Returns the epoch,
+/// the members, the renewals, Redis's time in milliseconds, each member's fingerprint, and
+/// whether this node's key list is stored.
 const TICK: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  redis.call('HDEL', KEYS[3], gone)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = string.format('%.0f', now) .. ':' .. ARGV[4]
   redis.call('SET', KEYS[2], epoch)
 end
 local nodes = redis.call('ZRANGE', KEYS[1], 0, -1)
+local lists = redis.call('HMGET', KEYS[3], unpack(nodes))
 local renewed = {}
-for i = 3, #KEYS do
+for i = 5, #KEYS do
   local owner = redis.call('GET', KEYS[i])
   if owner == ARGV[1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[3])
@@ -115,7 +137,7 @@ for i = 3, #KEYS do
     renewed[#renewed + 1] = 0
   end
 end
-return {epoch, nodes, renewed, string.format('%.0f', now)}
+return {epoch, nodes, renewed, string.format('%.0f', now), lists, redis.call('EXISTS', KEYS[4])}
 ";
 
 /// Takes every lease that is free. KEYS: lease, token, lease, token... ARGV: node, lease TTL
@@ -189,17 +211,29 @@ impl Leases {
         node_ttl: Duration,
         lease_ttl: Duration,
         fresh_epoch: &str,
+        fingerprint: &str,
     ) -> redis::RedisResult<Tick> {
         let mut call = self.tick.key(self.names.nodes());
-        call.key(self.names.epoch());
+        call.key(self.names.epoch())
+            .key(self.names.lists())
+            .key(self.names.key_list(fingerprint));
         for key in owned {
             call.key(self.names.lease(key));
         }
         call.arg(&self.node)
             .arg(millis(node_ttl))
             .arg(millis(lease_ttl))
-            .arg(fresh_epoch);
-        let (epoch, nodes, renewed, now): (String, Vec<String>, Vec<u8>, String) =
+            .arg(fresh_epoch)
+            .arg(fingerprint);
+        type Reply = (
+            String,
+            Vec<String>,
+            Vec<u8>,
+            String,
+            Vec<Option<String>>,
+            u8,
+        );
+        let (epoch, nodes, renewed, now, lists, listed): Reply =
             call.invoke_async(&mut self.redis).await?;
         let born = epoch
             .split(':')
@@ -221,9 +255,38 @@ impl Leases {
         Ok(Tick {
             epoch,
             nodes,
+            lists,
+            listed: listed == 1,
             renewed,
             epoch_age,
         })
+    }
+
+    /// Stores this node's key list under its fingerprint (for nodes given other lists).
+    pub(crate) async fn store_keys(
+        &mut self,
+        fingerprint: &str,
+        keys: &[String],
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(1000) {
+            pipe.cmd("SADD")
+                .arg(self.names.key_list(fingerprint))
+                .arg(chunk)
+                .ignore();
+        }
+        pipe.query_async(&mut self.redis).await
+    }
+
+    /// The key list stored under `fingerprint` (empty: not stored yet).
+    pub(crate) async fn keys_of(
+        &mut self,
+        fingerprint: &str,
+    ) -> redis::RedisResult<std::collections::BTreeSet<String>> {
+        redis::cmd("SMEMBERS")
+            .arg(self.names.key_list(fingerprint))
+            .query_async(&mut self.redis)
+            .await
     }
 
     /// Takes what is free among `keys`: the fencing token of each, or None.

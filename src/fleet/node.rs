@@ -67,6 +67,12 @@ pub(crate) struct Node {
     /// No key is taken before this (after an epoch change, old owners reassert theirs).
     quiet_until: Option<Instant>,
     nodes: Vec<String>,
+    /// The fingerprint of this node's key list.
+    fingerprint: String,
+    /// Each member's key-list fingerprint, in the order of `nodes`.
+    lists: Vec<Option<String>>,
+    /// The key lists of other fingerprints seen among the members.
+    known_lists: BTreeMap<String, std::collections::BTreeSet<String>>,
     rng: SplitMix64,
     /// A streak of failed ticks has been logged.
     warned: bool,
@@ -84,7 +90,11 @@ impl Node {
         forward: Option<actix::Recipient<crate::InboundText>>,
     ) -> Self {
         let leases = Leases::new(redis, &config.fleet, &config.node);
+        let fingerprint = placement::fingerprint(&config.keys);
         Node {
+            fingerprint,
+            lists: Vec::new(),
+            known_lists: BTreeMap::new(),
             config,
             leases,
             supervisor,
@@ -159,6 +169,7 @@ impl Node {
                 self.config.lease_ttl,
                 self.config.lease_ttl,
                 &fresh_epoch,
+                &self.fingerprint,
             ),
         )
         .await;
@@ -222,16 +233,69 @@ impl Node {
             self.update(|s| s.lost += lost.len() as u64);
         }
         self.nodes = tick.nodes;
+        self.lists = tick.lists;
+        self.learn_key_lists(tick.listed, sent).await;
         self.place().await;
         self.revive().await;
     }
 
+    /// Stores this node's key list if Redis does not have it, and reads those of members
+    /// given other lists (a rolling deploy): a key is placed only among the nodes that know it.
+    async fn learn_key_lists(&mut self, listed: bool, sent: Instant) {
+        let others: std::collections::BTreeSet<String> = self
+            .lists
+            .iter()
+            .flatten()
+            .filter(|fp| **fp != self.fingerprint)
+            .cloned()
+            .collect();
+        self.known_lists.retain(|fp, _| others.contains(fp));
+        let unknown: Vec<String> = others
+            .into_iter()
+            .filter(|fp| !self.known_lists.contains_key(fp))
+            .collect();
+        if listed && unknown.is_empty() {
+            return;
+        }
+        let budget = self.budget(sent);
+        let learned = actix_rt::time::timeout(budget, async {
+            if !listed {
+                self.leases
+                    .store_keys(&self.fingerprint, &self.config.keys)
+                    .await?;
+            }
+            for fp in unknown {
+                let keys = self.leases.keys_of(&fp).await?;
+                if !keys.is_empty() {
+                    self.known_lists.insert(fp, keys);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        })
+        .await;
+        if !matches!(learned, Ok(Ok(()))) {
+            debug!(
+                "resocket fleet {}: key lists not exchanged this tick",
+                self.config.node
+            );
+        }
+    }
+
     /// Hands over what moved away, takes what is placed here and free.
     async fn place(&mut self) {
+        let (lists, known) = (&self.lists, &self.known_lists);
+        let mine = &self.fingerprint;
+        // A member with another key list (or one not read yet) gets only the keys it knows.
+        let know = |i: usize, key: &str| match lists.get(i).and_then(Option::as_ref) {
+            None => true,
+            Some(fp) if fp == mine => true,
+            Some(fp) => known.get(fp).is_some_and(|keys| keys.contains(key)),
+        };
         let placed = placement::place(
             &self.config.keys,
             &self.nodes,
             self.config.max_keys_per_node,
+            know,
         );
         let me = self.nodes.iter().position(|n| *n == self.config.node);
         let mut mine = Vec::new();

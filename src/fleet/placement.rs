@@ -21,20 +21,38 @@ pub(crate) fn score(node: &str, key: &str) -> u64 {
     hash ^ (hash >> 31)
 }
 
+/// A fingerprint of a node's key list (sorted, without duplicates): nodes with the same one
+/// were given the same keys. The same hash as [`score`], fixed across versions.
+pub(crate) fn fingerprint(keys: &[String]) -> String {
+    let joined = keys.join("\u{0}");
+    format!("{:016x}", score("keys", &joined))
+}
+
 /// The owner of each of `keys` (sorted, without duplicates) among `nodes`, as an index into
-/// `nodes`; `None` when every node is at `cap`, or there is no node. Without a cap, a node
-/// joining or leaving moves only the keys it gains or had.
-pub(crate) fn place(keys: &[String], nodes: &[String], cap: Option<usize>) -> Vec<Option<usize>> {
+/// `nodes`, considering for a key only the nodes that `know` it (nodes given other key lists,
+/// in a rolling deploy); `None` when every such node is at `cap`, or there is none. Without a
+/// cap, a node joining or leaving moves only the keys it gains or had.
+pub(crate) fn place(
+    keys: &[String],
+    nodes: &[String],
+    cap: Option<usize>,
+    know: impl Fn(usize, &str) -> bool,
+) -> Vec<Option<usize>> {
     let mut load = vec![0usize; nodes.len()];
     let mut ranked: Vec<usize> = (0..nodes.len()).collect();
     keys.iter()
         .map(|key| {
             let rank = |i: &usize| (score(&nodes[*i], key), std::cmp::Reverse(&nodes[*i]));
+            let knows = |i: &usize| know(*i, key);
             let owner = match cap {
-                None => ranked.iter().copied().max_by_key(rank),
+                None => ranked.iter().copied().filter(knows).max_by_key(rank),
                 Some(cap) => {
                     ranked.sort_unstable_by_key(|i| std::cmp::Reverse(rank(i)));
-                    ranked.iter().copied().find(|i| load[*i] < cap)
+                    ranked
+                        .iter()
+                        .copied()
+                        .filter(knows)
+                        .find(|i| load[*i] < cap)
                 }
             };
             if let Some(i) = owner {
@@ -56,10 +74,30 @@ mod tests {
     }
 
     fn owners(keys: &[String], nodes: &[String], cap: Option<usize>) -> Vec<Option<String>> {
-        place(keys, nodes, cap)
+        place(keys, nodes, cap, |_, _| true)
             .into_iter()
             .map(|o| o.map(|i| nodes[i].clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_key_goes_only_to_a_node_that_knows_it() {
+        let keys = names("key-", 100);
+        let nodes = names("node-", 3);
+        // node-00000 knows only the first 10 keys (an older deploy).
+        let know = |i: usize, key: &str| i != 0 || key < "key-00010";
+        for cap in [None, Some(50)] {
+            let placed = place(&keys, &nodes, cap, know);
+            for (key, owner) in keys.iter().zip(&placed) {
+                let owner = owner.expect("every key placed");
+                assert!(
+                    know(owner, key),
+                    "{key} on node {owner} that does not know it"
+                );
+            }
+        }
+        assert_ne!(fingerprint(&keys[..10]), fingerprint(&keys));
+        assert_eq!(fingerprint(&keys), fingerprint(&keys.clone()));
     }
 
     #[test]
