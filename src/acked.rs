@@ -137,6 +137,9 @@ impl AckedLink {
         self.cursor = self.cursor.saturating_sub(1);
         let m = self.in_flight.pop_front()?;
         outbox.release(m.size);
+        if let Some(receipt) = &m.receipt {
+            receipt.fire(Receipted::GivenUp);
+        }
         Some((m.original(), count))
     }
 
@@ -216,11 +219,17 @@ impl AckedLink {
                 m.frame = ByteString::from(wire::msg(Some(seq), text));
             }
         }
+        // The floor is the first welcome's; a server whose numbering went back (it restarted,
+        // or evicted this client) has lost what the floor stood for, and nothing is skipped.
+        if !self.ever_welcomed {
+            self.floor = Some(acked);
+        } else if self.floor.is_some_and(|floor| acked < floor) {
+            self.floor = None;
+        }
         self.next_seq = seq + 1;
         self.cursor = 0;
         self.welcomed = true;
         self.ever_welcomed = true;
-        self.floor.get_or_insert(acked);
         self.ack_due = self.last_inbound > 0;
         Ok(true)
     }
@@ -582,12 +591,42 @@ mod tests {
             [(6, Receipted::Acked(4)), (7, Receipted::Acked(5))]
         );
         assert_eq!((q.len(), link.unacked()), (0, 0));
-        // Only the first welcome sets the floor: a server that later lost its state (acked
-        // 0) gets every newer message, numbered from 1.
-        q.push_with(Outgoing::from("late"), &Delivery::new().known_seq(Some(8)));
+        // A later welcome with more does not move the floor.
+        link.connected();
+        link.welcome(5, None, None, &mut q).unwrap();
+        q.push_with(Outgoing::from("old"), &Delivery::new().known_seq(Some(3)));
+        assert!(
+            drain(&mut link, &mut q).is_empty(),
+            "still at or below the floor"
+        );
+        // A server that lost its state (acked 0, below the floor) gets everything, whatever
+        // its known number: the floor is gone with that state.
+        link.connected();
+        link.welcome(0, None, None, &mut q).unwrap();
+        for known in [1, 2, 3] {
+            q.push_with(
+                Outgoing::from(format!("{known}")),
+                &Delivery::new().known_seq(Some(known)),
+            );
+        }
+        assert_eq!(drain(&mut link, &mut q), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_message_given_up_fires_its_receipt_as_given_up() {
+        use crate::Delivery;
+        use std::sync::{Arc, Mutex};
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let mut q = OutboxQueue::new(Outbox::bounded(1000));
+        let log = fired.clone();
+        let delivery = Delivery::new().on_receipt(move |how| log.lock().unwrap().push(how));
+        q.push_with(Outgoing::from("poison"), &delivery);
+        let mut link = AckedLink::new("c".into(), 10);
         link.connected();
         link.welcome(0, None, None, &mut q).unwrap();
         assert_eq!(drain(&mut link, &mut q), [1]);
+        assert!(link.refused(1, &mut q).is_some());
+        assert_eq!(*fired.lock().unwrap(), [Receipted::GivenUp]);
     }
 
     #[test]

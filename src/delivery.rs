@@ -148,6 +148,9 @@ pub(crate) enum Receipted {
     /// Not written: the server already had it from an earlier link with the same client id
     /// (its [`Delivery::known_seq`] was at or below the first welcome's `acked`).
     AlreadyDelivered,
+    /// Given up in acked mode: the server ended the connection over it too many times in a
+    /// row (`SocketConfig::max_refusals`), and it was handed back in an error event.
+    GivenUp,
 }
 
 /// A [`Delivery::on_written`] callback. Two are equal when they are the same callback.

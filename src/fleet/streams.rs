@@ -251,6 +251,14 @@ impl Reader {
         super::update_stats(&self.stats, change);
     }
 
+    /// The keys whose socket runs now, as the node says.
+    fn held_now(&self) -> BTreeMap<String, Running> {
+        match self.held.lock() {
+            Ok(held) => held.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     async fn round(&mut self) -> redis::RedisResult<()> {
         self.acknowledge().await?;
         if std::time::Instant::now() >= self.lag_due {
@@ -260,10 +268,7 @@ impl Reader {
                 debug!("resocket fleet {}: stream lag: {e}", self.node);
             }
         }
-        let held: BTreeMap<String, Running> = match self.held.lock() {
-            Ok(held) => held.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let held = self.held_now();
         // A key whose socket changed (or that is no longer held) starts afresh: what its
         // old socket held unacknowledged is claimed and delivered again.
         self.reading
@@ -283,7 +288,12 @@ impl Reader {
             .collect();
         for key in resumed {
             self.paused.remove(&key);
-            self.adopt(&key).await?; // (skips what its socket already holds)
+            // (Skips what its socket already holds.) Not adopted, it is not read either: its
+            // pending entries would be overtaken by newer ones.
+            if let Err(e) = self.adopt(&key).await {
+                self.paused.insert(key, now);
+                return Err(e);
+            }
         }
         let new: Vec<(String, Running)> = held
             .iter()
@@ -330,7 +340,7 @@ impl Reader {
                 .strip_prefix(&prefix)
                 .unwrap_or(&stream.key)
                 .to_string();
-            self.deliver(&key, stream.ids).await;
+            self.deliver(&key, stream.ids, false).await;
         }
         Ok(())
     }
@@ -383,7 +393,7 @@ impl Reader {
             if !reply.claimed.is_empty() {
                 // (Entries the socket already holds are skipped: only what is delivered now
                 // counts.)
-                let claimed = self.deliver(key, reply.claimed).await;
+                let claimed = self.deliver(key, reply.claimed, true).await;
                 debug!(
                     "resocket fleet {}: key {key}: {claimed} claimed entries delivered",
                     self.node
@@ -403,7 +413,11 @@ impl Reader {
 
     /// Hands entries to the key's socket, in order. An entry the socket does not take (it
     /// is stopping: the key moved) stays pending, for the next owner to claim.
-    async fn deliver(&mut self, key: &str, entries: Vec<StreamId>) -> u64 {
+    ///
+    /// In acked mode a `claimed` entry (read before, by this node or a previous owner) carries
+    /// the number the upstream knows it by, to be skipped if the upstream has it; an entry
+    /// read for the first time cannot have been written by anyone, and is never skipped.
+    async fn deliver(&mut self, key: &str, entries: Vec<StreamId>, claimed: bool) -> u64 {
         let Ok(Some(socket)) = self.supervisor.send(GetSocket(key.to_string())).await else {
             // Read but not delivered: claimed again (in order) once the key runs again.
             self.pause(key);
@@ -444,7 +458,7 @@ impl Reader {
                     ..done.clone()
                 });
             });
-            if acked {
+            if acked && claimed {
                 // What the upstream numbered it, if the previous owner wrote it.
                 receipt = receipt.known_seq(seq.and_then(|s| s.checked_sub(offset)));
             }
@@ -517,13 +531,14 @@ impl Reader {
     /// storing the offsets the upstream's acknowledgements raised.
     async fn acknowledge(&mut self) -> redis::RedisResult<()> {
         let mut by_key: BTreeMap<String, Vec<Written>> = BTreeMap::new();
-        let mut already = 0u64;
+        let (mut already, mut given_up) = (0u64, 0u64);
         while let Ok(done) = self.acks.try_recv() {
             if let Some(outstanding) = self.outstanding.get_mut(&done.key) {
                 outstanding.remove(&done.id);
             }
             match (done.how, done.seq) {
                 (Receipted::AlreadyDelivered, _) => already += 1,
+                (Receipted::GivenUp, _) => given_up += 1,
                 (Receipted::Acked(upstream), Some(seq)) if seq >= upstream => {
                     if let Some(offset) = self.offsets.get_mut(&done.key) {
                         if seq - upstream > *offset {
@@ -536,6 +551,10 @@ impl Reader {
             }
             by_key.entry(done.key.clone()).or_default().push(done);
         }
+        // Only a key's current owner stores its offset: one that lost the key while Redis
+        // was out of reach (its raise waited here) would overwrite the next owner's.
+        let held = self.held_now();
+        self.offsets_raised.retain(|k| held.contains_key(k));
         if by_key.is_empty() && self.offsets_raised.is_empty() {
             return Ok(());
         }
@@ -575,6 +594,7 @@ impl Reader {
         self.update(|s| {
             s.messages_acked += count;
             s.messages_already_delivered += already;
+            s.messages_refused += given_up;
         });
         Ok(())
     }
