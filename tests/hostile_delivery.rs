@@ -505,6 +505,15 @@ async fn take_outbox_hands_a_requests_message_back_once_through_its_caller() {
     let socket = SocketActor::connect(fast(&dead_url()).requests("/id").build().unwrap());
     let request = Request::new(r#"{"id":1,"method":"echo"}"#, Duration::from_secs(8));
     let pending = socket.send(request); // queued at once
+    take_outbox_hands_the_request_back(&socket, pending).await;
+}
+
+/// TakeOutbox on `socket` leaves the pending request's message out of its list, and the
+/// request fails at once (Dropped), its message handed back to its caller.
+async fn take_outbox_hands_the_request_back(
+    socket: &Addr<SocketActor>,
+    pending: actix::dev::Request<SocketActor, Request>,
+) {
     let taken = socket.send(resocket::TakeOutbox).await.unwrap();
     assert!(
         taken.is_empty(),
@@ -515,7 +524,8 @@ async fn take_outbox_hands_a_requests_message_back_once_through_its_caller() {
     assert_eq!(refused.message, r#"{"id":1,"method":"echo"}"#.into());
     let status = socket.send(GetStatus).await.unwrap();
     assert_eq!(
-        status.pending_requests, 0,
+        (status.pending_requests, status.unacked),
+        (0, 0),
         "failed at once, not at its timeout"
     );
 }
@@ -541,16 +551,7 @@ async fn take_outbox_hands_an_acked_in_flight_requests_message_back_once_through
         Duration::from_secs(20),
     ));
     common::wait_status(&socket, "the request in flight", |s| s.unacked == 1).await;
-    let taken = socket.send(resocket::TakeOutbox).await.unwrap();
-    assert!(
-        taken.is_empty(),
-        "the request's message goes back to its caller only"
-    );
-    let refused = pending.await.unwrap().unwrap_err();
-    assert_eq!(refused.error, Error::Dropped { count: 1 });
-    assert_eq!(refused.message, r#"{"id":1,"method":"echo"}"#.into());
-    let status = socket.send(GetStatus).await.unwrap();
-    assert_eq!((status.pending_requests, status.unacked), (0, 0));
+    take_outbox_hands_the_request_back(&socket, pending).await;
 }
 
 /// Acked mode under a supervisor: a request in flight when the socket ended was failed with
