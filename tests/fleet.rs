@@ -573,6 +573,16 @@ async fn publish_to_upstream_latency() {
     let sender = resocket::FleetSender::connect(&redis.url(), "latency")
         .await
         .unwrap();
+    // Every key read by its owner before the clock starts: a key just taken is first read
+    // two polls later (so that a read of its previous owner is surely over).
+    for i in 0..KEYS {
+        let key = common::fleet::key(i);
+        sender.send(&key, format!("{key}:warm-up")).await.unwrap();
+    }
+    wait_for("a warm-up message at every key", STARTUP, || {
+        server.ledger.messages().len() >= KEYS
+    })
+    .await;
     let mut sent = BTreeMap::new();
     for i in 0..N {
         let key = common::fleet::key(i % KEYS);
@@ -582,7 +592,7 @@ async fn publish_to_upstream_latency() {
         actix_rt::time::sleep(Duration::from_millis(1)).await;
     }
     wait_for("all arrived", STARTUP, || {
-        server.ledger.messages().len() >= N
+        server.ledger.messages().len() >= N + KEYS
     })
     .await;
     let mut micros: Vec<u128> = server
