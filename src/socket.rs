@@ -93,6 +93,9 @@ pub struct SocketActor {
     ping_rtt: Option<std::time::Duration>,
     /// Metric handles (feature `metrics`), registered when the socket starts.
     telemetry: Option<Telemetry>,
+    /// Publishes the metrics every heartbeat interval outside Open (Open's heartbeat tick
+    /// publishes them: one timer per socket, not two).
+    metrics_timer: Option<actix::SpawnHandle>,
 }
 
 /// A [`Close::graceful`](crate::Close::graceful) waiting for the socket to open.
@@ -168,6 +171,7 @@ impl SocketActor {
             pings: 0,
             ping_rtt: None,
             telemetry: None,
+            metrics_timer: None,
             acked,
             deliveries: deliveries::Deliveries::default(),
             close_waiting: None,
@@ -397,6 +401,7 @@ impl SocketActor {
             });
         }
         self.publish_metrics(false);
+        self.time_metrics(now_open, ctx);
         let socket = self.subscribers.socket.clone();
         self.subscribers.state(&StateChanged { state, socket });
     }
@@ -432,6 +437,26 @@ impl SocketActor {
         let status = self.status();
         if let Some(telemetry) = &mut self.telemetry {
             telemetry.publish(&status, stopped);
+        }
+    }
+
+    /// Outside Open, a timer publishes the metrics every heartbeat interval (the gauges of an
+    /// outage matter most); in Open the heartbeat tick does.
+    fn time_metrics(&mut self, open: bool, ctx: &mut Context<Self>) {
+        if self.telemetry.is_none() {
+            return;
+        }
+        match (open, self.metrics_timer) {
+            (true, Some(timer)) => {
+                ctx.cancel_future(timer);
+                self.metrics_timer = None;
+            }
+            (false, None) => {
+                let every = self.config.heartbeat.interval;
+                let timer = ctx.run_interval(every, |act, _| act.publish_metrics(false));
+                self.metrics_timer = Some(timer);
+            }
+            _ => {}
         }
     }
 
@@ -763,6 +788,7 @@ impl SocketActor {
     fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
         self.subscribers.prune();
         self.report_outbox_events(ctx);
+        self.publish_metrics(false);
         let Phase::Open(conn) = &mut self.phase else {
             return;
         };
@@ -1125,11 +1151,8 @@ impl Actor for SocketActor {
         debug!("resocket {}: starting", self.config.shown_url);
         if cfg!(feature = "metrics") {
             self.telemetry = Some(Telemetry::new(self.subscribers.socket.as_str()));
-            // For the socket's lifetime, in every state (the outbox gauge matters most
-            // during an outage); ends with the actor.
-            ctx.run_interval(self.config.heartbeat.interval, |act, _| {
-                act.publish_metrics(false)
-            });
+            // Every heartbeat interval in every state (see `time_metrics`).
+            self.time_metrics(false, ctx);
         }
         // Requests inherited from the socket this one replaces keep their deadlines.
         let now = Instant::now();
