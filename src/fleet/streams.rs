@@ -150,7 +150,9 @@ struct Written {
 }
 
 impl Written {
-    fn refused(key: &str, id: String) -> Self {
+    /// Entry `id` of `key`'s stream, done with and not numbered (written in the default mode,
+    /// or refused for good); a receipt fills in how and the number.
+    fn plain(key: &str, id: String) -> Self {
         Written {
             key: key.to_string(),
             id,
@@ -443,13 +445,13 @@ impl Reader {
                     entry.id,
                     if acked { " or no sequence number" } else { "" }
                 );
-                let _ = self.written.unbounded_send(Written::refused(key, entry.id));
+                let _ = self.written.unbounded_send(Written::plain(key, entry.id));
                 self.update(|s| s.messages_refused += 1);
                 continue;
             };
             let written = self.written.clone();
             let id = entry.id;
-            let done = Written::refused(key, id.clone());
+            let done = Written::plain(key, id.clone());
             let mut receipt = Delivery::new().on_receipt(move |how| {
                 let seq = seq.filter(|_| acked);
                 let _ = written.unbounded_send(Written {
@@ -480,7 +482,7 @@ impl Reader {
                         "resocket fleet {}: key {key}: a stream entry dropped: {}",
                         self.node, refused.error
                     );
-                    let _ = self.written.unbounded_send(Written::refused(key, id));
+                    let _ = self.written.unbounded_send(Written::plain(key, id));
                     self.update(|s| s.messages_refused += 1);
                 }
                 _ => {
