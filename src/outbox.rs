@@ -409,6 +409,11 @@ impl OutboxQueue {
             self.keys.insert(key.clone(), entry.id);
         }
         self.requests += usize::from(entry.request().is_some());
+        // A new entry goes at the back: no search through a long queue on the hot path.
+        if self.items.back().is_none_or(|last| last.id < entry.id) {
+            self.items.push_back(entry);
+            return;
+        }
         let index = self.items.partition_point(|e| e.id < entry.id);
         self.items.insert(index, entry);
     }
