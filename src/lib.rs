@@ -108,8 +108,8 @@ pub use events::{ErrorOccurred, Inbound, InboundBinary, InboundText, SocketId, S
 pub use fleet::{Fleet, FleetConfig, FleetConfigBuilder, FleetSender, FleetStats, Lease};
 pub use heartbeat::Heartbeat;
 pub use messages::{
-    Close, CloseReport, Counters, GetSender, GetStatus, Request, SendError, SendMessage,
-    SendWhenRoom, Status, Subscribe, TakeOutbox,
+    BatchError, Close, CloseReport, Counters, GetSender, GetStatus, Request, SendBatch, SendError,
+    SendMessage, SendWhenRoom, Status, Subscribe, TakeOutbox,
 };
 pub use outbox::{Outbox, Overflow};
 pub use payload::Outgoing;

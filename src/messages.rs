@@ -137,6 +137,54 @@ impl Message for SendWhenRoom {
     type Result = Result<(), SendError>;
 }
 
+/// Queue several messages in order, taking the outbox's lock once: the actor-message form of
+/// [`Sender::send_batch`](crate::Sender::send_batch), and what a producer holding many
+/// messages sends instead of one [`SendMessage`] each (one trip through the mailbox for all).
+/// Refused part-way, the messages not queued come back in a [`BatchError`].
+///
+/// ```no_run
+/// # async fn demo(socket: actix::Addr<resocket::SocketActor>) -> Result<(), Box<dyn std::error::Error>> {
+/// use resocket::{Outgoing, SendBatch};
+/// let batch = vec![Outgoing::from("a"), Outgoing::from("b"), Outgoing::from("c")];
+/// socket.send(SendBatch(batch)).await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SendBatch(pub Vec<Outgoing>);
+
+impl Message for SendBatch {
+    type Result = Result<(), BatchError>;
+}
+
+/// A batch the socket took only part of ([`SendBatch`], [`Sender::send_batch`](crate::Sender::send_batch)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// Why the first of [`unsent`](Self::unsent) was refused.
+    pub error: Error,
+    /// How many messages, from the start of the batch, were queued.
+    pub queued: usize,
+    /// The messages not queued, in order: the one refused first, then every later one.
+    pub unsent: Vec<Outgoing>,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of a batch of {} messages not sent: {}",
+            self.unsent.len(),
+            self.queued + self.unsent.len(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// A message the socket would not take, handed back with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
@@ -314,7 +362,8 @@ pub struct Counters {
     pub lagged: u64,
     /// Times reading paused because a subscriber's mailbox was full (policy `Wait`).
     pub waited: u64,
-    /// Sends refused, by [`SendMessage`] or a [`Sender`](crate::Sender): outbox full, socket
+    /// Sends refused, by [`SendMessage`] or a [`Sender`](crate::Sender) (each message a batch
+    /// handed back counts): outbox full, socket
     /// closed, message too large, binary in acked mode. (Each refusal also hands the message
     /// back to its sender; `do_send(SendMessage…)` discards that answer, so count on this.)
     pub refused: u64,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::acked::AckedLink;
 use crate::outbox::{OutboxQueue, Pushed, Queued};
-use crate::{Delivery, Error, Outbox, Outgoing, SendError};
+use crate::{BatchError, Delivery, Error, Outbox, Outgoing, SendError};
 
 /// The outbox a socket shares with its [`Sender`]s.
 #[derive(Debug)]
@@ -190,6 +190,76 @@ impl SharedOutbox {
         })
     }
 
+    /// The checks every message passes before the lock: acked mode's text only, the peer's
+    /// size limit.
+    fn check(&self, message: &Outgoing) -> Result<(), Error> {
+        if self.acked {
+            AckedLink::accepts(message)?;
+        }
+        if let Some(limit) = self.peer_max {
+            let size = if self.acked {
+                AckedLink::written_size(message)
+            } else {
+                message.len()
+            };
+            if size > limit {
+                return Err(Error::MessageTooLargeForPeer { size, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `messages` in order under one lock of the queue, stopping at the first one
+    /// refused: that one and every later one come back in [`BatchError::unsent`]. The bool
+    /// says whether the refusal counts as a policy drop (see [`Pushing::Refused`]).
+    pub(crate) fn push_batch(&self, messages: Vec<Outgoing>) -> Result<(), (BatchError, bool)> {
+        let total = messages.len();
+        let mut messages = messages.into_iter();
+        let refusal = {
+            let mut queue = self.lock();
+            let was_empty = queue.is_empty();
+            let mut refusal = None;
+            for (queued, message) in messages.by_ref().enumerate() {
+                // Checked under the lock `close` takes: see there.
+                let refused = match self.check(&message) {
+                    Err(error) => Some((error, message, false)),
+                    Ok(()) if self.is_closed() => Some((Error::Closed, message, false)),
+                    Ok(()) => match queue.push_with(message, &Delivery::default()) {
+                        Pushed::Queued | Pushed::QueuedDroppingOldest(_) => None,
+                        Pushed::Refused {
+                            message,
+                            error,
+                            dropped,
+                        } => Some((error, message, dropped)),
+                    },
+                };
+                if let Some(refused) = refused {
+                    refusal = Some((queued, refused));
+                    break;
+                }
+            }
+            if queue.has_events() {
+                self.events.store(true, Ordering::Release);
+            }
+            if was_empty && !queue.is_empty() {
+                self.waker.wake();
+            }
+            refusal
+        };
+        let Some((queued, (error, first, dropped))) = refusal else {
+            return Ok(());
+        };
+        let mut unsent = Vec::with_capacity(total - queued);
+        unsent.push(first);
+        unsent.extend(messages);
+        let error = BatchError {
+            error,
+            queued,
+            unsent,
+        };
+        Err((error, dropped))
+    }
+
     /// The checks every message passes (acked mode's text only, the peer's size limit, a
     /// closed socket), then `push` under the queue's lock.
     fn push_checked(
@@ -197,21 +267,8 @@ impl SharedOutbox {
         message: Outgoing,
         push: impl FnOnce(&mut OutboxQueue, Outgoing) -> Pushed,
     ) -> Pushing {
-        if self.acked {
-            if let Err(error) = AckedLink::accepts(&message) {
-                return Pushing::refused(error, message);
-            }
-        }
-        if let Some(limit) = self.peer_max {
-            let size = if self.acked {
-                AckedLink::written_size(&message)
-            } else {
-                message.len()
-            };
-            if size > limit {
-                let error = Error::MessageTooLargeForPeer { size, limit };
-                return Pushing::refused(error, message);
-            }
+        if let Err(error) = self.check(&message) {
+            return Pushing::refused(error, message);
         }
         let (outcome, was_empty) = {
             let mut queue = self.lock();
@@ -346,6 +403,28 @@ impl Sender {
             self.shared.refused.fetch_add(1, Ordering::AcqRel);
         }
         result
+    }
+
+    /// Queues `messages` in order, taking the outbox's lock once for all of them: for a
+    /// producer that has many messages at hand, cheaper per message than a `send` each.
+    /// Stops at the first message refused (the outbox full, the socket closed, a message too
+    /// large): the ones before it stay queued, and it and every later one come back, in
+    /// order, in [`BatchError::unsent`]. Nothing is lost.
+    ///
+    /// ```no_run
+    /// # fn demo(sender: resocket::Sender) {
+    /// let ticks: Vec<resocket::Outgoing> = (0..64).map(|n| format!("{n}").into()).collect();
+    /// if let Err(refused) = sender.send_batch(ticks) {
+    ///     eprintln!("{} queued, {} kept back: {}", refused.queued, refused.unsent.len(), refused.error);
+    /// }
+    /// # }
+    /// ```
+    pub fn send_batch(&self, messages: Vec<Outgoing>) -> Result<(), BatchError> {
+        self.shared.push_batch(messages).map_err(|(refused, _)| {
+            let unsent = refused.unsent.len() as u64;
+            self.shared.refused.fetch_add(unsent, Ordering::AcqRel);
+            refused
+        })
     }
 
     /// [`send_wait`](Self::send_wait) for `value` serialized with serde_json. Like

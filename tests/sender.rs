@@ -204,3 +204,131 @@ async fn a_send_wait_blocked_on_a_full_outbox_returns_closed_when_the_socket_clo
         .unwrap();
     assert_eq!(result.unwrap_err().error, resocket::Error::Closed);
 }
+
+#[actix_rt::test]
+async fn batches_from_a_sender_and_the_mailbox_arrive_in_order_with_single_sends() {
+    use resocket::SendBatch;
+    let server = TestServer::start().await;
+    server
+        .shared
+        .echo
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
+    let watch = Watch::attach(&socket);
+    let sender = socket.send(GetSender).await.unwrap();
+    watch.wait_opens(1).await;
+    let batch = |from: usize| (from..from + 100).map(|n| Outgoing::from(format!("{n}")));
+    sender.send("single-0").unwrap();
+    sender.send_batch(batch(0).collect()).unwrap();
+    sender.send("single-1").unwrap();
+    socket
+        .send(SendBatch(batch(100).collect()))
+        .await
+        .unwrap()
+        .unwrap();
+    sender.send_batch(Vec::new()).unwrap();
+    sender.send("single-2").unwrap();
+    let mut expected = vec!["single-0".to_string()];
+    expected.extend((0..100).map(|n| n.to_string()));
+    expected.push("single-1".into());
+    expected.extend((100..200).map(|n| n.to_string()));
+    expected.push("single-2".into());
+    wait_for("203 at the server", DEADLINE, || {
+        server.received().len() == expected.len()
+    })
+    .await;
+    assert_eq!(server.received(), expected);
+}
+
+#[actix_rt::test]
+async fn a_batch_refused_part_way_hands_back_the_rest_in_order_and_loses_nothing() {
+    use resocket::SendBatch;
+    let mut server = TestServer::start().await;
+    server
+        .shared
+        .echo
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let socket = SocketActor::connect(
+        fast(&server.url())
+            .outbox(Outbox::bounded(5))
+            .build()
+            .unwrap(),
+    );
+    let watch = Watch::attach(&socket);
+    let sender = socket.send(GetSender).await.unwrap();
+    watch.wait_opens(1).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let numbered = |r: std::ops::Range<usize>| -> Vec<Outgoing> {
+        r.map(|n| Outgoing::from(format!("m{n}"))).collect()
+    };
+    // The Sender's batch fits, two of the mailbox's do, and the rest comes back.
+    sender.send_batch(numbered(0..3)).unwrap();
+    let refused = socket
+        .send(SendBatch(numbered(3..10)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(refused.error, Error::OutboxFull { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        (refused.queued, refused.unsent.clone()),
+        (2, numbered(5..10))
+    );
+    assert!(
+        refused.to_string().contains("5 of a batch of 7"),
+        "{refused}"
+    );
+    let refused = sender.send_batch(numbered(5..7)).unwrap_err();
+    assert!(
+        matches!(refused.error, Error::OutboxFull { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        (refused.queued, refused.unsent.clone()),
+        (0, numbered(5..7))
+    );
+    let status = socket.send(GetStatus).await.unwrap();
+    assert_eq!(status.outbox_len, 5);
+    assert_eq!(
+        status.counters.refused, 7,
+        "each message handed back counts"
+    );
+    server.restart().await;
+    wait_for("the five queued", DEADLINE, || server.received().len() == 5).await;
+    assert_eq!(server.received(), ["m0", "m1", "m2", "m3", "m4"]);
+    // Once closed, nothing is queued and everything comes back.
+    socket.send(Close::now()).await.unwrap();
+    let refused = sender.send_batch(numbered(0..2)).unwrap_err();
+    assert_eq!((refused.error, refused.queued), (Error::Closed, 0));
+    assert_eq!(refused.unsent, numbered(0..2));
+}
+
+#[actix_rt::test]
+async fn a_batch_stops_at_a_message_the_peer_could_not_take() {
+    let server = TestServer::start().await;
+    let socket = SocketActor::connect(fast(&server.url()).peer_max_message(8).build().unwrap());
+    let watch = Watch::attach(&socket);
+    let sender = socket.send(GetSender).await.unwrap();
+    watch.wait_opens(1).await;
+    let batch = vec![
+        Outgoing::from("short"),
+        Outgoing::from("far too long for the peer"),
+        Outgoing::from("after"),
+    ];
+    let refused = sender.send_batch(batch.clone()).unwrap_err();
+    assert!(
+        matches!(
+            refused.error,
+            Error::MessageTooLargeForPeer { size: 25, limit: 8 }
+        ),
+        "{refused}"
+    );
+    assert_eq!((refused.queued, refused.unsent), (1, batch[1..].to_vec()));
+    wait_for("the first at the server", DEADLINE, || {
+        server.received() == ["short"]
+    })
+    .await;
+}

@@ -8,8 +8,8 @@ use super::{Phase, SocketActor, WaitingClose};
 use crate::sender::Pushing;
 use crate::GetSender;
 use crate::{
-    Close, CloseReport, Delivery, Error, GetStatus, Outgoing, Request, SendError, SendMessage,
-    StateChanged, Subscribe, TakeOutbox,
+    BatchError, Close, CloseReport, Delivery, Error, GetStatus, Outgoing, Request, SendBatch,
+    SendError, SendMessage, StateChanged, Subscribe, TakeOutbox,
 };
 
 impl Handler<SendMessage> for SocketActor {
@@ -17,6 +17,24 @@ impl Handler<SendMessage> for SocketActor {
 
     fn handle(&mut self, send: SendMessage, ctx: &mut Context<Self>) -> Self::Result {
         self.push(send.message, &send.delivery, ctx)
+    }
+}
+
+impl Handler<SendBatch> for SocketActor {
+    type Result = Result<(), BatchError>;
+
+    fn handle(&mut self, SendBatch(messages): SendBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let pushed = self.outbox.push_batch(messages);
+        if self.outbox.take_events_flag() {
+            self.report_outbox_events(ctx);
+        }
+        pushed.map_err(|(refused, dropped)| {
+            self.counters.refused += refused.unsent.len() as u64;
+            if !dropped && !matches!(refused.error, Error::Closed | Error::Encode(_)) {
+                self.subscribers.error(&refused.error);
+            }
+            refused
+        })
     }
 }
 
