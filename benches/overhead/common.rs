@@ -59,9 +59,14 @@ pub struct Tick {
 /// (`/proc/self/task/*/schedstat`, nanosecond resolution), or utime + stime from
 /// `/proc/self/stat` (10 ms ticks) where schedstat is missing.
 pub fn cpu_ns() -> u64 {
+    cpu_ns_of("self")
+}
+
+/// [`cpu_ns`] of the process `pid` ("self" for this one).
+pub fn cpu_ns_of(pid: &str) -> u64 {
     let mut total = 0u64;
     let mut found = false;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten().take(4096) {
             let path = task.path().join("schedstat");
             if let Some(ns) = std::fs::read_to_string(path)
@@ -76,7 +81,7 @@ pub fn cpu_ns() -> u64 {
     if found && total > 0 {
         return total;
     }
-    std::fs::read_to_string("/proc/self/stat")
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             // Fields after the command name (which is in parentheses and may hold spaces).
@@ -91,7 +96,12 @@ pub fn cpu_ns() -> u64 {
 
 /// Resident set size of this process in bytes (`VmRSS`).
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_bytes_of("self")
+}
+
+/// [`rss_bytes`] of the process `pid` ("self" for this one).
+pub fn rss_bytes_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -195,6 +205,11 @@ impl ServerProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}/{path}", self.addr)
+    }
+
+    /// The server's process id (`taskset` execs it, so the child's pid is the server's).
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
     }
 
     /// Kills the server at once (SIGKILL: its connections drop without a Close frame).

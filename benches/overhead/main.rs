@@ -15,16 +15,18 @@
 //!
 //! | benchmark | what both sides do |
 //! |---|---|
-//! | send | serialize 64-byte `TickOut`s with serde_json and pipeline them to a counting server |
+//! | send | serialize 64-byte `TickOut`s with serde_json and pipeline them to a counting server; resocket four ways: `Sender::json` into an outbox holding them all, `json_wait` into the default outbox (backpressure, like awc's `feed().await`), one `SendMessage` each, one `SendBatch` per 64 |
 //! | receive | decode the server's pushed messages into `Tick` and `do_send` them to an actor |
 //! | pingpong | one message at a time through an echo server, decoded on return |
 //! | many | 10,000 connections with a 1 s heartbeat: open time, RSS, CPU, reconnect storms |
+//! | hub | 1,000 clients, each sending 200 messages and `END`, through one server `Hub` (acked) against plain sessions (`/sink`): server RSS per client, msgs/s, server CPU per message |
 //! | peers | send's work by the clients users pick instead, each against resocket's `Sender` in the same run: tokio-tungstenite with a `send` per message; tokio-tungstenite tuned (`feed` per message, one flush, 4 KiB buffers, TCP_NODELAY); ezsockets with its defaults |
 //!
-//! Other flags: `--only send,receive,pingpong,many,peers`, `--runs N`, `--many-runs N`,
+//! Other flags: `--only send,send_wait,send_messages,send_batch,receive,hub,pingpong,many,peers`, `--runs N`, `--many-runs N`,
 //! `--connections N`.
 
 mod common;
+mod hub;
 mod many;
 mod peers;
 mod server;
@@ -58,7 +60,12 @@ struct Settings {
     window_s: f64,
     storms_down_s: Vec<f64>,
     only: Option<Vec<String>>,
+    hub_clients: u64,
+    hub_per_client: u64,
 }
+
+/// Messages each of the hub benchmark's clients sends (the quick and full runs alike).
+const HUB_PER_CLIENT: u64 = 200;
 
 /// The reconnect policy of the storm: the library's default minimum delay, and a 5 s maximum
 /// (instead of 30 s) so that a run stays short.
@@ -82,6 +89,8 @@ impl Settings {
                 window_s: 2.0,
                 storms_down_s: vec![0.0],
                 only: None,
+                hub_clients: 1000,
+                hub_per_client: HUB_PER_CLIENT,
             }
         } else {
             Settings {
@@ -98,6 +107,8 @@ impl Settings {
                 window_s: 3.0,
                 storms_down_s: vec![0.0, 1.0],
                 only: None,
+                hub_clients: 1000,
+                hub_per_client: HUB_PER_CLIENT,
             }
         }
     }
@@ -157,6 +168,13 @@ async fn client_run(params: Value) -> Result<Value, BoxError> {
     let n = params["n"].as_u64().unwrap_or(0);
     let warm = params["warm"].as_u64().unwrap_or(0);
     let server_cpu = params["server_cpu"].as_u64();
+    if bench == "hub" {
+        let p = hub::Params {
+            clients: params["clients"].as_u64().unwrap_or(100) as usize,
+            per_client: params["per_client"].as_u64().unwrap_or(1000),
+        };
+        return hub::run(resocket, p, server_cpu).await;
+    }
     if bench == "many" {
         return many::run(resocket, many::Params::from_json(&params)?, server_cpu).await;
     }
@@ -164,6 +182,14 @@ async fn client_run(params: Value) -> Result<Value, BoxError> {
     let result = match bench {
         "send" => {
             let via = throughput::Via::Sender;
+            throughput::send(resocket, via, &server.url("sink"), n, warm).await
+        }
+        "send_batch" => {
+            let via = throughput::Via::Batch;
+            throughput::send(resocket, via, &server.url("sink"), n, warm).await
+        }
+        "send_wait" => {
+            let via = throughput::Via::SenderWait;
             throughput::send(resocket, via, &server.url("sink"), n, warm).await
         }
         "send_messages" => {
@@ -459,6 +485,54 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
                     "send via Send messages: CPU per msg",
                     "ns",
                     false,
+                    Target::RatioAtMost(1.5),
+                    key("cpu_ns_per_msg"),
+                ),
+            ],
+        },
+        Group {
+            name: "send_batch",
+            params: json!({"bench": "send_batch", "n": s.send_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
+            pin: split,
+            runs: s.runs,
+            limit: Duration::from_secs(60),
+            figures: vec![
+                figure(
+                    "send via SendBatch of 64: msgs/s",
+                    "msg/s",
+                    true,
+                    Target::RatioAtLeast(0.95),
+                    key("msgs_per_s"),
+                ),
+                figure(
+                    "send via SendBatch of 64: CPU per msg",
+                    "ns",
+                    false,
+                    Target::RatioAtMost(1.5),
+                    key("cpu_ns_per_msg"),
+                ),
+            ],
+        },
+        Group {
+            name: "send_wait",
+            params: json!({"bench": "send_wait", "n": s.send_n, "warm": s.warm_n}),
+            sides: resocket_and_bare(),
+            pin: split,
+            runs: s.runs,
+            limit: Duration::from_secs(60),
+            figures: vec![
+                figure(
+                    "send via Sender::json_wait, default outbox: msgs/s",
+                    "msg/s",
+                    true,
+                    Target::RatioAtLeast(0.95),
+                    key("msgs_per_s"),
+                ),
+                figure(
+                    "send via Sender::json_wait, default outbox: CPU per msg",
+                    "ns",
+                    false,
                     Target::RatioAtMost(1.2),
                     key("cpu_ns_per_msg"),
                 ),
@@ -510,6 +584,46 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
                 false,
                 Target::RatioAtMost(1.5),
                 key("cpu_ns_per_msg"),
+            ),
+        ],
+    });
+    groups.push(Group {
+        name: "hub",
+        params: json!({"bench": "hub", "clients": s.hub_clients, "per_client": s.hub_per_client}),
+        sides: vec![
+            Side {
+                label: "Hub, acked",
+                params: json!({"resocket": true}),
+            },
+            Side {
+                label: "plain sessions",
+                params: json!({"resocket": false}),
+            },
+        ],
+        pin: split,
+        runs: s.runs.min(3),
+        limit: Duration::from_secs(90),
+        figures: vec![
+            figure(
+                "Hub (baseline: plain sessions): server RSS per client",
+                "KiB",
+                false,
+                Target::Compare,
+                key("server_rss_kib_per_client"),
+            ),
+            figure(
+                "Hub (baseline: plain sessions): msgs/s",
+                "msg/s",
+                true,
+                Target::RatioAtLeast(0.5),
+                key("msgs_per_s"),
+            ),
+            figure(
+                "Hub (baseline: plain sessions): server CPU per msg",
+                "ns",
+                false,
+                Target::RatioAtMost(2.0),
+                key("server_cpu_ns_per_msg"),
             ),
         ],
     });

@@ -7,6 +7,7 @@
 //! | `/push` | on `push N` sends N copies of the 64-byte message |
 //! | `/echo` | sends every text message back |
 //! | `/idle` | nothing (answers pings, as every session does) |
+//! | `/acked` | an acked session of one `Hub`, whose application counts each client's messages and on `END` answers that client's count |
 //!
 //! Sessions do not ping their clients (the interval is an hour), so the client's CPU counts
 //! only its own heartbeat.
@@ -64,10 +65,10 @@ impl SessionHandler for Bench {
 
 /// Runs the server until the parent closes our stdin.
 /// The application behind `/acked`: counts what each client sends and, on "END", answers
-/// the count (the acked twin of the sink).
+/// that client's count (the acked twin of the sink; many clients count apart).
 struct AckedSink {
     hub: Addr<Hub>,
-    count: u64,
+    counts: std::collections::HashMap<String, u64>,
 }
 
 impl Actor for AckedSink {
@@ -78,13 +79,13 @@ impl Handler<FromClient> for AckedSink {
     type Result = ();
     fn handle(&mut self, msg: FromClient, _: &mut Context<Self>) {
         if msg.text == "END" {
+            let count = self.counts.remove(&msg.client).unwrap_or(0);
             self.hub.do_send(ToClient {
                 client: msg.client,
-                text: format!(r#"{{"count":{}}}"#, self.count),
+                text: format!(r#"{{"count":{count}}}"#),
             });
-            self.count = 0;
         } else if msg.seq.is_some() {
-            self.count += 1;
+            *self.counts.entry(msg.client).or_default() += 1;
         }
     }
 }
@@ -97,7 +98,7 @@ pub fn serve(port: u16) -> Result<(), BoxError> {
         let hub = Hub::new(HubConfig::default()).start();
         let app = AckedSink {
             hub: hub.clone(),
-            count: 0,
+            counts: Default::default(),
         }
         .start();
         hub.do_send(SubscribeHub {

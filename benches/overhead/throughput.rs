@@ -10,8 +10,8 @@ use awc::ws::{Codec, Frame, Message as WsMessage};
 use awc::BoxedSocket;
 use futures_util::{SinkExt, StreamExt};
 use resocket::{
-    Inbound, InboundText, Outbox, SendMessage, SocketActor, SocketConfig, SocketState,
-    StateChanged, Subscribe,
+    Inbound, InboundText, Outbox, Outgoing, SendBatch, SendMessage, SocketActor, SocketConfig,
+    SocketState, StateChanged, Subscribe,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -58,7 +58,7 @@ async fn next_text(framed: &mut WsFramed) -> Result<bytes::Bytes, BoxError> {
     Err("no text frame".into())
 }
 
-fn parse_count(text: &[u8]) -> Result<u64, BoxError> {
+pub fn parse_count(text: &[u8]) -> Result<u64, BoxError> {
     let v: Value = serde_json::from_slice(text)?;
     v["count"]
         .as_u64()
@@ -80,7 +80,7 @@ async fn bare_send_batch(framed: &mut WsFramed, n: u64) -> Result<u64, BoxError>
 // ---- resocket ----
 
 /// Forwards raw text (the server's replies) to the benchmark.
-struct Forward(mpsc::UnboundedSender<String>);
+pub struct Forward(pub mpsc::UnboundedSender<String>);
 
 impl Actor for Forward {
     type Context = Context<Self>;
@@ -120,7 +120,7 @@ impl Handler<StateChanged> for OpenSignal {
 }
 
 /// Waits (at most 10 s) until the socket is Open.
-async fn wait_open(socket: &Addr<SocketActor>) -> Result<(), BoxError> {
+pub async fn wait_open(socket: &Addr<SocketActor>) -> Result<(), BoxError> {
     let (tx, rx) = oneshot::channel();
     socket.do_send(Subscribe::states(OpenSignal(Some(tx)).start().recipient()));
     actix_rt::time::timeout(Duration::from_secs(10), rx)
@@ -136,7 +136,15 @@ pub enum Via {
     Sender,
     /// `socket.do_send(SendMessage::json(..))`: one actor message each.
     Messages,
+    /// `Sender::json_wait`, with the default outbox (10,000 messages): backpressure, as bare
+    /// awc's `feed().await` has, so the queue stays short and in cache.
+    SenderWait,
+    /// `socket.do_send(SendBatch(..))` of [`BATCH`] messages: one actor message per batch.
+    Batch,
 }
+
+/// Messages per `SendBatch` in [`Via::Batch`].
+pub const BATCH: u64 = 64;
 
 async fn resocket_send_batch(
     socket: &Addr<SocketActor>,
@@ -148,9 +156,22 @@ async fn resocket_send_batch(
     let mut seq = 0;
     while seq < n {
         let end = (seq + CHUNK).min(n);
+        if via == Via::Batch {
+            for from in (seq..end).step_by(BATCH as usize) {
+                let batch = (from..(from + BATCH).min(end))
+                    .map(|s| Outgoing::json(&TickOut::new(s)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                socket.do_send(SendBatch(batch));
+            }
+            seq = end;
+            actix_rt::task::yield_now().await;
+            continue;
+        }
         for s in seq..end {
             match via {
+                Via::Batch => unreachable!("sent above"),
                 Via::Sender => sender.json(&TickOut::new(s))?,
+                Via::SenderWait => sender.json_wait(&TickOut::new(s)).await?,
                 Via::Messages => socket.do_send(SendMessage::json(&TickOut::new(s))?),
             }
         }
@@ -191,7 +212,13 @@ pub async fn send(
     warm: u64,
 ) -> Result<Value, BoxError> {
     if resocket {
-        resocket_send(socket_config(url, n.max(warm))?, via, n, warm).await
+        let config = match via {
+            Via::SenderWait => SocketConfig::builder(url)
+                .heartbeat(Duration::from_secs(60), Duration::from_secs(120))
+                .build()?,
+            _ => socket_config(url, n.max(warm))?,
+        };
+        resocket_send(config, via, n, warm).await
     } else {
         let mut framed = bare_connect(url).await?;
         check("warm-up", bare_send_batch(&mut framed, warm).await?, warm)?;
