@@ -7,6 +7,10 @@
 //! the frame stream, pinging on an interval, answering pings, and reconnecting with
 //! exponential backoff and full jitter (resocket's public `Backoff::delay`, the attempt counter
 //! reset after a minimum uptime) and nothing more.
+//!
+//! With `RESOCKET_BENCH_EXIT_IDLE` set, a run ends right after the idle RSS is measured, so a
+//! heap profiler sees the idle connections' memory as unfreed at exit:
+//! `RESOCKET_BENCH_EXIT_IDLE=1 heaptrack target/release/deps/overhead-… --client '{"bench":"many",…}'`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -457,6 +461,12 @@ pub async fn run(resocket: bool, p: Params, server_cpu: Option<u64>) -> Result<V
     let heartbeat_cpu_pct = (cpu_ns() - cpu1) as f64 / t1.elapsed().as_nanos() as f64 * 100.0;
     let rss_kib_per_conn = rss_bytes().saturating_sub(rss0) as f64 / 1024.0 / n as f64;
     let idle_losses = shared.losses.get() - losses0;
+    if std::env::var_os("RESOCKET_BENCH_EXIT_IDLE").is_some() {
+        // For a heap profiler: end here, every connection idle and nothing torn down, so
+        // what the profiler finds unfreed at exit is what the idle connections hold.
+        crate::common::print_result(&json!({ "rss_kib_per_conn": rss_kib_per_conn }));
+        std::process::exit(0);
+    }
 
     // Reconnect storms.
     let mut storms = Vec::new();
