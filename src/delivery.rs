@@ -75,6 +75,7 @@ impl Delivery {
 
     /// [`on_written`](Self::on_written), told how the message was delivered (the fleet
     /// learns the sequence number the server gave it).
+    #[cfg(any(feature = "fleet", test))]
     pub(crate) fn on_receipt(
         mut self,
         receipt: impl Fn(Receipted) + Send + Sync + 'static,
@@ -85,6 +86,7 @@ impl Delivery {
 
     /// Marks the message with the sequence number an earlier link would have written it
     /// with ([`Delivery::known_seq`]).
+    #[cfg(any(feature = "fleet", test))]
     pub(crate) fn known_seq(mut self, seq: Option<u64>) -> Self {
         self.known_seq = seq;
         self
