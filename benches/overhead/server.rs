@@ -95,19 +95,20 @@ pub fn serve(port: u16) -> Result<(), BoxError> {
     exit_with_parent();
     let message = ByteString::from(serde_json::to_string(&TickOut::new(1))?);
     actix::System::new().block_on(async move {
-        let hub = Hub::new(HubConfig::default()).start();
-        let app = AckedSink {
-            hub: hub.clone(),
-            counts: Default::default(),
-        }
-        .start();
-        hub.do_send(SubscribeHub {
-            messages: app.recipient(),
-            events: None,
-        });
         let server = HttpServer::new(move || {
+            // Started by the worker (the only one), on its thread: the sessions' messages
+            // reach the hub without crossing threads.
+            let hub = Hub::new(HubConfig::default()).start();
+            let app = AckedSink {
+                hub: hub.clone(),
+                counts: Default::default(),
+            }
+            .start();
+            hub.do_send(SubscribeHub {
+                messages: app.recipient(),
+                events: None,
+            });
             let message = message.clone();
-            let hub = hub.clone();
             App::new()
                 .route(
                     "/acked",
