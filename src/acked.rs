@@ -21,7 +21,9 @@ pub(crate) const DEFAULT_ACK_WINDOW: usize = 1000;
 #[derive(Debug, Clone)]
 struct InFlight {
     seq: u64,
-    frame: ByteString,
+    /// The message as the application gave it. Its frame is built each time it is written
+    /// (rarely more than once), so nothing is shared between the codec and this queue.
+    message: Outgoing,
     /// The payload's size, as the outbox counted it.
     size: usize,
     /// Called when the server acknowledges it ([`Delivery::on_written`](crate::Delivery::on_written)).
@@ -31,13 +33,12 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// The message as the application gave it, recovered from the frame (exact: JSON data
-    /// is carried verbatim, text escaped and unescaped).
-    fn original(&self) -> Outgoing {
-        match wire::decode(&self.frame) {
-            Some(wire::Frame::Msg { body, .. }) => Outgoing::Text(body.as_str().into()),
-            _ => Outgoing::Text(ByteString::new()),
-        }
+    /// Its frame: the message wrapped with its sequence number.
+    fn frame(&self) -> ByteString {
+        ByteString::from(wire::msg(
+            Some(self.seq),
+            self.message.as_text().unwrap_or_default(),
+        ))
     }
 }
 
@@ -140,7 +141,7 @@ impl AckedLink {
         if let Some(receipt) = &m.receipt {
             receipt.fire(Receipted::GivenUp);
         }
-        Some((m.original(), count))
+        Some((m.message, count))
     }
 
     /// A new connection opened: say hello; nothing else until the welcome.
@@ -212,12 +213,7 @@ impl AckedLink {
         let mut seq = acked;
         for m in &mut self.in_flight {
             seq += 1;
-            if m.seq != seq {
-                m.seq = seq;
-                let original = m.original();
-                let text = original.as_text().unwrap_or_default();
-                m.frame = ByteString::from(wire::msg(Some(seq), text));
-            }
+            m.seq = seq;
         }
         // The floor is the first welcome's; a server whose numbering went back (it restarted,
         // or evicted this client) has lost what the floor stood for, and nothing is skipped.
@@ -281,7 +277,7 @@ impl AckedLink {
         }
         if let Some(m) = self.in_flight.get(self.cursor) {
             self.cursor += 1;
-            return Some(m.frame.clone());
+            return Some(m.frame());
         }
         if self.in_flight.len() >= self.window {
             return None;
@@ -303,15 +299,15 @@ impl AckedLink {
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
-        let payload = taken.message.as_text().unwrap_or_default();
-        let frame = ByteString::from(wire::msg(Some(seq), payload));
-        self.in_flight.push_back(InFlight {
+        let flight = InFlight {
             seq,
-            frame: frame.clone(),
             size: taken.message.len(),
+            message: taken.message,
             receipt: taken.receipt,
             request: taken.request,
-        });
+        };
+        let frame = flight.frame();
+        self.in_flight.push_back(flight);
         self.cursor = self.in_flight.len();
         Some(frame)
     }
@@ -374,7 +370,7 @@ impl AckedLink {
         for m in self.in_flight.drain(..) {
             match m.request {
                 Some(token) => requests.push(token),
-                None => messages.push(m.original()),
+                None => messages.push(m.message),
             }
         }
         (messages, requests)

@@ -146,13 +146,18 @@ pub(crate) fn ack(seq: u64) -> String {
 /// `seq` is None.
 pub(crate) fn msg(seq: Option<u64>, payload: &str) -> String {
     use std::fmt::Write;
-    // One allocation, sized for the envelope (this runs for every message sent).
-    let mut out = String::with_capacity(payload.len() + 48);
-    out.push_str(r#"{"type":"msg""#);
+    const HEAD: &str = r#"{"type":"msg""#;
+    let json = serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok();
+    // One allocation, of the envelope's exact size when the payload is JSON (this runs for
+    // every message sent): a full `String` becomes a frame without a shared header.
+    let seq_len = seq.map_or(0, |n| r#","seq":"#.len() + decimal_len(n));
+    let body_len = if json { r#","data":"#.len() } else { 48 };
+    let mut out = String::with_capacity(HEAD.len() + seq_len + body_len + payload.len() + 1);
+    out.push_str(HEAD);
     if let Some(n) = seq {
         let _ = write!(out, r#","seq":{n}"#);
     }
-    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok() {
+    if json {
         out.push_str(r#","data":"#);
         out.push_str(payload);
     } else {
@@ -163,9 +168,31 @@ pub(crate) fn msg(seq: Option<u64>, payload: &str) -> String {
     out
 }
 
+/// How many decimal digits `n` has.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_envelope_is_allocated_at_its_exact_size() {
+        for (seq, payload) in [
+            (Some(0), r#"{"a":1}"#),
+            (Some(9), "[]"),
+            (Some(10), "1"),
+            (Some(u64::MAX), r#"{"x":"y"}"#),
+            (None, r#"{"a":1}"#),
+        ] {
+            let out = msg(seq, payload);
+            assert_eq!(out.len(), out.capacity(), "{out}");
+        }
+        assert_eq!(decimal_len(0), 1);
+        assert_eq!(decimal_len(99), 2);
+        assert_eq!(decimal_len(100), 3);
+    }
 
     #[test]
     fn round_trips() {
