@@ -1319,3 +1319,85 @@ async fn attack_a_slow_definition_during_a_failover_outlives_the_leases() {
         overlaps.first().map(|o| (&o.1.key, &o.1.node)),
     );
 }
+
+/// Attack: the reply of a read is lost after Redis ran it (the reader's connection killed
+/// right after an entry unblocked it). The entry is then pending for the node, and reading
+/// `>` never returns it again: the key must be adopted again, which claims it, before
+/// anything newer goes out.
+#[actix_rt::test]
+async fn an_entry_whose_read_reply_was_lost_is_still_delivered_in_order() {
+    let Some(redis) = Redis::start() else { return };
+    let server = FleetServer::start().await;
+    let config = common::fleet::node_config(&redis.url(), "lost", "a", 1, server.addr);
+    let fleet = resocket::Fleet::start(config.build().unwrap())
+        .await
+        .unwrap();
+    wait_for("a runs key-0000", Duration::from_secs(60), || {
+        server.ledger.each_once(1)
+    })
+    .await;
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let stream = "resocket:{lost}:to:key-0000";
+    const ROUNDS: usize = 10;
+    for round in 0..ROUNDS {
+        // The reader's connection, once it blocks in XREADGROUP again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+            let blocked = list
+                .lines()
+                .find(|l| l.contains("cmd=xreadgroup") && l.contains("flags=b"))
+                .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+                .map(str::to_string);
+            if let Some(id) = blocked {
+                break id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the reader never blocked"
+            );
+            actix_rt::time::sleep(Duration::from_millis(3)).await;
+        };
+        // One pipeline: the entry unblocks the read, which Redis runs; the kill loses its reply.
+        let _: redis::Value = redis::pipe()
+            .cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("m")
+            .arg(format!("lost:{round}"))
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query(&mut con)
+            .unwrap();
+    }
+    fleet.send("key-0000", "after").await.unwrap();
+    let texts = || -> Vec<String> {
+        server
+            .ledger
+            .messages()
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    };
+    wait_for(
+        "every entry at the upstream",
+        Duration::from_secs(60),
+        || {
+            let got: BTreeSet<String> = texts().into_iter().collect();
+            (0..ROUNDS).all(|r| got.contains(&format!("lost:{r}"))) && got.contains("after")
+        },
+    )
+    .await;
+    let mut firsts = Vec::new();
+    for text in texts() {
+        if !firsts.contains(&text) {
+            firsts.push(text);
+        }
+    }
+    let mut expected: Vec<String> = (0..ROUNDS).map(|r| format!("lost:{r}")).collect();
+    expected.push("after".into());
+    assert_eq!(firsts, expected, "first arrivals out of publish order");
+}

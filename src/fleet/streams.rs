@@ -334,7 +334,20 @@ impl Reader {
         for _ in &keys {
             read.arg(">");
         }
-        let reply: Option<StreamReadReply> = read.query_async(&mut self.redis).await?;
+        let reply: Option<StreamReadReply> = match read.query_async(&mut self.redis).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // Redis may have run the read and its reply been lost (a timeout, a broken
+                // connection): its entries are then pending for this node, and `>` never
+                // returns them. Paused, each key is adopted again when it resumes, which
+                // claims them before anything newer is read.
+                let until = std::time::Instant::now() + self.poll;
+                for key in keys {
+                    self.paused.insert(key, until);
+                }
+                return Err(e);
+            }
+        };
         let prefix = self.names.to("");
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let key = stream
