@@ -53,6 +53,31 @@ pub(crate) struct OpenConnection {
     pub(crate) identifying: Option<SpawnHandle>,
     /// When the I/O buffers are given back (an idle connection).
     pub(crate) quiet: super::buffers::Quiet,
+    /// Receipts of messages encoded but not yet flushed to the kernel.
+    pub(crate) unflushed: Unflushed,
+}
+
+/// The receipts ([`Delivery::on_written`](crate::Delivery::on_written), the fleet's) of
+/// messages encoded into the write buffer and not yet flushed: they fire once the flush has
+/// handed the bytes to the kernel, so that a process that dies holding them in its buffer
+/// has not reported them written (the fleet acknowledges an entry on its receipt). A
+/// connection that ends with some here fires them as it goes: that is all the default mode
+/// can tell of them, as before.
+#[derive(Debug, Default)]
+pub(crate) struct Unflushed(Vec<crate::delivery::Receipt>);
+
+impl Unflushed {
+    fn fire(&mut self) {
+        for receipt in self.0.drain(..) {
+            receipt.fire(Receipted::Written);
+        }
+    }
+}
+
+impl Drop for Unflushed {
+    fn drop(&mut self) {
+        self.fire();
+    }
 }
 
 impl OpenConnection {
@@ -76,6 +101,7 @@ impl OpenConnection {
             welcome_deadline: None,
             identifying: None,
             quiet: super::buffers::Quiet::new(now),
+            unflushed: Unflushed::default(),
         }
     }
 
@@ -262,13 +288,15 @@ impl SocketActor {
             Pin::new(&mut conn.framed)
                 .start_send(message)
                 .map_err(|e| e.to_string())?;
-            if let Some(receipt) = written {
-                receipt.fire(Receipted::Written);
-            }
+            conn.unflushed.0.extend(written);
         }
         let flushed = match Pin::new(&mut conn.framed).poll_flush(task) {
             Poll::Ready(Err(e)) => Err(e.to_string()),
-            _ => Ok(true),
+            Poll::Ready(Ok(())) => {
+                conn.unflushed.fire();
+                Ok(true)
+            }
+            Poll::Pending => Ok(true),
         };
         if outbox.has_events() {
             // Reported by the driver (it has the context request timers need).
