@@ -321,6 +321,198 @@ async fn failover_of_10000_keys() {
     assert_no_overlap(&server);
 }
 
+/// A Redis reply, compactly (strings as text).
+fn show_value(value: &redis::Value) -> String {
+    use redis::Value;
+    match value {
+        Value::Nil => "nil".into(),
+        Value::Int(n) => n.to_string(),
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".into(),
+        Value::Array(items) | Value::Set(items) => format!(
+            "[{}]",
+            items.iter().map(show_value).collect::<Vec<_>>().join(" ")
+        ),
+        Value::Map(pairs) => format!(
+            "{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", show_value(k), show_value(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sorted numbers as ranges of a step: `3..=63 (4 of them), 103`.
+fn show_indices(indices: &[usize], step: usize) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in indices {
+        match runs.last_mut() {
+            Some((_, end)) if *end + step == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs.iter()
+        .map(|(a, b)| match a == b {
+            true => a.to_string(),
+            false => format!("{a}..={b} ({} of them)", (b - a) / step + 1),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A stream entry id (`MS-SEQ`), comparable.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// What Redis says of fleet `fleet`'s members, and of `key`'s lease and stream; `missing`
+/// (message texts) are looked up in the stream and in its pending entries.
+fn fleet_redis_report(
+    redis: &Redis,
+    fleet: &str,
+    keys: &[String],
+    missing: &std::collections::BTreeMap<String, Vec<String>>,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let client = match redis::Client::open(redis.url().as_str()) {
+        Ok(client) => client,
+        Err(e) => return format!("redis: {e}"),
+    };
+    let mut con = match client.get_connection_with_timeout(Duration::from_secs(5)) {
+        Ok(con) => con,
+        Err(e) => return format!("redis: {e}"),
+    };
+    fn ask(con: &mut redis::Connection, cmd: &mut redis::Cmd) -> redis::Value {
+        cmd.query::<redis::Value>(con)
+            .unwrap_or_else(|e| redis::Value::SimpleString(format!("ERR {e}")))
+    }
+    let prefix = format!("resocket:{{{fleet}}}");
+    let members = ask(
+        &mut con,
+        redis::cmd("ZRANGE")
+            .arg(format!("{prefix}:nodes"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES"),
+    );
+    let time = ask(&mut con, &mut redis::cmd("TIME"));
+    let _ = writeln!(
+        out,
+        "  members (expiry ms): {}; redis TIME {}",
+        show_value(&members),
+        show_value(&time)
+    );
+    for key in keys {
+        let stream = format!("{prefix}:to:{key}");
+        let lease = ask(
+            &mut con,
+            redis::cmd("GET").arg(format!("{prefix}:lease:{key}")),
+        );
+        let pttl = ask(
+            &mut con,
+            redis::cmd("PTTL").arg(format!("{prefix}:lease:{key}")),
+        );
+        let token = ask(
+            &mut con,
+            redis::cmd("GET").arg(format!("{prefix}:token:{key}")),
+        );
+        let len = ask(&mut con, redis::cmd("XLEN").arg(&stream));
+        let groups = ask(&mut con, redis::cmd("XINFO").arg("GROUPS").arg(&stream));
+        let consumers = ask(
+            &mut con,
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream)
+                .arg("owners"),
+        );
+        let pending = ask(&mut con, redis::cmd("XPENDING").arg(&stream).arg("owners"));
+        let _ = writeln!(
+            out,
+            "  {key}: lease {} (pttl {} ms, token {}), XLEN {}, groups {}, consumers {}, pending {}",
+            show_value(&lease),
+            show_value(&pttl),
+            show_value(&token),
+            show_value(&len),
+            show_value(&groups),
+            show_value(&consumers),
+            show_value(&pending),
+        );
+        // The group's last-delivered-id: an entry at or before it was read by some owner.
+        let read_up_to = match &groups {
+            redis::Value::Array(groups) => groups.iter().find_map(|group| {
+                let shown = show_value(group);
+                let rest = shown.split("last-delivered-id ").nth(1)?;
+                Some(stream_id(rest.split_whitespace().next()?))
+            }),
+            _ => None,
+        };
+        let Some(texts) = missing.get(key) else {
+            continue;
+        };
+        // Where each missing message is: its entry, and whether (and by whom) it is pending.
+        let mut ids: std::collections::BTreeMap<String, String> = Default::default();
+        if let Ok(entries) = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg("-")
+            .arg("+")
+            .query::<redis::streams::StreamRangeReply>(&mut con)
+        {
+            for entry in entries.ids {
+                if let Some(m) = entry.get::<String>("m") {
+                    ids.insert(m, entry.id.clone());
+                }
+            }
+        }
+        let mut owners: std::collections::BTreeMap<String, String> = Default::default();
+        if let Ok(redis::Value::Array(rows)) = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg("owners")
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .query::<redis::Value>(&mut con)
+        {
+            for row in rows {
+                if let redis::Value::Array(cols) = &row {
+                    if let Some(id) = cols.first() {
+                        let rest: Vec<String> = cols[1..].iter().map(show_value).collect();
+                        owners.insert(
+                            show_value(id),
+                            format!(
+                                "consumer {} idle {} ms, delivered {} times",
+                                rest[0], rest[1], rest[2]
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for text in texts.iter().take(12) {
+            let place = match ids.get(text) {
+                None => "not in the stream".to_string(),
+                Some(id) => match owners.get(id) {
+                    Some(p) => format!("{id}, pending: {p}"),
+                    None if read_up_to.is_some_and(|last| stream_id(id) <= last) => {
+                        format!("{id}, read and acknowledged (XACKed) by an owner")
+                    }
+                    None => format!("{id}, never read (after the group's last-delivered-id)"),
+                },
+            };
+            let _ = writeln!(out, "    {text}: {place}");
+        }
+        if texts.len() > 12 {
+            let _ = writeln!(out, "    … and {} more", texts.len() - 12);
+        }
+    }
+    out
+}
+
 #[actix_rt::test]
 async fn messages_published_to_keys_while_their_owner_dies_are_all_delivered_in_order() {
     use std::collections::{BTreeMap, BTreeSet};
@@ -328,28 +520,128 @@ async fn messages_published_to_keys_while_their_owner_dies_are_all_delivered_in_
     let server = FleetServer::start().await;
     const KEYS: usize = 20;
     const N: usize = 10_000;
-    let _a = NodeProcess::spawn("a", "msgs", &redis.url(), &server, KEYS);
-    let mut b = NodeProcess::spawn("b", "msgs", &redis.url(), &server, KEYS);
+    let began = Instant::now();
+    // The nodes' debug log, kept for the report if the test fails (shown only when the
+    // test's own RUST_LOG asks).
+    let log = [("RUST_LOG", "resocket=debug")];
+    let (url, up) = (redis.url(), server.addr);
+    let a = NodeProcess::spawn_with("a", "msgs", &url, up, KEYS, &log);
+    let mut b = NodeProcess::spawn_with("b", "msgs", &url, up, KEYS, &log);
     wait_for("20 keys over 2 nodes", STARTUP, || {
         server.ledger.each_once(KEYS) && server.ledger.per_node().len() == 2
     })
     .await;
+    let placed = began.elapsed();
+    let owners_before = server.ledger.conns();
     let sender = resocket::FleetSender::connect(&redis.url(), "msgs")
         .await
         .unwrap();
+    let mut killed_at = Duration::ZERO;
     for i in 0..N {
         if i == 3_000 {
             b.kill(); // mid-stream: b has entries read, written and not yet acknowledged
+            killed_at = began.elapsed();
         }
         let key = common::fleet::key(i % KEYS);
         sender.send(&key, format!("{key}:{i}")).await.unwrap();
     }
-    wait_for("every published message at the upstream", STARTUP, || {
-        let distinct: BTreeSet<String> =
-            server.ledger.messages().into_iter().map(|m| m.1).collect();
-        distinct.len() == N
-    })
-    .await;
+    let published_at = began.elapsed();
+    let distinct =
+        || -> BTreeSet<String> { server.ledger.messages().into_iter().map(|m| m.1).collect() };
+    let waiting = Instant::now();
+    while distinct().len() != N {
+        if waiting.elapsed() <= STARTUP {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        // The report: what arrived, what is missing per key and where it is in Redis, who
+        // owns each key per the ledger, and the nodes' logs.
+        use std::fmt::Write;
+        let arrived = distinct();
+        let messages = server.ledger.messages();
+        let since = |at: Instant| at.saturating_duration_since(began).as_millis();
+        let mut report = format!(
+            "timed out after {STARTUP:?} waiting for: every published message at the upstream\n\
+             {} distinct of {N} arrived ({} in all); placed at +{}ms, b killed at +{}ms, all \
+             published at +{}ms, report at +{}ms (times since the test began)\n",
+            arrived.len(),
+            messages.len(),
+            placed.as_millis(),
+            killed_at.as_millis(),
+            published_at.as_millis(),
+            began.elapsed().as_millis(),
+        );
+        let keys: Vec<String> = (0..KEYS).map(common::fleet::key).collect();
+        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let conns = server.ledger.conns();
+        let last_arrival: BTreeMap<String, Instant> = server
+            .ledger
+            .arrivals()
+            .into_iter()
+            .map(|(text, at)| (text.split(':').next().unwrap_or("").to_string(), at))
+            .collect();
+        for (k, key) in keys.iter().enumerate() {
+            let absent: Vec<usize> = (k..N)
+                .step_by(KEYS)
+                .filter(|i| !arrived.contains(&format!("{key}:{i}")))
+                .collect();
+            let first_owner = owners_before
+                .iter()
+                .find(|c| c.key == *key && c.closed.is_none())
+                .map_or("?".to_string(), |c| c.node.clone());
+            let history: Vec<String> = conns
+                .iter()
+                .filter(|c| c.key == *key)
+                .map(|c| match c.closed {
+                    Some(closed) => {
+                        format!("{} +{}..+{}ms", c.node, since(c.opened), since(closed))
+                    }
+                    None => format!("{} +{}ms..live", c.node, since(c.opened)),
+                })
+                .collect();
+            let last = last_arrival
+                .get(key)
+                .map_or("none".to_string(), |at| format!("+{}ms", since(*at)));
+            let _ = writeln!(
+                report,
+                "{key}: placed on {first_owner}, connections [{}], last arrival {last}; {}",
+                history.join(", "),
+                match absent.first() {
+                    None => "nothing missing".to_string(),
+                    Some(first) => format!(
+                        "{} missing from index {first}: {}",
+                        absent.len(),
+                        show_indices(&absent, KEYS)
+                    ),
+                }
+            );
+            if !absent.is_empty() {
+                missing.insert(
+                    key.clone(),
+                    absent.iter().map(|i| format!("{key}:{i}")).collect(),
+                );
+            }
+        }
+        let _ = writeln!(
+            report,
+            "redis:\n{}",
+            fleet_redis_report(&redis, "msgs", &keys, &missing)
+        );
+        for node in [&a, &b] {
+            let lines = node.log();
+            let _ = writeln!(
+                report,
+                "node {} (spawned at +{}ms), {} log lines:",
+                node.id,
+                since(node.spawned()),
+                lines.len()
+            );
+            for line in &lines {
+                let _ = writeln!(report, "  {line}");
+            }
+        }
+        panic!("{report}");
+    }
     let messages = server.ledger.messages();
     let duplicates = messages.len() - N;
     // Per key, first arrivals keep the publish order: claimed entries (older) come before

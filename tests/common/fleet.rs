@@ -216,6 +216,10 @@ pub struct NodeProcess {
     pub id: String,
     child: Child,
     _stdin: Option<ChildStdin>,
+    /// Every line the node wrote to its stderr (its log, its panics), each prefixed with the
+    /// milliseconds since the node was spawned; see [`NodeProcess::log`].
+    log: Arc<Mutex<Vec<String>>>,
+    spawned: Instant,
 }
 
 impl NodeProcess {
@@ -263,15 +267,52 @@ impl NodeProcess {
             .env("RESOCKET_FLEET_KEYS", keys.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the node process starts");
         let stdin = child.stdin.take();
+        let spawned = Instant::now();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // The node's stderr is kept for a failing test's report; what the node would have
+        // shown on the test's stderr before (all of it when the test's RUST_LOG asked, else
+        // what is not debug or trace: a log asked for by the test only) is still shown there.
+        let stderr = child.stderr.take().expect("a piped stderr");
+        let (lines, node) = (Arc::clone(&log), id.to_string());
+        let show_all = std::env::var_os("RUST_LOG").is_some()
+            || !env.iter().any(|(name, _)| *name == "RUST_LOG");
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let quiet = line.contains(" DEBUG ") || line.contains(" TRACE ");
+                if show_all || !quiet {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+                let at = spawned.elapsed().as_millis();
+                lines
+                    .lock()
+                    .unwrap()
+                    .push(format!("[{node} +{at}ms] {line}"));
+            }
+        });
         NodeProcess {
             id: id.to_string(),
             child,
             _stdin: stdin,
+            log,
+            spawned,
         }
+    }
+
+    /// What the node wrote to its stderr so far, a line each (`[id +MSms] line`, the time
+    /// since it was spawned).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// When the node was spawned.
+    pub fn spawned(&self) -> Instant {
+        self.spawned
     }
 
     /// SIGKILL: no goodbye, its leases expire on their own.
