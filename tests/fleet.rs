@@ -660,7 +660,8 @@ async fn messages_published_to_keys_while_their_owner_dies_are_all_delivered_in_
     eprintln!(
         "fleet streams: {N} published, all delivered in order per key, {duplicates} duplicates (written by the killed node, not yet acknowledged)"
     );
-    assert!(duplicates <= N / 10, "{duplicates} duplicates");
+    // The README's bound: one read batch (256 entries) per key the killed node held.
+    assert!(duplicates <= 256 * KEYS, "{duplicates} duplicates");
     assert_no_overlap(&server);
 }
 
