@@ -5,22 +5,31 @@ mod common;
 use common::{fast, wait_for, TestServer, Watch, DEADLINE};
 use resocket::{Close, Error, GetSender, GetStatus, Outbox, Outgoing, SocketActor};
 
-#[actix_rt::test]
-async fn a_sender_on_another_thread_delivers_everything_in_order() {
+/// A server that counts without echoing, and a socket to it (with `outbox`), once Open: its
+/// watch and a `Sender`.
+async fn open_to_quiet_server(
+    outbox: Outbox,
+) -> (
+    TestServer,
+    actix::Addr<SocketActor>,
+    Watch,
+    resocket::Sender,
+) {
     let server = TestServer::start().await;
     server
         .shared
         .echo
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let socket = SocketActor::connect(
-        fast(&server.url())
-            .outbox(Outbox::bounded(100_000))
-            .build()
-            .unwrap(),
-    );
+    let socket = SocketActor::connect(fast(&server.url()).outbox(outbox).build().unwrap());
     let watch = Watch::attach(&socket);
     let sender = socket.send(GetSender).await.unwrap();
     watch.wait_opens(1).await;
+    (server, socket, watch, sender)
+}
+
+#[actix_rt::test]
+async fn a_sender_on_another_thread_delivers_everything_in_order() {
+    let (server, _socket, _watch, sender) = open_to_quiet_server(Outbox::bounded(100_000)).await;
     let thread = std::thread::spawn(move || {
         for n in 0..10_000 {
             sender.json(&serde_json::json!({ "n": n })).unwrap();
@@ -208,15 +217,7 @@ async fn a_send_wait_blocked_on_a_full_outbox_returns_closed_when_the_socket_clo
 #[actix_rt::test]
 async fn batches_from_a_sender_and_the_mailbox_arrive_in_order_with_single_sends() {
     use resocket::SendBatch;
-    let server = TestServer::start().await;
-    server
-        .shared
-        .echo
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    let socket = SocketActor::connect(fast(&server.url()).build().unwrap());
-    let watch = Watch::attach(&socket);
-    let sender = socket.send(GetSender).await.unwrap();
-    watch.wait_opens(1).await;
+    let (server, socket, _watch, sender) = open_to_quiet_server(Outbox::default()).await;
     let batch = |from: usize| (from..from + 100).map(|n| Outgoing::from(format!("{n}")));
     sender.send("single-0").unwrap();
     sender.send_batch(batch(0).collect()).unwrap();
@@ -243,20 +244,7 @@ async fn batches_from_a_sender_and_the_mailbox_arrive_in_order_with_single_sends
 #[actix_rt::test]
 async fn a_batch_refused_part_way_hands_back_the_rest_in_order_and_loses_nothing() {
     use resocket::SendBatch;
-    let mut server = TestServer::start().await;
-    server
-        .shared
-        .echo
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    let socket = SocketActor::connect(
-        fast(&server.url())
-            .outbox(Outbox::bounded(5))
-            .build()
-            .unwrap(),
-    );
-    let watch = Watch::attach(&socket);
-    let sender = socket.send(GetSender).await.unwrap();
-    watch.wait_opens(1).await;
+    let (mut server, socket, watch, sender) = open_to_quiet_server(Outbox::bounded(5)).await;
     server.stop().await;
     watch.wait_state("backoff", |s| s.name() == "backoff").await;
     let numbered = |r: std::ops::Range<usize>| -> Vec<Outgoing> {

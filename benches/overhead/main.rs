@@ -441,103 +441,42 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
         (Pin::None, Pin::None)
     };
     let key = |k: &'static str| move |v: &Value| v[k].as_f64();
+    // One send benchmark: msgs/s (at least 0.95x bare awc) and CPU per message (at most
+    // `cpu_max` times).
+    let send_group = |name: &'static str, how: &str, cpu: &str, cpu_max: f64| Group {
+        name,
+        params: json!({"bench": name, "n": s.send_n, "warm": s.warm_n}),
+        sides: resocket_and_bare(),
+        pin: split,
+        runs: s.runs,
+        limit: Duration::from_secs(60),
+        figures: vec![
+            figure(
+                format!("send via {how}: msgs/s"),
+                "msg/s",
+                true,
+                Target::RatioAtLeast(0.95),
+                key("msgs_per_s"),
+            ),
+            figure(
+                format!("send via {how}: {cpu}"),
+                "ns",
+                false,
+                Target::RatioAtMost(cpu_max),
+                key("cpu_ns_per_msg"),
+            ),
+        ],
+    };
     let mut groups = vec![
-        Group {
-            name: "send",
-            params: json!({"bench": "send", "n": s.send_n, "warm": s.warm_n}),
-            sides: resocket_and_bare(),
-            pin: split,
-            runs: s.runs,
-            limit: Duration::from_secs(60),
-            figures: vec![
-                figure(
-                    "send via Sender: msgs/s",
-                    "msg/s",
-                    true,
-                    Target::RatioAtLeast(0.95),
-                    key("msgs_per_s"),
-                ),
-                figure(
-                    "send via Sender: client CPU per msg",
-                    "ns",
-                    false,
-                    Target::RatioAtMost(1.2),
-                    key("cpu_ns_per_msg"),
-                ),
-            ],
-        },
-        Group {
-            name: "send_messages",
-            params: json!({"bench": "send_messages", "n": s.send_n, "warm": s.warm_n}),
-            sides: resocket_and_bare(),
-            pin: split,
-            runs: s.runs,
-            limit: Duration::from_secs(60),
-            figures: vec![
-                figure(
-                    "send via Send messages: msgs/s",
-                    "msg/s",
-                    true,
-                    Target::RatioAtLeast(0.95),
-                    key("msgs_per_s"),
-                ),
-                figure(
-                    "send via Send messages: CPU per msg",
-                    "ns",
-                    false,
-                    Target::RatioAtMost(1.5),
-                    key("cpu_ns_per_msg"),
-                ),
-            ],
-        },
-        Group {
-            name: "send_batch",
-            params: json!({"bench": "send_batch", "n": s.send_n, "warm": s.warm_n}),
-            sides: resocket_and_bare(),
-            pin: split,
-            runs: s.runs,
-            limit: Duration::from_secs(60),
-            figures: vec![
-                figure(
-                    "send via SendBatch of 64: msgs/s",
-                    "msg/s",
-                    true,
-                    Target::RatioAtLeast(0.95),
-                    key("msgs_per_s"),
-                ),
-                figure(
-                    "send via SendBatch of 64: CPU per msg",
-                    "ns",
-                    false,
-                    Target::RatioAtMost(1.5),
-                    key("cpu_ns_per_msg"),
-                ),
-            ],
-        },
-        Group {
-            name: "send_wait",
-            params: json!({"bench": "send_wait", "n": s.send_n, "warm": s.warm_n}),
-            sides: resocket_and_bare(),
-            pin: split,
-            runs: s.runs,
-            limit: Duration::from_secs(60),
-            figures: vec![
-                figure(
-                    "send via Sender::json_wait, default outbox: msgs/s",
-                    "msg/s",
-                    true,
-                    Target::RatioAtLeast(0.95),
-                    key("msgs_per_s"),
-                ),
-                figure(
-                    "send via Sender::json_wait, default outbox: CPU per msg",
-                    "ns",
-                    false,
-                    Target::RatioAtMost(1.2),
-                    key("cpu_ns_per_msg"),
-                ),
-            ],
-        },
+        send_group("send", "Sender", "client CPU per msg", 1.2),
+        send_group("send_messages", "Send messages", "CPU per msg", 1.5),
+        send_group("send_batch", "SendBatch of 64", "CPU per msg", 1.5),
+        send_group(
+            "send_wait",
+            "Sender::json_wait, default outbox",
+            "CPU per msg",
+            1.2,
+        ),
         Group {
             name: "receive",
             params: json!({"bench": "receive", "n": s.recv_n, "warm": s.warm_n}),
