@@ -60,11 +60,10 @@ struct Settings {
     window_s: f64,
     storms_down_s: Vec<f64>,
     only: Option<Vec<String>>,
-    hub_clients: u64,
-    hub_per_client: u64,
 }
 
-/// Messages each of the hub benchmark's clients sends (the quick and full runs alike).
+/// The hub benchmark's clients, and the messages each sends (the quick and full runs alike).
+const HUB_CLIENTS: u64 = 1000;
 const HUB_PER_CLIENT: u64 = 200;
 
 /// The reconnect policy of the storm: the library's default minimum delay, and a 5 s maximum
@@ -89,8 +88,6 @@ impl Settings {
                 window_s: 2.0,
                 storms_down_s: vec![0.0],
                 only: None,
-                hub_clients: 1000,
-                hub_per_client: HUB_PER_CLIENT,
             }
         } else {
             Settings {
@@ -107,8 +104,6 @@ impl Settings {
                 window_s: 3.0,
                 storms_down_s: vec![0.0, 1.0],
                 only: None,
-                hub_clients: 1000,
-                hub_per_client: HUB_PER_CLIENT,
             }
         }
     }
@@ -399,13 +394,18 @@ struct Side {
 
 /// resocket (side 0) and bare awc (side 1).
 fn resocket_and_bare() -> Vec<Side> {
+    two_sides("resocket", "bare awc")
+}
+
+/// Side 0 (`"resocket": true`) labelled `ours`, side 1 (`false`) labelled `baseline`.
+fn two_sides(ours: &'static str, baseline: &'static str) -> Vec<Side> {
     vec![
         Side {
-            label: "resocket",
+            label: ours,
             params: json!({"resocket": true}),
         },
         Side {
-            label: "bare awc",
+            label: baseline,
             params: json!({"resocket": false}),
         },
     ]
@@ -528,17 +528,8 @@ fn groups(s: &Settings, taskset: bool) -> Vec<Group> {
     });
     groups.push(Group {
         name: "hub",
-        params: json!({"bench": "hub", "clients": s.hub_clients, "per_client": s.hub_per_client}),
-        sides: vec![
-            Side {
-                label: "Hub, acked",
-                params: json!({"resocket": true}),
-            },
-            Side {
-                label: "plain sessions",
-                params: json!({"resocket": false}),
-            },
-        ],
+        params: json!({"bench": "hub", "clients": HUB_CLIENTS, "per_client": HUB_PER_CLIENT}),
+        sides: two_sides("Hub, acked", "plain sessions"),
         pin: split,
         // (Each run opens 1,000 connections: one run per side keeps `--quick` short.)
         runs: if s.quick { 1 } else { s.runs.min(3) },

@@ -156,23 +156,29 @@ async fn resocket_send_batch(
     let mut seq = 0;
     while seq < n {
         let end = (seq + CHUNK).min(n);
-        if via == Via::Batch {
-            for from in (seq..end).step_by(BATCH as usize) {
-                let batch = (from..(from + BATCH).min(end))
-                    .map(|s| Outgoing::json(&TickOut::new(s)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                socket.do_send(SendBatch(batch));
+        match via {
+            Via::Batch => {
+                for from in (seq..end).step_by(BATCH as usize) {
+                    let batch = (from..(from + BATCH).min(end))
+                        .map(|s| Outgoing::json(&TickOut::new(s)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    socket.do_send(SendBatch(batch));
+                }
             }
-            seq = end;
-            actix_rt::task::yield_now().await;
-            continue;
-        }
-        for s in seq..end {
-            match via {
-                Via::Batch => unreachable!("sent above"),
-                Via::Sender => sender.json(&TickOut::new(s))?,
-                Via::SenderWait => sender.json_wait(&TickOut::new(s)).await?,
-                Via::Messages => socket.do_send(SendMessage::json(&TickOut::new(s))?),
+            Via::Sender => {
+                for s in seq..end {
+                    sender.json(&TickOut::new(s))?;
+                }
+            }
+            Via::SenderWait => {
+                for s in seq..end {
+                    sender.json_wait(&TickOut::new(s)).await?;
+                }
+            }
+            Via::Messages => {
+                for s in seq..end {
+                    socket.do_send(SendMessage::json(&TickOut::new(s))?);
+                }
             }
         }
         seq = end;
