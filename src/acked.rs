@@ -30,15 +30,15 @@ struct InFlight {
     receipt: Option<crate::delivery::Receipt>,
     /// The pending request it is.
     request: Option<u64>,
+    /// The text is JSON (known when it was queued, or found out once when first written).
+    json: bool,
 }
 
 impl InFlight {
     /// Its frame: the message wrapped with its sequence number.
     fn frame(&self) -> ByteString {
-        ByteString::from(wire::msg(
-            Some(self.seq),
-            self.message.as_text().unwrap_or_default(),
-        ))
+        let text = self.message.as_text().unwrap_or_default();
+        ByteString::from(wire::envelope(Some(self.seq), text, self.json))
     }
 }
 
@@ -108,10 +108,19 @@ impl AckedLink {
         }
     }
 
-    /// The size of `message` as it will be written: in its envelope, with the largest
-    /// sequence number, JSON-escaped if it is not JSON.
-    pub(crate) fn written_size(message: &Outgoing) -> usize {
-        wire::msg(Some(MAX_SEQ), message.as_text().unwrap_or_default()).len()
+    /// The size of `message` as it will be written (in its envelope, with the largest
+    /// sequence number, JSON-escaped if it is not JSON), when that is more than `limit`.
+    /// `json`: known to be JSON ([`Queued::json`](crate::outbox::Queued::json)); otherwise the
+    /// text is parsed to find out only if its escaped form, never shorter, is over `limit`.
+    pub(crate) fn written_size_over(message: &Outgoing, json: bool, limit: usize) -> Option<usize> {
+        let text = message.as_text().unwrap_or_default();
+        let seq = Some(MAX_SEQ);
+        // The escaped form is never shorter than the JSON one: if it fits, the envelope does.
+        if !json && wire::envelope_len(seq, text, false) <= limit {
+            return None;
+        }
+        let size = wire::envelope_len(seq, text, json || wire::is_json(text));
+        (size > limit).then_some(size)
     }
 
     /// The peer ended the connection over the oldest unacknowledged message (if it was
@@ -299,12 +308,14 @@ impl AckedLink {
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
+        let json = taken.json || wire::is_json(taken.message.as_text().unwrap_or_default());
         let flight = InFlight {
             seq,
             size: taken.message.len(),
             message: taken.message,
             receipt: taken.receipt,
             request: taken.request,
+            json,
         };
         let frame = flight.frame();
         self.in_flight.push_back(flight);

@@ -663,7 +663,8 @@ async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_
             .build()
             .unwrap(),
     );
-    // 600 bytes of quotes: 1,200 once escaped in the envelope.
+    // 600 bytes of quotes: 1,200 once escaped, 1,247 in the envelope with the largest
+    // sequence number (`{"type":"msg","seq":9007199254740991,"text":"…"}`).
     let quotes = "\"".repeat(600);
     let refused = socket
         .send(SendMessage::text(quotes.clone()))
@@ -671,7 +672,13 @@ async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(refused.error, Error::MessageTooLargeForPeer { size, limit: 1024 } if size > 1200),
+        matches!(
+            refused.error,
+            Error::MessageTooLargeForPeer {
+                size: 1247,
+                limit: 1024
+            }
+        ),
         "{:?}",
         refused.error
     );
@@ -681,6 +688,51 @@ async fn a_message_larger_than_the_peer_takes_is_refused_when_sent_envelope_and_
         .await
         .unwrap()
         .expect("a small one is taken");
+}
+
+#[actix_rt::test]
+async fn json_whose_escaped_form_would_not_fit_the_peer_goes_unescaped_and_is_taken() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let socket = SocketActor::connect(
+        fast(&server.acked_url())
+            .acked("j")
+            .peer_max_message(1024)
+            .build()
+            .unwrap(),
+    );
+    let sender = socket.send(resocket::GetSender).await.unwrap();
+    // 808 bytes of JSON (`{"q":"\"\"…"}`): 853 in a `data` envelope, over 1,700 escaped as
+    // `text`. Both ways of sending take it; 502 quotes (1,012 bytes, 1,057 in the envelope)
+    // are refused with the envelope's exact size.
+    let value = serde_json::json!({ "q": "\"".repeat(400) });
+    let text = serde_json::to_string(&value).unwrap();
+    assert_eq!(text.len(), 808);
+    sender.json(&value).expect("a Sender's JSON value fits");
+    socket
+        .send(SendMessage::text(text.clone()))
+        .await
+        .unwrap()
+        .expect("the same JSON as text fits");
+    let over = serde_json::json!({ "q": "\"".repeat(502) });
+    assert_eq!(serde_json::to_string(&over).unwrap().len(), 1012);
+    assert!(
+        matches!(
+            sender.json(&over),
+            Err(Error::MessageTooLargeForPeer {
+                size: 1057,
+                limit: 1024
+            })
+        ),
+        "{:?}",
+        sender.json(&over)
+    );
+    wait_for("both at the app", DEADLINE, || {
+        app.lock().unwrap().len() == 2
+    })
+    .await;
+    let texts: Vec<String> = app.lock().unwrap().iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, [text.clone(), text]);
 }
 
 /// An application that never finishes taking a message.

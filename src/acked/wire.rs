@@ -145,27 +145,81 @@ pub(crate) fn ack(seq: u64) -> String {
 /// `{"type":"msg","seq":…,"data":…}` for JSON payloads, `"text":…` for others; no `seq` when
 /// `seq` is None.
 pub(crate) fn msg(seq: Option<u64>, payload: &str) -> String {
-    use std::fmt::Write;
-    const HEAD: &str = r#"{"type":"msg""#;
-    let json = serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok();
-    // One allocation, of the envelope's exact size when the payload is JSON (this runs for
-    // every message sent): a full `String` becomes a frame without a shared header.
-    let seq_len = seq.map_or(0, |n| r#","seq":"#.len() + decimal_len(n));
-    let body_len = if json { r#","data":"#.len() } else { 48 };
-    let mut out = String::with_capacity(HEAD.len() + seq_len + body_len + payload.len() + 1);
+    envelope(seq, payload, is_json(payload))
+}
+
+/// Whether `payload` is one JSON value (it then travels as `data`, unescaped).
+pub(crate) fn is_json(payload: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok()
+}
+
+const HEAD: &str = r#"{"type":"msg""#;
+const SEQ: &str = r#","seq":"#;
+const DATA: &str = r#","data":"#;
+const TEXT: &str = r#","text":"#;
+
+/// [`msg`] for a payload already known to be JSON (`json`) or not. One allocation, of the
+/// envelope's exact size (this runs for every message sent): a full `String` becomes a frame
+/// without a shared header.
+pub(crate) fn envelope(seq: Option<u64>, payload: &str, json: bool) -> String {
+    let mut out = String::with_capacity(envelope_len(seq, payload, json));
     out.push_str(HEAD);
     if let Some(n) = seq {
-        let _ = write!(out, r#","seq":{n}"#);
+        out.push_str(SEQ);
+        push_decimal(&mut out, n);
     }
     if json {
-        out.push_str(r#","data":"#);
+        out.push_str(DATA);
         out.push_str(payload);
     } else {
-        out.push_str(r#","text":"#);
+        out.push_str(TEXT);
         out.push_str(&serde_json::to_string(payload).unwrap_or_else(|_| "\"\"".into()));
     }
     out.push('}');
     out
+}
+
+/// The length of [`envelope`]`(seq, payload, json)`, computed without building it.
+pub(crate) fn envelope_len(seq: Option<u64>, payload: &str, json: bool) -> usize {
+    let seq_len = seq.map_or(0, |n| SEQ.len() + decimal_len(n));
+    let body_len = if json {
+        DATA.len() + payload.len()
+    } else {
+        TEXT.len() + quoted_len(payload)
+    };
+    HEAD.len() + seq_len + body_len + 1
+}
+
+/// The length of `text` as a JSON string, quotes included, escaped as serde_json escapes it:
+/// `"` and `\` and the short forms of five control characters take two bytes, the other
+/// control characters six (`\u00XX`), every other byte one.
+fn quoted_len(text: &str) -> usize {
+    let escapes: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 1,
+            0x00..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() + escapes + 2
+}
+
+/// Appends `n` in decimal (what `write!` does, without the formatting machinery).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// How many decimal digits `n` has.
@@ -176,6 +230,45 @@ fn decimal_len(n: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_computed_length_is_the_envelopes_for_every_byte_and_form() {
+        let mut texts: Vec<String> = (0u8..128).map(|b| format!("a{}z", char::from(b))).collect();
+        texts.extend(
+            [
+                "",
+                "plain",
+                "é ü 日本 🎉",
+                "\\\"\n\u{7f}",
+                r#"{"a":[1,2.5,"x\"y"]}"#,
+            ]
+            .map(String::from),
+        );
+        for text in &texts {
+            for seq in [
+                None,
+                Some(0),
+                Some(9),
+                Some(10),
+                Some(MAX_SEQ),
+                Some(u64::MAX),
+            ] {
+                for json in [false, true] {
+                    let out = envelope(seq, text, json);
+                    assert_eq!(envelope_len(seq, text, json), out.len(), "{out}");
+                    assert_eq!(out.len(), out.capacity(), "{out}");
+                }
+                let seq_text = seq.map(|n| format!(r#","seq":{n}"#)).unwrap_or_default();
+                let expected = if is_json(text) {
+                    format!(r#"{{"type":"msg"{seq_text},"data":{text}}}"#)
+                } else {
+                    let quoted = serde_json::to_string(text).unwrap();
+                    format!(r#"{{"type":"msg"{seq_text},"text":{quoted}}}"#)
+                };
+                assert_eq!(msg(seq, text), expected);
+            }
+        }
+    }
 
     #[test]
     fn a_json_envelope_is_allocated_at_its_exact_size() {
