@@ -318,3 +318,56 @@ async fn a_batch_stops_at_a_message_the_peer_could_not_take() {
     .await;
     assert_eq!(server.received(), ["short", "end"]);
 }
+
+/// The messages the `Dropped` events seen by `watch` report, in all.
+fn dropped(watch: &Watch) -> usize {
+    watch
+        .errors()
+        .iter()
+        .map(|e| match e {
+            Error::Dropped { count } => *count,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[actix_rt::test]
+async fn a_batch_under_drop_oldest_keeps_the_newest_and_reports_what_it_dropped() {
+    use resocket::Overflow;
+    let outbox = Outbox::bounded(3).on_overflow(Overflow::DropOldest);
+    let (mut server, socket, watch, sender) = open_to_quiet_server(outbox).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let batch: Vec<Outgoing> = (0..6).map(|n| Outgoing::from(format!("m{n}"))).collect();
+    sender
+        .send_batch(batch)
+        .expect("DropOldest takes every message");
+    assert_eq!(socket.send(GetStatus).await.unwrap().outbox_len, 3);
+    wait_for("three reported dropped", DEADLINE, || dropped(&watch) == 3).await;
+    server.restart().await;
+    wait_for("the newest three", DEADLINE, || {
+        server.received().len() == 3
+    })
+    .await;
+    assert_eq!(server.received(), ["m3", "m4", "m5"]);
+    assert_eq!(dropped(&watch), 3);
+}
+
+#[actix_rt::test]
+async fn a_batch_under_drop_newest_stops_at_the_first_drop_and_hands_back_the_rest() {
+    use resocket::Overflow;
+    let outbox = Outbox::bounded(3).on_overflow(Overflow::DropNewest);
+    let (mut server, socket, watch, sender) = open_to_quiet_server(outbox).await;
+    server.stop().await;
+    watch.wait_state("backoff", |s| s.name() == "backoff").await;
+    let batch: Vec<Outgoing> = (0..6).map(|n| Outgoing::from(format!("m{n}"))).collect();
+    let refused = sender.send_batch(batch.clone()).unwrap_err();
+    assert_outbox_full(&refused, 3, batch[3..].to_vec());
+    // The first message past the limit counts as dropped; the two after it were never tried.
+    wait_for("one reported dropped", DEADLINE, || dropped(&watch) == 1).await;
+    assert_eq!(socket.send(GetStatus).await.unwrap().outbox_len, 3);
+    server.restart().await;
+    wait_for("the first three", DEADLINE, || server.received().len() == 3).await;
+    assert_eq!(server.received(), ["m0", "m1", "m2"]);
+    assert_eq!(dropped(&watch), 1);
+}
