@@ -142,6 +142,10 @@ pub(crate) struct EntryOptions {
 }
 
 impl Entry {
+    fn expires(&self) -> bool {
+        self.options.as_ref().is_some_and(|o| o.expires.is_some())
+    }
+
     fn expired(&self, now: &mut Option<Instant>) -> bool {
         match self.options.as_ref().and_then(|o| o.expires) {
             Some((deadline, _)) => *now.get_or_insert_with(Instant::now) >= deadline,
@@ -253,6 +257,9 @@ pub(crate) struct OutboxQueue {
     expired_uncarried: usize,
     /// Queued messages that are pending requests (none: nothing to look for).
     requests: usize,
+    /// Queued messages with a time to live: a full queue looks for expired ones to make room
+    /// only when there are some (the scan is of the whole queue, on every push while full).
+    expiring: usize,
     /// Messages the overflow policy dropped (DropOldest's oldest, DropNewest's newest) since
     /// the last [`take_dropped`](Self::take_dropped), whichever path pushed them.
     dropped: usize,
@@ -275,6 +282,7 @@ impl OutboxQueue {
             expired: Vec::new(),
             expired_uncarried: 0,
             requests: 0,
+            expiring: 0,
             dropped: 0,
             dropped_requests: Vec::new(),
             collapsed: 0,
@@ -319,9 +327,11 @@ impl OutboxQueue {
         let old_size = self.items[index].message.len();
         if self.bytes - old_size + size + self.held <= self.limits.max_bytes {
             let entry = &mut self.items[index];
+            self.expiring -= usize::from(entry.expires());
             entry.message = message;
             entry.options = options;
             entry.json = json;
+            self.expiring += usize::from(entry.expires());
             self.bytes = self.bytes - old_size + size;
             self.collapsed += 1;
             return Pushed::Queued;
@@ -436,6 +446,7 @@ impl OutboxQueue {
             self.keys.insert(key.clone(), entry.id);
         }
         self.requests += usize::from(entry.request().is_some());
+        self.expiring += usize::from(entry.expires());
         // A new entry goes at the back: no search through a long queue on the hot path.
         if self.items.back().is_none_or(|last| last.id < entry.id) {
             self.items.push_back(entry);
@@ -448,6 +459,7 @@ impl OutboxQueue {
     fn forget(&mut self, entry: &Entry) {
         self.bytes -= entry.message.len();
         self.requests -= usize::from(entry.request().is_some());
+        self.expiring -= usize::from(entry.expires());
         if let Some(key) = entry.key() {
             if self.keys.get(key) == Some(&entry.id) {
                 self.keys.remove(key);
@@ -519,6 +531,9 @@ impl OutboxQueue {
 
     /// Drops every expired message (to make room).
     fn purge_expired(&mut self) {
+        if self.expiring == 0 {
+            return;
+        }
         let mut now = None;
         if !self.items.iter().any(|e| e.expired(&mut now)) {
             return;
@@ -612,6 +627,7 @@ impl OutboxQueue {
     pub(crate) fn drain_queued(&mut self) -> Vec<Queued> {
         self.bytes = 0;
         self.requests = 0;
+        self.expiring = 0;
         self.keys.clear();
         self.items
             .drain(..)

@@ -11,20 +11,27 @@ proptest! {
         max_messages in 1usize..20,
         max_bytes in 1usize..200,
         policy in 0u8..3,
-        ops in proptest::collection::vec((0u8..3, 0usize..40), 0..300),
+        ops in proptest::collection::vec((0u8..3, 0usize..40, 0u8..3), 0..300),
     ) {
         let overflow = [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest][policy as usize];
         let mut q = OutboxQueue::new(Outbox::bounded(max_messages).max_bytes(max_bytes).on_overflow(overflow));
         let (mut next, mut accounted) = (0usize, 0usize);
         // The last number popped among plain messages, and per collapse key.
         let mut last_popped: HashMap<String, usize> = HashMap::new();
-        for (op, size) in ops {
+        for (op, size, ttl) in ops {
             if op > 0 {
                 // op 1: plain; op 2: one of three collapse keys (chosen by size).
                 let key = (op == 2).then(|| format!("k{}", size % 3));
                 let text = format!("{next:04}{}{}", key.as_deref().unwrap_or("--"), "x".repeat(size));
                 next += 1;
                 let delivery = key.map_or_else(Delivery::new, |k| Delivery::new().collapse_key(k));
+                // ttl 1: expires at once (purged when the queue is full, or skipped when
+                // popped); ttl 2: outlives the test.
+                let delivery = match ttl {
+                    1 => delivery.ttl(Duration::from_nanos(1)),
+                    2 => delivery.ttl(Duration::from_secs(3600)),
+                    _ => delivery,
+                };
                 match q.push_with(Outgoing::from(text), &delivery) {
                     Pushed::Queued => {}
                     Pushed::QueuedDroppingOldest(n) => accounted += n,
@@ -39,6 +46,9 @@ proptest! {
                 *last = n + 1;
                 accounted += 1;
             }
+            let (expired, uncarried) = q.take_expired();
+            accounted += expired.len() + uncarried;
+            prop_assert_eq!(q.expiring, q.items.iter().filter(|e| e.expires()).count());
             prop_assert!(q.len() <= max_messages);
             prop_assert!(q.bytes() <= max_bytes);
             prop_assert_eq!(q.items.iter().map(|e| e.message.len()).sum::<usize>(), q.bytes());
