@@ -785,3 +785,28 @@ async fn bytes_in_flight_count_against_the_outbox_byte_limit() {
     let status = socket.send(GetStatus).await.unwrap();
     assert_eq!((status.unacked, status.outbox_len), (1, 0));
 }
+
+#[actix_rt::test]
+async fn the_hub_acks_at_once_when_a_quarter_of_its_per_client_bound_is_taken() {
+    // Acks wait up to a minute here, far past the deadline below: only the eager ack, due
+    // once 2 messages (a quarter of 8) are taken, can arrive in time.
+    let hub = Hub::new(HubConfig {
+        ack_delay: Duration::from_secs(60),
+        max_pending_per_client: 8,
+        ..HubConfig::default()
+    })
+    .start();
+    let server = TestServer::start_full(ServerConfig::default(), hub).await;
+    let app = record_app(&server.hub);
+    let mut raw = common::raw::RawClient::connect(&server.acked_url()).await;
+    raw.hello("eager", 0).await;
+    raw.send(r#"{"type":"msg","seq":1,"data":{"n":1}}"#).await;
+    wait_for("the first taken", DEADLINE, || {
+        app.lock().unwrap().len() == 1
+    })
+    .await;
+    raw.send(r#"{"type":"msg","seq":2,"data":{"n":2}}"#).await;
+    // The first text to arrive is the ack of both: none was written for the first alone.
+    assert_eq!(raw.text().await, r#"{"type":"ack","seq":2}"#);
+    assert_eq!(numbers(&app.lock().unwrap()), [1, 2]);
+}

@@ -27,7 +27,9 @@ pub struct HubConfig {
     /// that reads so slowly that a dropped message was never written to it is disconnected
     /// (1013) to be told the same way. Defaults to 10,000.
     pub history: usize,
-    /// How long acks may wait to be batched. Defaults to 1 ms.
+    /// How long acks may wait to be batched. Defaults to 1 ms. A client with a quarter of
+    /// `max_pending_per_client` messages taken since its last ack is acked at once, so that a
+    /// client whose window is that bound keeps writing instead of waiting out the delay.
     pub ack_delay: Duration,
     /// Client ids the hub keeps state for. When a new id says hello and the hub is full, clients
     /// disconnected for longer than `idle_client_ttl` are evicted first; if none is, the hello
@@ -312,12 +314,15 @@ impl Hub {
     fn flush_acks(&mut self, _ctx: &mut Context<Self>) {
         self.ack_timer = None;
         for client in self.acks_due.drain() {
-            if let Some(state) = self.clients.get(&client) {
-                if let (Some(session), true) = (&state.session, state.taken > 0) {
-                    session.text(wire::ack(state.taken));
-                }
+            if let Some(state) = self.clients.get_mut(&client) {
+                write_ack(state);
             }
         }
+    }
+
+    /// How many taken messages make an ack due at once (see [`HubConfig::ack_delay`]).
+    fn eager_ack_after(&self) -> u64 {
+        (self.config.max_pending_per_client as u64 / 4).max(1)
     }
 
     /// Closes `client`'s live session with `code`; it is no longer current, so frames still
@@ -425,6 +430,7 @@ impl Hub {
             epoch,
         } = handover;
         let client = message.client;
+        let eager_ack_after = self.eager_ack_after();
         let Some(state) = self.clients.get_mut(&client) else {
             return;
         };
@@ -436,8 +442,12 @@ impl Hub {
             if taken {
                 if state.took(seq, epoch, instance) {
                     self.stats.taken += 1;
-                    self.acks_due.insert(client.clone());
-                    self.schedule_acks(ctx);
+                    if state.taken.saturating_sub(state.acked) >= eager_ack_after {
+                        write_ack(state);
+                    } else {
+                        self.acks_due.insert(client.clone());
+                        self.schedule_acks(ctx);
+                    }
                 }
             } else if state.not_taken(epoch) {
                 warn!(
@@ -467,6 +477,14 @@ impl Hub {
                 state.idle_since = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Writes the ack of what the application has taken of `state`'s client on its live session.
+fn write_ack(state: &mut ClientState) {
+    if let (Some(session), true) = (&state.session, state.taken > 0) {
+        session.text(wire::ack(state.taken));
+        state.acked = state.taken;
     }
 }
 

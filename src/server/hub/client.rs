@@ -78,6 +78,8 @@ pub(crate) struct ClientState {
     pub(crate) received: u64,
     /// The highest client sequence number the application has taken: what acks carry.
     pub(crate) taken: u64,
+    /// What the last ack written to a session of this client carried.
+    pub(crate) acked: u64,
     /// Bumped when accepted-but-untaken messages are given up (the application went away),
     /// so that handovers still completing from before cannot move `taken`.
     pub(crate) epoch: u64,
@@ -111,6 +113,7 @@ impl ClientState {
             parked: None,
             received: 0,
             taken: 0,
+            acked: 0,
             epoch: 0,
             next_seq: 0,
             history: VecDeque::new(),
