@@ -254,3 +254,60 @@ async fn in_acked_mode_a_receipt_waits_for_the_servers_ack_not_the_write() {
     common::wait_status(&socket, "acknowledged", |s| s.unacked == 0).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+// A receipt says the message's bytes reached the kernel (the flush completed), not only that
+// it was encoded: against a peer that reads nothing, a message far larger than the socket
+// buffers is encoded (it has left the outbox) and its receipt waits until the peer reads.
+#[actix_rt::test]
+async fn a_receipt_waits_for_the_flush_while_the_peer_reads_nothing() {
+    use common::raw_server::RawServer;
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const BIG: usize = 12 << 20; // far past the loopback socket buffers a peer that never reads lets fill
+    let reading = Arc::new(AtomicBool::new(false));
+    let read_flag = reading.clone();
+    let server = RawServer::start(move |stream| {
+        let started = Instant::now();
+        while !read_flag.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let config = resocket::SocketConfig::builder(server.url())
+        .heartbeat(Duration::from_secs(60), Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let socket = SocketActor::connect(config);
+    let watch = Watch::attach(&socket);
+    watch.wait_opens(1).await;
+    let (delivery, calls) = counted();
+    socket
+        .send(SendMessage::text("x".repeat(BIG)).with(delivery))
+        .await
+        .unwrap()
+        .unwrap();
+    socket
+        .send(SendMessage::text("after"))
+        .await
+        .unwrap()
+        .unwrap();
+    // The big one encoded (it left the outbox; the small one waits behind the full write
+    // buffer), so a receipt fired on encoding would have fired by now.
+    let start = Instant::now();
+    while socket.send(GetStatus).await.unwrap().outbox_len > 1 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the big message never left the outbox"
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "encoded, not flushed");
+    reading.store(true, Ordering::SeqCst);
+    wait_for("the receipt once the peer reads", DEADLINE, || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
