@@ -30,7 +30,7 @@ struct InFlight {
     receipt: Option<crate::delivery::Receipt>,
     /// The pending request it is.
     request: Option<u64>,
-    /// The text is JSON (known when it was queued, or found out once when first written).
+    /// The text is JSON (found out once, when first written; a resend does not parse again).
     json: bool,
 }
 
@@ -109,17 +109,17 @@ impl AckedLink {
     }
 
     /// The size of `message` as it will be written (in its envelope, with the largest
-    /// sequence number, JSON-escaped if it is not JSON), when that is more than `limit`.
-    /// `json`: known to be JSON ([`Queued::json`](crate::outbox::Queued::json)); otherwise the
-    /// text is parsed to find out only if its escaped form, never shorter, is over `limit`.
-    pub(crate) fn written_size_over(message: &Outgoing, json: bool, limit: usize) -> Option<usize> {
+    /// sequence number, JSON-escaped if it is not JSON), when that is more than `limit`. The
+    /// text is parsed to find out whether it is JSON only if its escaped form, never shorter,
+    /// is over `limit`.
+    pub(crate) fn written_size_over(message: &Outgoing, limit: usize) -> Option<usize> {
         let text = message.as_text().unwrap_or_default();
         let seq = Some(MAX_SEQ);
         // The escaped form is never shorter than the JSON one: if it fits, the envelope does.
-        if !json && wire::envelope_len(seq, text, false) <= limit {
+        if wire::envelope_len(seq, text, false) <= limit {
             return None;
         }
-        let size = wire::envelope_len(seq, text, json || wire::is_json(text));
+        let size = wire::envelope_len(seq, text, wire::is_json(text));
         (size > limit).then_some(size)
     }
 
@@ -308,7 +308,7 @@ impl AckedLink {
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
-        let json = taken.json || wire::is_json(taken.message.as_text().unwrap_or_default());
+        let json = wire::is_json(taken.message.as_text().unwrap_or_default());
         let flight = InFlight {
             seq,
             size: taken.message.len(),

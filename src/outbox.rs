@@ -124,8 +124,6 @@ struct Entry {
     id: u64,
     message: Outgoing,
     options: Option<Box<EntryOptions>>,
-    /// The text is JSON this crate serialized ([`Queued::json`]).
-    json: bool,
 }
 
 #[derive(Debug)]
@@ -180,8 +178,6 @@ pub(crate) struct Taken {
     pub(crate) receipt: Option<crate::delivery::Receipt>,
     /// The sequence number an earlier link gave it (acked mode, the fleet).
     pub(crate) known_seq: Option<u64>,
-    /// The text is JSON this crate serialized ([`Queued::json`]).
-    pub(crate) json: bool,
 }
 
 /// Expired messages kept to be handed back in their events until the socket reports them;
@@ -194,32 +190,6 @@ pub(crate) const MAX_EXPIRED_HELD: usize = 1024;
 pub(crate) struct Queued {
     pub(crate) message: Outgoing,
     pub(crate) options: Option<Box<EntryOptions>>,
-    /// The message is text this crate serialized as JSON ([`Sender::json`](crate::Sender::json)):
-    /// acked mode wraps it as JSON without parsing it again to find out. False when unknown.
-    pub(crate) json: bool,
-}
-
-impl Queued {
-    /// `message` with `delivery`'s options; `json` as [`Queued::json`].
-    pub(crate) fn new(message: Outgoing, delivery: &Delivery, json: bool) -> Self {
-        let options = (!delivery.is_plain()).then(|| {
-            Box::new(EntryOptions {
-                // A TTL too long to add to the clock never expires.
-                expires: delivery
-                    .time_to_live()
-                    .and_then(|ttl| Some((Instant::now().checked_add(ttl)?, ttl))),
-                collapse_key: delivery.collapse_key_arc().cloned(),
-                request: delivery.request,
-                written: delivery.receipt().cloned(),
-                known_seq: delivery.known_seq,
-            })
-        });
-        Queued {
-            message,
-            options,
-            json,
-        }
-    }
 }
 
 impl From<Outgoing> for Queued {
@@ -227,7 +197,6 @@ impl From<Outgoing> for Queued {
         Queued {
             message,
             options: None,
-            json: false,
         }
     }
 }
@@ -298,17 +267,25 @@ impl OutboxQueue {
     /// Queues `message` with its delivery options: at the back, or in the place of a queued
     /// message with the same collapse key; applying the overflow policy if it does not fit.
     pub(crate) fn push_with(&mut self, message: Outgoing, delivery: &Delivery) -> Pushed {
-        self.push_queued(Queued::new(message, delivery, false))
+        let options = (!delivery.is_plain()).then(|| {
+            Box::new(EntryOptions {
+                // A TTL too long to add to the clock never expires.
+                expires: delivery
+                    .time_to_live()
+                    .and_then(|ttl| Some((Instant::now().checked_add(ttl)?, ttl))),
+                collapse_key: delivery.collapse_key_arc().cloned(),
+                request: delivery.request,
+                written: delivery.receipt().cloned(),
+                known_seq: delivery.known_seq,
+            })
+        });
+        self.push_queued(Queued { message, options })
     }
 
     /// Queues a message that keeps the options it had in another queue (a restarted
     /// socket's inheritance): its deadline, key and request.
     pub(crate) fn push_queued(&mut self, queued: Queued) -> Pushed {
-        let Queued {
-            message,
-            options,
-            json,
-        } = queued;
+        let Queued { message, options } = queued;
         let size = message.len();
         if size > self.limits.max_bytes {
             return Pushed::Refused {
@@ -322,7 +299,7 @@ impl OutboxQueue {
         }
         let key = options.as_ref().and_then(|o| o.collapse_key.clone());
         let Some(index) = key.and_then(|k| self.index_of_key(&k)) else {
-            return self.push_entry(message, size, options, json, None);
+            return self.push_entry(message, size, options, None);
         };
         let old_size = self.items[index].message.len();
         if self.bytes - old_size + size + self.held <= self.limits.max_bytes {
@@ -330,7 +307,6 @@ impl OutboxQueue {
             self.expiring -= usize::from(entry.expires());
             entry.message = message;
             entry.options = options;
-            entry.json = json;
             self.expiring += usize::from(entry.expires());
             self.bytes = self.bytes - old_size + size;
             self.collapsed += 1;
@@ -339,7 +315,7 @@ impl OutboxQueue {
         // Larger than the room the older one leaves: it goes, and the newer one takes its
         // place once there is room (or is refused, and the older one is put back).
         let old = self.remove(index);
-        let pushed = self.push_entry(message, size, options, json, Some(old.id));
+        let pushed = self.push_entry(message, size, options, Some(old.id));
         match &pushed {
             Pushed::Refused { .. } => self.restore(old),
             _ => self.collapsed += 1,
@@ -353,14 +329,13 @@ impl OutboxQueue {
         message: Outgoing,
         size: usize,
         options: Option<Box<EntryOptions>>,
-        json: bool,
         in_place_of: Option<u64>,
     ) -> Pushed {
         if !self.fits(size) {
             self.purge_expired();
         }
         if self.fits(size) {
-            self.insert(message, options, json, in_place_of);
+            self.insert(message, options, in_place_of);
             return Pushed::Queued;
         }
         match self.limits.overflow {
@@ -397,7 +372,7 @@ impl OutboxQueue {
                     dropped += 1;
                 }
                 self.dropped += dropped;
-                self.insert(message, options, json, in_place_of);
+                self.insert(message, options, in_place_of);
                 Pushed::QueuedDroppingOldest(dropped)
             }
         }
@@ -412,7 +387,6 @@ impl OutboxQueue {
         &mut self,
         message: Outgoing,
         options: Option<Box<EntryOptions>>,
-        json: bool,
         in_place_of: Option<u64>,
     ) {
         let id = in_place_of.unwrap_or_else(|| {
@@ -423,7 +397,6 @@ impl OutboxQueue {
             id,
             message,
             options,
-            json,
         });
     }
 
@@ -494,7 +467,6 @@ impl OutboxQueue {
                     request,
                     receipt,
                     known_seq,
-                    json: entry.json,
                 });
             }
             self.set_aside(entry);
@@ -634,7 +606,6 @@ impl OutboxQueue {
             .map(|e| Queued {
                 message: e.message,
                 options: e.options,
-                json: e.json,
             })
             .collect()
     }

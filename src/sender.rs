@@ -176,50 +176,29 @@ impl SharedOutbox {
 
     /// [`push`](Self::push) with delivery options.
     pub(crate) fn push_with(&self, message: Outgoing, delivery: &Delivery) -> Pushing {
-        self.push_described(message, delivery, false)
-    }
-
-    /// [`push_with`](Self::push_with); `json` when this crate serialized the message as JSON
-    /// ([`Queued::json`]).
-    pub(crate) fn push_described(
-        &self,
-        message: Outgoing,
-        delivery: &Delivery,
-        json: bool,
-    ) -> Pushing {
         if let Err(error) = delivery.validate() {
             return Pushing::refused(error, message);
         }
-        self.push_checked(message, json, |queue, message| {
-            queue.push_queued(Queued::new(message, delivery, json))
-        })
+        self.push_checked(message, |queue, message| queue.push_with(message, delivery))
     }
 
     /// Queues a message inherited with its options from a socket that ended.
     pub(crate) fn push_queued(&self, queued: Queued) -> Pushing {
-        let Queued {
-            message,
-            options,
-            json,
-        } = queued;
-        self.push_checked(message, json, move |queue, message| {
-            queue.push_queued(Queued {
-                message,
-                options,
-                json,
-            })
+        let Queued { message, options } = queued;
+        self.push_checked(message, move |queue, message| {
+            queue.push_queued(Queued { message, options })
         })
     }
 
     /// The checks every message passes before the lock: acked mode's text only, the peer's
-    /// size limit. `json`: as [`Queued::json`].
-    fn check(&self, message: &Outgoing, json: bool) -> Result<(), Error> {
+    /// size limit.
+    fn check(&self, message: &Outgoing) -> Result<(), Error> {
         if self.acked {
             AckedLink::accepts(message)?;
         }
         if let Some(limit) = self.peer_max {
             let over = if self.acked {
-                AckedLink::written_size_over(message, json, limit)
+                AckedLink::written_size_over(message, limit)
             } else {
                 Some(message.len()).filter(|&size| size > limit)
             };
@@ -242,7 +221,7 @@ impl SharedOutbox {
             let mut refusal = None;
             for (queued, message) in messages.by_ref().enumerate() {
                 // Checked under the lock `close` takes: see there.
-                let refused = match self.check(&message, false) {
+                let refused = match self.check(&message) {
                     Err(error) => Some((error, message, false)),
                     Ok(()) if self.is_closed() => Some((Error::Closed, message, false)),
                     Ok(()) => match queue.push_with(message, &Delivery::default()) {
@@ -286,10 +265,9 @@ impl SharedOutbox {
     fn push_checked(
         &self,
         message: Outgoing,
-        json: bool,
         push: impl FnOnce(&mut OutboxQueue, Outgoing) -> Pushed,
     ) -> Pushing {
-        if let Err(error) = self.check(&message, json) {
+        if let Err(error) = self.check(&message) {
             return Pushing::refused(error, message);
         }
         let (outcome, was_empty) = {
@@ -371,11 +349,7 @@ impl Sender {
         message: impl Into<Outgoing>,
         delivery: &Delivery,
     ) -> Result<(), SendError> {
-        self.counted(self.push(message.into(), delivery, false))
-    }
-
-    /// `result`, a refusal counted.
-    fn counted<T>(&self, result: Result<(), T>) -> Result<(), T> {
+        let result = self.push(message.into(), delivery);
         if result.is_err() {
             self.shared.refused.fetch_add(1, Ordering::AcqRel);
         }
@@ -383,9 +357,8 @@ impl Sender {
     }
 
     /// One push (its drops are counted by the queue, refusals by the callers).
-    /// `json`: as [`Queued::json`].
-    fn push(&self, message: Outgoing, delivery: &Delivery, json: bool) -> Result<(), SendError> {
-        match self.shared.push_described(message, delivery, json) {
+    fn push(&self, message: Outgoing, delivery: &Delivery) -> Result<(), SendError> {
+        match self.shared.push_with(message, delivery) {
             Pushing::Ok => Ok(()),
             Pushing::Refused { refused, .. } => Err(refused),
         }
@@ -404,22 +377,17 @@ impl Sender {
     /// # Ok(()) }
     /// ```
     pub async fn send_wait(&self, message: impl Into<Outgoing>) -> Result<(), SendError> {
-        self.push_wait(message.into(), false).await
-    }
-
-    /// [`send_wait`](Self::send_wait); `json`: as [`Queued::json`].
-    async fn push_wait(&self, message: Outgoing, json: bool) -> Result<(), SendError> {
         let full = |e: &SendError| matches!(e.error, Error::OutboxFull { .. });
-        let mut message = Some(message);
+        let mut message = Some(message.into());
         let result = futures_util::future::poll_fn(|cx| {
             let Some(m) = message.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match self.push(m, &Delivery::default(), json) {
+            match self.push(m, &Delivery::default()) {
                 Err(refused) if full(&refused) => {
                     // Register, then try once more: room freed in between is not missed.
                     self.shared.wait_for_room(cx.waker());
-                    match self.push(refused.message, &Delivery::default(), json) {
+                    match self.push(refused.message, &Delivery::default()) {
                         Err(again) if full(&again) => {
                             message = Some(again.message);
                             Poll::Pending
@@ -431,7 +399,10 @@ impl Sender {
             }
         })
         .await;
-        self.counted(result)
+        if result.is_err() {
+            self.shared.refused.fetch_add(1, Ordering::AcqRel);
+        }
+        result
     }
 
     /// Queues `messages` in order, taking the outbox's lock once for all of them: for a
@@ -461,17 +432,14 @@ impl Sender {
     /// caller still has `value`.
     pub async fn json_wait<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let message = Outgoing::json(value)?;
-        let result = self.push_wait(message, true).await;
-        result.map_err(|e| e.error)
+        self.send_wait(message).await.map_err(|e| e.error)
     }
 
     /// Queues `value` serialized with serde_json. The methods that take a message hand it back
     /// inside a [`SendError`]; this one borrows `value`, so it returns the [`Error`] alone
     /// ([`Error::Encode`] when `value` cannot be serialized, or why it was refused).
     pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
-        let message = Outgoing::json(value)?;
-        let result = self.counted(self.push(message, &Delivery::default(), true));
-        result.map_err(|e| e.error)
+        self.send(Outgoing::json(value)?).map_err(|e| e.error)
     }
 
     /// Whether the socket accepts no more messages.

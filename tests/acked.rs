@@ -810,3 +810,49 @@ async fn the_hub_acks_at_once_when_a_quarter_of_its_per_client_bound_is_taken() 
     assert_eq!(raw.text().await, r#"{"type":"ack","seq":2}"#);
     assert_eq!(numbers(&app.lock().unwrap()), [1, 2]);
 }
+
+/// A `Serialize` that misuses serde_json's map (a value without its key): serde_json writes
+/// `{:1}`, which is not JSON.
+struct MapValueWithoutKey;
+impl serde::Serialize for MapValueWithoutKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_value(&1)?;
+        map.end()
+    }
+}
+
+/// A `Serialize` that borrows serde_json's raw-value token: serde_json writes the text as it
+/// is, unchecked.
+struct Unchecked(&'static str);
+impl serde::Serialize for Unchecked {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut raw = s.serialize_struct("$serde_json::private::RawValue", 1)?;
+        raw.serialize_field("$serde_json::private::RawValue", self.0)?;
+        raw.end()
+    }
+}
+
+// Found by review: trusting `Sender::json`'s text to be JSON (no parse) put `{:1}` raw into a
+// `data` envelope; the hub could not decode the frame, closed the next one as a sequence gap,
+// and the client sent the same frame again on every reconnect. Every payload is checked.
+#[actix_rt::test]
+async fn text_serde_json_writes_that_is_not_json_still_goes_as_text_and_nothing_stalls() {
+    let server = TestServer::start().await;
+    let app = record_app(&server.hub);
+    let socket = SocketActor::connect(fast(&server.acked_url()).acked("odd").build().unwrap());
+    let sender = socket.send(resocket::GetSender).await.unwrap();
+    sender.json(&MapValueWithoutKey).unwrap();
+    sender.json(&Unchecked("hello world")).unwrap();
+    sender.json(&serde_json::json!({ "n": 1 })).unwrap();
+    wait_for("all three at the app", DEADLINE, || {
+        app.lock().unwrap().len() == 3
+    })
+    .await;
+    let texts: Vec<String> = app.lock().unwrap().iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, ["{:1}", "hello world", r#"{"n":1}"#]);
+    let stats = server.hub.send(GetHubStats).await.unwrap();
+    assert_eq!(stats.violations, 0, "{stats:?}");
+}
