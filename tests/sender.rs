@@ -331,14 +331,29 @@ fn dropped(watch: &Watch) -> usize {
         .sum()
 }
 
-#[actix_rt::test]
-async fn a_batch_under_drop_oldest_keeps_the_newest_and_reports_what_it_dropped() {
-    use resocket::Overflow;
-    let outbox = Outbox::bounded(3).on_overflow(Overflow::DropOldest);
+/// A socket with an outbox of 3 under `overflow`, backing off (its quiet server stopped), and
+/// six numbered messages for it.
+async fn backing_off_with_six_to_send(
+    overflow: resocket::Overflow,
+) -> (
+    TestServer,
+    actix::Addr<SocketActor>,
+    Watch,
+    resocket::Sender,
+    Vec<Outgoing>,
+) {
+    let outbox = Outbox::bounded(3).on_overflow(overflow);
     let (mut server, socket, watch, sender) = open_to_quiet_server(outbox).await;
     server.stop().await;
     watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    let batch: Vec<Outgoing> = (0..6).map(|n| Outgoing::from(format!("m{n}"))).collect();
+    let batch = (0..6).map(|n| Outgoing::from(format!("m{n}"))).collect();
+    (server, socket, watch, sender, batch)
+}
+
+#[actix_rt::test]
+async fn a_batch_under_drop_oldest_keeps_the_newest_and_reports_what_it_dropped() {
+    let (mut server, socket, watch, sender, batch) =
+        backing_off_with_six_to_send(resocket::Overflow::DropOldest).await;
     sender
         .send_batch(batch)
         .expect("DropOldest takes every message");
@@ -355,12 +370,8 @@ async fn a_batch_under_drop_oldest_keeps_the_newest_and_reports_what_it_dropped(
 
 #[actix_rt::test]
 async fn a_batch_under_drop_newest_stops_at_the_first_drop_and_hands_back_the_rest() {
-    use resocket::Overflow;
-    let outbox = Outbox::bounded(3).on_overflow(Overflow::DropNewest);
-    let (mut server, socket, watch, sender) = open_to_quiet_server(outbox).await;
-    server.stop().await;
-    watch.wait_state("backoff", |s| s.name() == "backoff").await;
-    let batch: Vec<Outgoing> = (0..6).map(|n| Outgoing::from(format!("m{n}"))).collect();
+    let (mut server, socket, watch, sender, batch) =
+        backing_off_with_six_to_send(resocket::Overflow::DropNewest).await;
     let refused = sender.send_batch(batch.clone()).unwrap_err();
     assert_outbox_full(&refused, 3, batch[3..].to_vec());
     // The first message past the limit counts as dropped; the two after it were never tried.
