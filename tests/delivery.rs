@@ -296,14 +296,7 @@ async fn a_receipt_waits_for_the_flush_while_the_peer_reads_nothing() {
         .unwrap();
     // The big one encoded (it left the outbox; the small one waits behind the full write
     // buffer), so a receipt fired on encoding would have fired by now.
-    let start = Instant::now();
-    while socket.send(GetStatus).await.unwrap().outbox_len > 1 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the big message never left the outbox"
-        );
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_status(&socket, "the big message encoded", |s| s.outbox_len <= 1).await;
     assert_eq!(calls.load(Ordering::SeqCst), 0, "encoded, not flushed");
     reading.store(true, Ordering::SeqCst);
     wait_for("the receipt once the peer reads", DEADLINE, || {
