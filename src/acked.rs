@@ -30,15 +30,13 @@ struct InFlight {
     receipt: Option<crate::delivery::Receipt>,
     /// The pending request it is.
     request: Option<u64>,
-    /// The text is JSON (found out once, when first written; a resend does not parse again).
-    json: bool,
 }
 
 impl InFlight {
     /// Its frame: the message wrapped with its sequence number.
     fn frame(&self) -> ByteString {
         let text = self.message.as_text().unwrap_or_default();
-        ByteString::from(wire::envelope(Some(self.seq), text, self.json))
+        ByteString::from(wire::msg(Some(self.seq), text))
     }
 }
 
@@ -308,14 +306,12 @@ impl AckedLink {
         let seq = self.next_seq;
         self.next_seq += 1;
         // Binary messages are refused before they reach the outbox (`accepts`).
-        let json = wire::is_json(taken.message.as_text().unwrap_or_default());
         let flight = InFlight {
             seq,
             size: taken.message.len(),
             message: taken.message,
             receipt: taken.receipt,
             request: taken.request,
-            json,
         };
         let frame = flight.frame();
         self.in_flight.push_back(flight);
